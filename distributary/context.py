@@ -1,0 +1,93 @@
+"""The current flow run and task run, held in contextvars so threads and asyncio tasks each see their own."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .flows import Flow
+    from .runners.base import TaskRunner
+    from .runs import FlowRun, RunRecorder, TaskRun
+    from .tasks import Task
+
+
+class FlowRunContext:
+    """What tasks submitted inside a flow run need: the runner, the flow's result options and the run record."""
+
+    __slots__ = ("flow", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
+                 "_counter_lock", "_result_options_cache", "settings_env")
+
+    def __init__(self, flow: "Flow | None", flow_run: "FlowRun | None", task_runner: "TaskRunner",
+                 parameters: dict[str, Any], recorder: "RunRecorder", log_prints: bool = False,
+                 settings_env: dict[str, str] | None = None):
+        self.flow = flow
+        self.flow_run = flow_run
+        self.task_runner = task_runner
+        self.parameters = parameters
+        self.recorder = recorder
+        self.log_prints = log_prints
+        self._counters: dict[str, itertools.count] = {}
+        self._counter_lock = threading.Lock()
+        self._result_options_cache: dict[int, Any] = {}
+        self.settings_env = settings_env or {}
+
+    @property
+    def flow_run_id(self) -> uuid.UUID | None:
+        return self.flow_run.id if self.flow_run is not None else None
+
+    def next_dynamic_keys(self, task_key: str, n: int) -> range:
+        """n consecutive run numbers for task `task_key` in this flow run (names are `task-0`, `task-1`, ...)."""
+        with self._counter_lock:
+            counter = self._counters.get(task_key)
+            if counter is None:
+                counter = self._counters[task_key] = itertools.count()
+            first = next(counter)
+            if n > 1:
+                self._counters[task_key] = itertools.count(first + n)
+        return range(first, first + n)
+
+
+class TaskRunContext:
+    """The task run being executed in this thread or asyncio task (also on remote workers)."""
+
+    __slots__ = ("task", "task_run", "parameters", "flow_parameters", "log_prints", "result_options")
+
+    def __init__(self, task: "Task", task_run: "TaskRun", parameters: dict[str, Any],
+                 flow_parameters: dict[str, Any], log_prints: bool, result_options: Any):
+        self.task = task
+        self.task_run = task_run
+        self.parameters = parameters
+        self.flow_parameters = flow_parameters
+        self.log_prints = log_prints
+        self.result_options = result_options
+
+
+flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar("flow_run", default=None)
+task_run_ctx: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar("task_run", default=None)
+
+
+def get_run_context() -> TaskRunContext | FlowRunContext:
+    """The innermost run context (task run first, then flow run); raises if called outside any run."""
+    ctx = task_run_ctx.get() or flow_run_ctx.get()
+    if ctx is None:
+        from .errors import DistributaryError
+
+        raise DistributaryError("No run context: get_run_context() was called outside a flow or task run.")
+    return ctx
+
+
+current_tags: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("tags", default=frozenset())
+
+
+@contextlib.contextmanager
+def tags(*new_tags: str):
+    """Add tags to every task run created inside the block (Prefect's `with tags("etl"):`)."""
+    token = current_tags.set(current_tags.get() | frozenset(new_tags))
+    try:
+        yield current_tags.get()
+    finally:
+        current_tags.reset(token)

@@ -1,0 +1,296 @@
+"""`@flow` and the Flow object: parameters validated from type hints, a task runner per flow run, retries,
+timeouts, hooks, subflows, and the final state from what the flow returns.
+
+Mirrors `prefect.flows`.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable
+from functools import update_wrapper
+from typing import Any, Generic, TypeVar, overload
+
+from . import core, settings
+from . import states as S
+from .context import FlowRunContext, flow_run_ctx
+from .engine import call_with_timeout, run_hook
+from .errors import ConfigurationError, FlowRunTimeoutError, ParameterTypeError, UnknownNameError
+from .logging import engine_logger, reset_log_prints, set_log_prints
+from .runners import TaskRunner, get_runner, runner_names
+from .runs import FlowRun, flow_run_name, get_recorder
+from .states import State
+from .tasks import Binder, _check_hooks, check_retry_options, check_timeout
+
+R = TypeVar("R")
+_CALL, _SLEEP = 0, 1
+
+
+class Flow(Generic[R]):
+    """A function whose calls become flow runs: observable, retryable, with a task runner for its tasks."""
+
+    _OPTION_NAMES = ("name", "version", "flow_run_name", "retries", "retry_delay_seconds", "task_runner",
+                     "description", "timeout_seconds", "validate_parameters", "persist_result", "result_storage",
+                     "result_serializer", "cache_result_in_memory", "log_prints", "on_completion", "on_failure",
+                     "on_cancellation", "on_crashed", "on_running", "isolation_level")
+
+    def __init__(self, fn: Callable[..., R], name: str | None = None, version: str | None = None,
+                 flow_run_name: Any = None, retries: int | None = None, retry_delay_seconds: Any = None,
+                 task_runner: Any = None, description: str | None = None, timeout_seconds: float | None = None,
+                 validate_parameters: bool = True, persist_result: bool | None = None, result_storage: Any = None,
+                 result_serializer: Any = None, cache_result_in_memory: bool = True,
+                 log_prints: bool | None = None, on_completion: Any = None, on_failure: Any = None,
+                 on_cancellation: Any = None, on_crashed: Any = None, on_running: Any = None,
+                 isolation_level: Any = None):
+        if not callable(fn):
+            raise TypeError(f"@flow needs a function, got {fn!r}")
+        self.fn = fn
+        self.isasync = inspect.iscoroutinefunction(fn)
+        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
+        owner = f"Flow {self.name!r}"
+        self.version = version
+        self.flow_run_name = flow_run_name
+        self.description = description or inspect.getdoc(fn)
+        self.retries, self._retry_delays = check_retry_options(owner, retries, retry_delay_seconds)
+        self.retry_delay_seconds = retry_delay_seconds
+        self.timeout_seconds = check_timeout(owner, timeout_seconds)
+        if task_runner is not None and not isinstance(task_runner, TaskRunner):
+            if isinstance(task_runner, str) and task_runner not in runner_names():
+                raise UnknownNameError(f"{owner}: unknown task runner {task_runner!r}; valid names are: "
+                                       f"{', '.join(runner_names())}.")
+            if not isinstance(task_runner, (str, type)):
+                raise TypeError(f"{owner}: task_runner must be a TaskRunner instance or a runner name "
+                                f"({', '.join(runner_names())}); got {task_runner!r}.")
+        self.task_runner = task_runner
+        self.validate_parameters = validate_parameters
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.cache_result_in_memory = cache_result_in_memory
+        self.log_prints = log_prints
+        self.isolation_level = isolation_level
+        self.on_completion = _check_hooks(f"{owner} on_completion", on_completion)
+        self.on_failure = _check_hooks(f"{owner} on_failure", on_failure)
+        self.on_cancellation = _check_hooks(f"{owner} on_cancellation", on_cancellation)
+        self.on_crashed = _check_hooks(f"{owner} on_crashed", on_crashed)
+        self.on_running = _check_hooks(f"{owner} on_running", on_running)
+        self._binder = Binder(fn)
+        self._adapters: dict[str, Any] | None = None
+        update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **changes: Any) -> "Flow[R]":
+        """A copy of this flow with some options changed, e.g. `flow.with_options(task_runner="dask")`."""
+        unknown = set(changes) - set(self._OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"with_options() got unknown option(s) {sorted(unknown)}; "
+                            f"valid: {', '.join(self._OPTION_NAMES)}")
+        opts = {k: getattr(self, k) for k in self._OPTION_NAMES}
+        opts.update(changes)
+        return Flow(self.fn, **opts)
+
+    # -- parameters -------------------------------------------------------------------------------------------
+    def validate(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Validate and coerce parameters from the function's type hints (pydantic, lax mode)."""
+        if not self.validate_parameters:
+            return parameters
+        if self._adapters is None:
+            import pydantic
+
+            hints = _type_hints(self.fn)
+            adapters = {}
+            for name, p in self._binder.sig.parameters.items():
+                ann = hints.get(name, p.annotation)
+                if ann is inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                try:
+                    adapters[name] = pydantic.TypeAdapter(ann, config=None)
+                except Exception:  # an annotation pydantic cannot build a validator for: not validated
+                    adapters[name] = pydantic.TypeAdapter(Any)
+            self._adapters = adapters
+        import pydantic
+
+        out = dict(parameters)
+        for name, adapter in self._adapters.items():
+            if name not in out:
+                continue
+            try:
+                out[name] = adapter.validate_python(out[name])
+            except pydantic.ValidationError as exc:
+                detail = "; ".join(e["msg"] for e in exc.errors()[:3])
+                raise ParameterTypeError(f"Flow {self.name!r} got an invalid value for parameter {name!r}: "
+                                         f"{out[name]!r} ({detail}).") from None
+        return out
+
+    # -- calling ----------------------------------------------------------------------------------------------
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        """Run the flow and return its result (or its final State with `return_state=True`). An async flow
+        returns an awaitable."""
+        params = self.validate(self._binder.bind(f"Flow {self.name!r}", args, kwargs))
+        if self.isasync:
+            return _run_async(self, params, return_state)
+        state = _drive_sync(_flow_steps(self, params), self)
+        return state if return_state else state.result()
+
+    def _make_runner(self) -> TaskRunner:
+        spec = self.task_runner or settings.get("TASK_RUNNER")
+        runner = get_runner(spec)
+        return runner.duplicate() if runner is self.task_runner else runner
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        return getattr(fn, "__annotations__", {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The flow run
+# ---------------------------------------------------------------------------------------------------------------
+def _flow_steps(flow: Flow, params: dict[str, Any]) -> Generator[tuple, Any, State]:
+    parent = flow_run_ctx.get()
+    run_id = uuid.uuid4()
+    name = flow.flow_run_name(**params) if callable(flow.flow_run_name) else (
+        flow.flow_run_name.format(**params) if isinstance(flow.flow_run_name, str) else flow_run_name(run_id))
+    run = FlowRun(run_id, name, flow.name, params, frozenset(), S.Pending(),
+                  parent.flow_run_id if parent is not None else None, flow.version)
+    recorder = get_recorder()
+    recorder.flow_run_started(run)
+    log = engine_logger("flow_runs")
+    extra = {"run_name": run.name}
+    log.info("Beginning %sflow run %r for flow %r", "sub" if parent else "", run.name, flow.name, extra=extra)
+    run.start_ts = time.time()
+    log_prints = flow.log_prints if flow.log_prints is not None else (parent.log_prints if parent else False)
+    for hook in flow.on_running:
+        run_hook(hook, flow, run, S.Running())
+    while True:
+        run.run_count += 1
+        run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
+        runner = flow._make_runner()
+        ctx = FlowRunContext(flow, run, runner, params, recorder, log_prints, settings.snapshot())
+        token = flow_run_ctx.set(ctx)
+        lp_token = set_log_prints(log_prints)
+        try:
+            with runner:
+                try:
+                    value = yield (_CALL, params)
+                    state = core.flow_state_from_return(value)
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    state = S.Crashed(message=f"Flow run {run.name!r} was interrupted by {type(exc).__name__}.",
+                                      data=exc)
+                    _end(flow, run, state, log)
+                    raise
+                except FlowRunTimeoutError as exc:
+                    state = S.TimedOut(message=str(exc), data=exc)
+                except BaseException as exc:
+                    state = S.Failed(message=f"Flow run encountered an exception. {type(exc).__name__}: {exc}",
+                                     data=exc)
+        finally:
+            reset_log_prints(lp_token)
+            flow_run_ctx.reset(token)
+        if state.is_failed() and run.run_count <= flow.retries:
+            delay = core.retry_delay(flow._retry_delays, run.run_count, None)
+            run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {flow.retries} in {delay:.3g}s"))
+            log.warning("Flow run %r failed (%s); retrying in %.3gs", run.name, state.message, delay, extra=extra)
+            if delay > 0:
+                yield (_SLEEP, delay)
+            continue
+        break
+    return _end(flow, run, state, log)
+
+
+def _end(flow: Flow, run: FlowRun, state: State, log: Any) -> State:
+    run.end_ts = time.time()
+    run.set_state(state)
+    get_recorder().flow_run_finished(run)
+    level = 20 if state.is_completed() else 40
+    log.log(level, "Finished in state %r", state, extra={"run_name": run.name})
+    hooks = (flow.on_completion if state.is_completed() else flow.on_failure if state.is_failed() else
+             flow.on_crashed if state.is_crashed() else flow.on_cancellation if state.is_cancelled() else ())
+    for hook in hooks:
+        run_hook(hook, flow, run, state)
+    return state
+
+
+def _drive_sync(gen: Generator[tuple, Any, State], flow: Flow) -> State:
+    fn = flow._binder.invoke
+    try:
+        step = next(gen)
+        while True:
+            if step[0] == _CALL:
+                try:
+                    if flow.timeout_seconds:
+                        value = call_with_timeout(fn, step[1], flow.timeout_seconds, _Named(flow.name),
+                                                  FlowRunTimeoutError)
+                    else:
+                        value = fn(**step[1])
+                except BaseException as exc:
+                    step = gen.throw(exc)
+                    continue
+                step = gen.send(value)
+            else:
+                time.sleep(step[1])
+                step = next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _run_async(flow: Flow, params: dict[str, Any], return_state: bool) -> Any:
+    gen = _flow_steps(flow, params)
+    fn = flow._binder.invoke
+    try:
+        step = next(gen)
+        while True:
+            if step[0] == _CALL:
+                try:
+                    coro = fn(**step[1])
+                    if flow.timeout_seconds:
+                        try:
+                            value = await asyncio.wait_for(coro, flow.timeout_seconds)
+                        except asyncio.TimeoutError:
+                            raise FlowRunTimeoutError(f"Flow {flow.name!r} exceeded its timeout of "
+                                                      f"{flow.timeout_seconds} seconds.") from None
+                    else:
+                        value = await coro
+                except BaseException as exc:
+                    step = gen.throw(exc)
+                    continue
+                step = gen.send(value)
+            else:
+                await asyncio.sleep(step[1])
+                step = next(gen)
+    except StopIteration as stop:
+        state = stop.value
+    return state if return_state else state.result()
+
+
+class _Named:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+@overload
+def flow(__fn: Callable[..., R]) -> Flow[R]: ...
+
+
+@overload
+def flow(**options: Any) -> Callable[[Callable[..., R]], Flow[R]]: ...
+
+
+def flow(__fn: Callable[..., R] | None = None, **options: Any) -> Any:
+    """Decorate a function as a flow, bare (`@flow`) or with options (`@flow(task_runner="processes")`)."""
+    if __fn is not None:
+        return Flow(__fn, **options)
+    return lambda fn: Flow(fn, **options)
+
+
+__all__ = ["Flow", "flow"]

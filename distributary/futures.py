@@ -1,0 +1,134 @@
+"""Futures of task runs, whatever runner made them: `.result()`, `.wait()`, `.state`, `wait()`, `as_completed()`.
+
+Mirrors `prefect.futures`. Each runner subclasses `TaskRunFuture`; the functions here work on any mix of them.
+"""
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
+
+from .states import State
+
+R = TypeVar("R")
+
+
+class TaskRunFuture(ABC, Generic[R]):
+    """The eventual outcome of one task run."""
+
+    __slots__ = ("task_run", "__weakref__")
+
+    @property
+    def task_run_id(self) -> uuid.UUID:
+        return self.task_run.id
+
+    @property
+    @abstractmethod
+    def state(self) -> State:
+        """The task run's current state (its final state once `done()`)."""
+
+    @abstractmethod
+    def done(self) -> bool:
+        """True once the task run has reached its final state."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the task run is done or `timeout` seconds have passed."""
+
+    @abstractmethod
+    def add_done_callback(self, fn: Callable[["TaskRunFuture[R]"], Any]) -> None:
+        """Call `fn(self)` once the task run is done (at once if it already is)."""
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """The task run's return value; raises its exception if it failed (unless `raise_on_failure=False`)."""
+        self.wait(timeout)
+        if not self.done():
+            raise TimeoutError(f"Task run {self.task_run.name!r} did not finish within {timeout} seconds.")
+        return self.state.result(raise_on_failure=raise_on_failure)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.task_run.name!r}, state={self.state!r})"
+
+
+# Prefect's name, for users who annotate with it.
+PrefectFuture = TaskRunFuture
+
+
+class FutureList(list):
+    """The futures returned by `.map()`: a list with `.wait()` and `.result()` over all of them."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        wait(self, timeout=timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for fut in self:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(fut.result(timeout=remaining, raise_on_failure=raise_on_failure))
+        return out
+
+
+PrefectFutureList = FutureList
+
+
+class DoneAndNotDoneFutures(NamedTuple):
+    done: set
+    not_done: set
+
+
+def wait(futures: Iterable[TaskRunFuture], timeout: float | None = None) -> DoneAndNotDoneFutures:
+    """Wait until all `futures` are done or `timeout` seconds have passed; return `(done, not_done)`."""
+    futures = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for fut in futures:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        fut.wait(remaining)
+        if deadline is not None and remaining == 0.0:
+            break
+    done, not_done = set(), set()
+    for fut in futures:
+        (done if fut.done() else not_done).add(fut)
+    return DoneAndNotDoneFutures(done, not_done)
+
+
+def as_completed(futures: Iterable[TaskRunFuture], timeout: float | None = None) -> Iterator[TaskRunFuture]:
+    """Yield futures as they finish. Raises `TimeoutError` if some are not done after `timeout` seconds."""
+    pending = {id(f): f for f in futures}
+    finished: queue.SimpleQueue[TaskRunFuture] = queue.SimpleQueue()
+    for fut in list(pending.values()):
+        fut.add_done_callback(finished.put)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        try:
+            fut = finished.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if pending.pop(id(fut), None) is not None:
+            yield fut
+    if pending:
+        raise TimeoutError(f"{len(pending)} of the futures were not done within {timeout} seconds.")
+
+
+def resolve_futures_to_states(obj: Any) -> Any:
+    """Replace every future nested in `obj` with its final state (waiting for it)."""
+    from .resolve import map_nested
+
+    return map_nested(obj, lambda f: (f.wait(), f.state)[1] if isinstance(f, TaskRunFuture) else f)
+
+
+def resolve_futures_to_results(obj: Any) -> Any:
+    """Replace every future nested in `obj` with its result (waiting for it)."""
+    from .resolve import map_nested
+
+    return map_nested(obj, lambda f: f.result() if isinstance(f, TaskRunFuture) else f)
+
+
+__all__ = ["TaskRunFuture", "PrefectFuture", "FutureList", "PrefectFutureList", "wait", "as_completed",
+           "DoneAndNotDoneFutures", "resolve_futures_to_states", "resolve_futures_to_results"]

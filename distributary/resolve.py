@@ -1,0 +1,194 @@
+"""Futures, states and result references nested in task arguments: finding them and replacing them by values.
+
+This runs for every task run, so the common case (plain ints, strings, ...) returns after one type check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import UpstreamTaskError
+from .futures import TaskRunFuture
+from .states import State
+
+T = TypeVar("T")
+
+_ATOMIC = frozenset({int, float, str, bool, type(None), bytes, complex, range})
+
+
+class BaseAnnotation(Generic[T]):
+    __slots__ = ("value",)
+
+    def __init__(self, value: T):
+        self.value = value
+
+    def unwrap(self) -> T:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.value == other.value  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (type(self), (self.value,))
+
+
+class unmapped(BaseAnnotation[T]):
+    """Pass this argument whole to every mapped task run instead of mapping over it."""
+
+    def __getitem__(self, _: Any) -> T:
+        return self.value
+
+
+class quote(BaseAnnotation[T]):
+    """Pass this argument as it is: futures and states inside it are not resolved (and not traversed)."""
+
+
+class allow_failure(BaseAnnotation[T]):
+    """Run the downstream task even if this upstream failed; it then receives the upstream's exception."""
+
+
+def _is_result_ref(v: Any) -> bool:
+    # No ResultRef can exist (made or unpickled) unless its module was imported, so never import it here.
+    mod = sys.modules.get("distributary.results.refs")
+    return mod is not None and isinstance(v, mod.ResultRef)
+
+
+def map_nested(obj: Any, fn: Callable[[Any], Any], _quote_stop: bool = True) -> Any:
+    """Apply `fn` to every leaf of lists, tuples, dicts, sets and dataclasses in `obj`, rebuilding only
+    containers whose contents changed. `quote(...)` stops the walk."""
+    t = type(obj)
+    if t in _ATOMIC:
+        return obj
+    if t is list or t is tuple or t is set or t is frozenset:
+        items = [map_nested(v, fn, _quote_stop) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return t(items)
+    if t is dict:
+        new = {k: map_nested(v, fn, _quote_stop) for k, v in obj.items()}
+        if all(new[k] is v for k, v in obj.items()):
+            return obj
+        return new
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        items = [map_nested(v, fn, _quote_stop) for v in obj]
+        return obj if all(a is b for a, b in zip(items, obj)) else t(*items)
+    if isinstance(obj, BaseAnnotation):
+        if not _quote_stop:
+            return fn(obj)
+        if isinstance(obj, quote):
+            return obj
+        inner = map_nested(obj.value, fn)
+        return obj if inner is obj.value else t(inner)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            v = getattr(obj, f.name)
+            nv = map_nested(v, fn, _quote_stop)
+            if nv is not v:
+                changes[f.name] = nv
+        return dataclasses.replace(obj, **changes) if changes else obj
+    return fn(obj)
+
+
+def collect_futures(obj: Any, out: list[TaskRunFuture]) -> list[TaskRunFuture]:
+    """Append every future nested in `obj` (not inside `quote`) to `out`."""
+    t = type(obj)
+    if t in _ATOMIC:
+        return out
+    if isinstance(obj, TaskRunFuture):
+        out.append(obj)
+        return out
+
+    def leaf(v: Any) -> Any:
+        if isinstance(v, TaskRunFuture):
+            out.append(v)
+        return v
+
+    map_nested(obj, leaf)
+    return out
+
+
+def find_upstreams(parameters: dict[str, Any], wait_for: Any = None) -> list[TaskRunFuture]:
+    out: list[TaskRunFuture] = []
+    for v in parameters.values():
+        if type(v) not in _ATOMIC:
+            collect_futures(v, out)
+    if wait_for:
+        collect_futures(list(wait_for), out)
+    return out
+
+
+def needs_resolution(parameters: dict[str, Any]) -> bool:
+    for v in parameters.values():
+        if type(v) not in _ATOMIC:
+            return True
+    return False
+
+
+def _resolve_leaf(v: Any, allow: bool) -> Any:
+    if isinstance(v, TaskRunFuture):
+        v.wait()
+        state = v.state
+        if state.is_completed():
+            return state.result()
+        if allow:
+            return state.result(raise_on_failure=False)
+        raise UpstreamTaskError(f"Upstream task run {v.task_run.name!r} did not reach a 'COMPLETED' state "
+                                f"(it is {state.name}).")
+    if isinstance(v, State):
+        if v.is_completed():
+            return v.result()
+        if allow:
+            return v.result(raise_on_failure=False)
+        raise UpstreamTaskError(f"An upstream state passed as an argument is {v.name}, not completed.")
+    if _is_result_ref(v):
+        return v.load()
+    return v
+
+
+def resolve_value(obj: Any, allow: bool = False) -> Any:
+    """Replace futures, states and result references in `obj` by their values. `quote` is unwrapped, `allow_failure`
+    lets failed upstreams through as their exceptions. Raises `UpstreamTaskError` for a failed upstream."""
+    t = type(obj)
+    if t in _ATOMIC:
+        return obj
+    if t is quote:
+        return obj.value
+    if t is allow_failure:
+        return resolve_value(obj.value, allow=True)
+    if t is unmapped:
+        return resolve_value(obj.value, allow)
+    if isinstance(obj, (TaskRunFuture, State)):
+        return _resolve_leaf(obj, allow)
+
+    def leaf(v: Any) -> Any:
+        tv = type(v)
+        if tv is quote:
+            return v.value
+        if tv is allow_failure:
+            return resolve_value(v.value, allow=True)
+        if tv is unmapped:
+            return resolve_value(v.value, allow)
+        return _resolve_leaf(v, allow)
+
+    return map_nested(obj, leaf, _quote_stop=False)
+
+
+def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Resolve every parameter value (see `resolve_value`)."""
+    if not needs_resolution(parameters):
+        return parameters
+    return {k: resolve_value(v) for k, v in parameters.items()}
+
+
+def wait_all(futures: list[TaskRunFuture]) -> None:
+    for f in futures:
+        f.wait()

@@ -1,0 +1,67 @@
+"""Task runners by name: `"threads"`, `"processes"`, `"dask"`, `"ray"`. Runners are imported on first use, so
+`import distributary` loads neither dask nor ray."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import MissingDependencyError, UnknownNameError
+from .base import TaskRunner
+
+# name -> (dotted path "module:Class", extra to install or None)
+_REGISTRY: dict[str, tuple[str, str | None]] = {
+    "threads": ("distributary.runners.thread:ThreadPoolTaskRunner", None),
+    "processes": ("distributary.runners.process:ProcessPoolTaskRunner", None),
+    "dask": ("distributary.runners.dask:DaskTaskRunner", "dask"),
+    "ray": ("distributary.runners.ray:RayTaskRunner", "ray"),
+}
+_CLASS_NAMES = {path.rsplit(":", 1)[1]: name for name, (path, _) in _REGISTRY.items()}
+
+
+def register_runner(name: str, target: str, extra: str | None = None) -> None:
+    """Register a runner class (as "module:Class") under `name`. Existing names are never overwritten."""
+    if name in _REGISTRY and _REGISTRY[name][0] != target:
+        raise ValueError(f"A task runner named {name!r} is already registered ({_REGISTRY[name][0]}).")
+    _REGISTRY[name] = (target, extra)
+
+
+def runner_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_runner_class(name: str) -> type[TaskRunner]:
+    try:
+        path, extra = _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(f"Unknown task runner {name!r}; valid names are: {', '.join(runner_names())}. "
+                               f"Or pass a TaskRunner instance.") from None
+    module, _, cls = path.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if extra is not None and not isinstance(exc, MissingDependencyError):
+            raise MissingDependencyError(f"The {name!r} task runner", extra, exc) from exc
+        raise
+    return getattr(mod, cls)
+
+
+def get_runner(spec: Any) -> TaskRunner:
+    """A runner instance from a name, a class or an instance."""
+    if isinstance(spec, TaskRunner):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, TaskRunner):
+        return spec()
+    if isinstance(spec, str):
+        return load_runner_class(spec)()
+    raise TypeError(f"task_runner must be a TaskRunner, a TaskRunner class or one of "
+                    f"{', '.join(runner_names())}; got {spec!r}.")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASS_NAMES:
+        return load_runner_class(_CLASS_NAMES[name])
+    raise AttributeError(name)
+
+
+__all__ = ["TaskRunner", "register_runner", "get_runner", "runner_names", "ThreadPoolTaskRunner",
+           "ProcessPoolTaskRunner", "DaskTaskRunner", "RayTaskRunner"]

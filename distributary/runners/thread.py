@@ -1,0 +1,189 @@
+"""`ThreadPoolTaskRunner`, the default runner: task runs execute in a pool of threads in the driver process.
+
+A worker thread that waits on a future whose run has not started yet runs it itself ("work stealing"), so a task
+that submits tasks and waits for them never deadlocks the pool, whatever `max_workers` is.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import states as S
+from ..engine import TaskCall, run_call
+from ..errors import ConfigurationError
+from ..futures import TaskRunFuture
+from ..logging import engine_logger
+from ..resolve import find_upstreams
+from ..states import State
+from .base import TaskRunner, gate
+
+_lock = threading.Lock()
+
+
+class LocalFuture(TaskRunFuture):
+    """Future of a task run executed in this process. The run's final state is set once, by whichever thread
+    claims the run first (a pool worker, or a worker thread waiting for it)."""
+
+    __slots__ = ("_call", "_claim", "_state", "_event", "_callbacks", "_runner", "_deps")
+
+    def __init__(self, call: TaskCall, runner: "ThreadPoolTaskRunner | None"):
+        self.task_run = call.task_run
+        self._call: TaskCall | None = call
+        self._claim = [True]
+        self._state: State | None = None
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable] | None = None
+        self._runner = runner
+        self._deps: list[TaskRunFuture] | None = None
+
+    @property
+    def state(self) -> State:
+        s = self._state
+        return s if s is not None else self.task_run.state
+
+    def done(self) -> bool:
+        return self._state is not None
+
+    def execute(self) -> bool:
+        """Run the task run here unless another thread already claimed it."""
+        try:
+            self._claim.pop()
+        except IndexError:
+            return False
+        call = self._call
+        assert call is not None
+        try:
+            # The submitter's context (flow run, tags), copied: a map's calls share one snapshot.
+            state = call.context.copy().run(run_call, call) if call.context is not None else run_call(call)
+        except BaseException as exc:  # the engine only lets interrupts and its own bugs through
+            state = S.Crashed(message=f"Task run {call.task_run.name!r} crashed: {exc!r}", data=exc)
+            call.task_run.set_state(state)
+            self.set_state(state)
+            if not isinstance(exc, Exception):
+                raise
+            engine_logger("runners").exception("Task run %r crashed", call.task_run.name)
+            return True
+        self.set_state(state)
+        return True
+
+    def set_state(self, state: State) -> None:
+        self._call = None
+        self._deps = None
+        with _lock:
+            self._state = state
+            event, callbacks = self._event, self._callbacks
+            self._callbacks = None
+        if event is not None:
+            event.set()
+        if callbacks:
+            for cb in callbacks:
+                _safe_callback(cb, self)
+
+    def add_done_callback(self, fn: Callable[[TaskRunFuture], Any]) -> None:
+        with _lock:
+            if self._state is None:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        _safe_callback(fn, self)
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._state is not None:
+            return
+        runner = self._runner
+        if runner is not None and getattr(threading.current_thread(), "_distributary_runner", None) is runner:
+            self._steal()
+            if self._state is not None:
+                return
+        with _lock:
+            if self._state is not None:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
+
+    def _steal(self) -> None:
+        deps = self._deps
+        if deps:
+            for d in deps:
+                d.wait()
+        if self._call is not None:
+            self.execute()
+
+
+def _safe_callback(cb: Callable, fut: TaskRunFuture) -> None:
+    try:
+        cb(fut)
+    except Exception:
+        engine_logger("runners").exception("A done-callback of %r raised", fut)
+
+
+class ThreadPoolTaskRunner(TaskRunner):
+    """Runs task runs in up to `max_workers` threads (default: min(32, CPUs + 4), as concurrent.futures)."""
+
+    name = "threads"
+
+    def __init__(self, max_workers: int | None = None):
+        super().__init__()
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise ConfigurationError(f"ThreadPoolTaskRunner: max_workers must be a whole number >= 1, "
+                                     f"got {max_workers!r}.")
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._requested = max_workers
+
+    def _config(self) -> dict[str, Any]:
+        return {"max_workers": self._requested}
+
+    def start(self) -> None:
+        self._queue: queue.SimpleQueue[LocalFuture | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._futures: list[LocalFuture] = []
+
+    def submit_call(self, call: TaskCall) -> LocalFuture:
+        fut = LocalFuture(call, self)
+        self._futures.append(fut)
+        deps = find_upstreams(call.parameters, call.wait_for)
+        if deps:
+            fut._deps = deps
+            gate(deps, lambda: self._put(fut))
+        else:
+            self._put(fut)
+        return fut
+
+    def submit_calls(self, calls: Sequence[TaskCall]) -> list[LocalFuture]:
+        return [self.submit_call(c) for c in calls]
+
+    def _put(self, fut: LocalFuture) -> None:
+        self._queue.put(fut)
+        if self._idle.acquire(blocking=False):
+            return
+        if len(self._threads) < self.max_workers:
+            t = threading.Thread(target=self._work, name=f"distributary-thread-{len(self._threads)}", daemon=True)
+            t._distributary_runner = self  # type: ignore[attr-defined]
+            self._threads.append(t)
+            t.start()
+
+    def _work(self) -> None:
+        get, idle = self._queue.get, self._idle
+        while True:
+            fut = get()
+            if fut is None:
+                break
+            fut.execute()
+            idle.release()
+
+    def shutdown(self) -> None:
+        for fut in self._futures:
+            fut.wait()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        self._futures = []
+        self._threads = []

@@ -1,0 +1,156 @@
+"""Records of flow runs and task runs, and the run-recorder interface that keeps them.
+
+Recording is in memory and never blocks a task: a recorder only keeps references. A later issue persists runs
+by implementing `RunRecorder` and passing it with `set_recorder()`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import random
+import threading
+import uuid
+from collections import deque
+from typing import Any
+
+from .states import State
+
+
+def _dt_or_none(ts: float | None) -> _dt.datetime | None:
+    return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+
+
+class TaskRun:
+    """One run of a task: id, name, parameters, tags, times and the state history."""
+
+    __slots__ = ("id", "name", "task_name", "task_key", "flow_run_id", "parameters", "tags", "start_ts",
+                 "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker")
+
+    def __init__(self, id: uuid.UUID, name: str, task_name: str, task_key: str, flow_run_id: uuid.UUID | None,
+                 parameters: dict[str, Any], tags: frozenset[str], state: State, dynamic_key: int = 0):
+        self.id = id
+        self.name = name
+        self.task_name = task_name
+        self.task_key = task_key
+        self.flow_run_id = flow_run_id
+        self.parameters = parameters
+        self.tags = tags
+        self.start_ts: float | None = None
+        self.end_ts: float | None = None
+        self.state = state
+        self.state_history = [state]
+        self.run_count = 0
+        self.cache_key: str | None = None
+        self.dynamic_key = dynamic_key
+        self.worker: str | None = None
+
+    def set_state(self, state: State) -> None:
+        self.state = state
+        self.state_history.append(state)
+
+    @property
+    def start_time(self) -> _dt.datetime | None:
+        return _dt_or_none(self.start_ts)
+
+    @property
+    def end_time(self) -> _dt.datetime | None:
+        return _dt_or_none(self.end_ts)
+
+    def update_from(self, other: "TaskRun") -> None:
+        """Take over what a worker recorded for this run (its copy came back with the outcome)."""
+        for name in ("start_ts", "end_ts", "state", "state_history", "run_count", "cache_key", "worker"):
+            setattr(self, name, getattr(other, name))
+
+    def __repr__(self) -> str:
+        return f"TaskRun(name={self.name!r}, state={self.state!r})"
+
+
+class FlowRun:
+    """One run of a flow. Subflow runs point at their parent flow run."""
+
+    __slots__ = ("id", "name", "flow_name", "flow_version", "parameters", "tags", "start_ts", "end_ts", "state",
+                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "__weakref__")
+
+    def __init__(self, id: uuid.UUID, name: str, flow_name: str, parameters: dict[str, Any],
+                 tags: frozenset[str], state: State, parent_flow_run_id: uuid.UUID | None = None,
+                 flow_version: str | None = None):
+        self.id = id
+        self.name = name
+        self.flow_name = flow_name
+        self.flow_version = flow_version
+        self.parameters = parameters
+        self.tags = tags
+        self.start_ts: float | None = None
+        self.end_ts: float | None = None
+        self.state = state
+        self.state_history = [state]
+        self.run_count = 0
+        self.parent_flow_run_id = parent_flow_run_id
+        self.task_runs: list[TaskRun] = []
+
+    def set_state(self, state: State) -> None:
+        self.state = state
+        self.state_history.append(state)
+
+    start_time = TaskRun.start_time
+    end_time = TaskRun.end_time
+
+    def __repr__(self) -> str:
+        return f"FlowRun(name={self.name!r}, state={self.state!r})"
+
+
+class RunRecorder:
+    """Keeps flow runs and task runs. Methods are called on the hot path and must return at once."""
+
+    def flow_run_started(self, run: FlowRun) -> None:  # pragma: no cover - interface
+        pass
+
+    def flow_run_finished(self, run: FlowRun) -> None:  # pragma: no cover - interface
+        pass
+
+    def task_run_finished(self, run: TaskRun) -> None:  # pragma: no cover - interface
+        pass
+
+
+class InMemoryRecorder(RunRecorder):
+    """Keeps the most recent flow runs (each with its task runs) in memory."""
+
+    def __init__(self, max_flow_runs: int = 100):
+        self.flow_runs: deque[FlowRun] = deque(maxlen=max_flow_runs)
+        self._by_id: dict[uuid.UUID, FlowRun] = {}
+        self._lock = threading.Lock()
+
+    def flow_run_started(self, run: FlowRun) -> None:
+        with self._lock:
+            if len(self.flow_runs) == self.flow_runs.maxlen:
+                self._by_id.pop(self.flow_runs[0].id, None)
+            self.flow_runs.append(run)
+            self._by_id[run.id] = run
+
+    def get_flow_run(self, run_id: uuid.UUID) -> FlowRun | None:
+        return self._by_id.get(run_id)
+
+
+_recorder: RunRecorder = InMemoryRecorder()
+
+
+def get_recorder() -> RunRecorder:
+    return _recorder
+
+
+def set_recorder(recorder: RunRecorder) -> None:
+    global _recorder
+    _recorder = recorder
+
+
+_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly", "keen",
+               "lively", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty", "zesty")
+_ANIMALS = ("otter", "heron", "lynx", "marten", "beaver", "kestrel", "salmon", "newt", "badger", "ibis", "stoat",
+            "pike", "egret", "vole", "tern", "eel", "wren", "carp", "moose", "crane", "trout", "mink")
+_flow_counter = itertools.count()
+
+
+def flow_run_name(run_id: uuid.UUID) -> str:
+    """Adjective-animal names, made unique by a short piece of the run id."""
+    rnd = random.Random(run_id.int)
+    return f"{rnd.choice(_ADJECTIVES)}-{rnd.choice(_ANIMALS)}-{run_id.hex[:6]}"

@@ -1,0 +1,20 @@
+"""The `runner` fixture: one fresh, unstarted task runner per test, for every runner kind. The runner contract
+suite (test_contract.py) runs once per kind. Cluster-backed kinds reuse one cluster per session."""
+from __future__ import annotations
+
+import pytest
+
+from distributary.runners.process import ProcessPoolTaskRunner
+from distributary.runners.thread import ThreadPoolTaskRunner
+
+RUNNER_KINDS = ["threads", "processes"]
+
+
+@pytest.fixture(params=RUNNER_KINDS)
+def runner(request):
+    kind = request.param
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=4)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=2)
+    return request.getfixturevalue(f"{kind}_runner")
