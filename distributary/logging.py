@@ -23,6 +23,21 @@ _config_lock = threading.Lock()
 _forwarders: list[logging.Handler] = []
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (so redirections are honoured)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class _RunNameDefault(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "run_name"):
@@ -42,7 +57,7 @@ def setup_logging(force: bool = False) -> None:
         for h in list(logger.handlers):
             if getattr(h, "_distributary_console", False):
                 logger.removeHandler(h)
-        handler = logging.StreamHandler(sys.stderr)
+        handler = ConsoleHandler()
         handler._distributary_console = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter(settings.get("LOGGING_FORMAT"), datefmt="%H:%M:%S"))
         handler.addFilter(_RunNameDefault())

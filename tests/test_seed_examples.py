@@ -1,0 +1,101 @@
+"""The seed's API examples (examples/0*.py) run unchanged except for the import line."""
+from __future__ import annotations
+
+import runpy
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, run_name: str = "__main__") -> dict:
+    return runpy.run_path(str(EXAMPLES / name), run_name=run_name)
+
+
+class FakeGitHub:
+    """Stands in for the remote HTTP API the seed's examples call (no network here)."""
+
+    def __init__(self, plan: dict[str, list[int]]):
+        self.plan = plan
+        self.calls: list[str] = []
+
+    def get(self, url: str, **kwargs):
+        self.calls.append(url)
+        codes = self.plan.get(url, [200])
+        code = codes.pop(0) if len(codes) > 1 else codes[0]
+        request = httpx.Request("GET", url)
+        return httpx.Response(code, json={"stargazers_count": 42, "url": url}, request=request)
+
+
+def test_basic_flow_logs_prints(monkeypatch, capfd):
+    fake = FakeGitHub({})
+    monkeypatch.setattr(httpx, "get", fake.get)
+    run_example("01_basic_flow.py")
+    assert fake.calls == ["https://api.github.com/repos/PrefectHQ/prefect"]
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if "PrefectHQ/prefect has 42 stars!" in line]
+    # log_prints=True: the print became a log line with time, level and the task run's name
+    assert len(lines) == 1 and "| INFO    | get_stars-0 - " in lines[0], err
+    assert "has 42 stars" not in out
+
+
+def test_retries_example_retries_server_errors_but_not_404(monkeypatch):
+    ok, flaky, missing = "http://api.test/ok", "http://api.test/flaky", "http://api.test/missing"
+    fake = FakeGitHub({flaky: [500, 200], missing: [404]})
+    monkeypatch.setattr(httpx, "get", fake.get)
+    ns = run_example("02_retries.py", run_name="seed_retries")
+    t0 = time.monotonic()
+    assert ns["data_pipeline"]([ok, flaky]) == [{"stargazers_count": 42, "url": ok},
+                                                {"stargazers_count": 42, "url": flaky}]
+    assert fake.calls.count(flaky) == 2
+    assert time.monotonic() - t0 >= 2.0  # exponential_backoff(backoff_factor=2): first retry after 2 s
+    with pytest.raises(httpx.HTTPStatusError):
+        ns["data_pipeline"]([missing])
+    assert fake.calls.count(missing) == 1  # retry_handler refuses to retry a 404
+
+
+def test_submit_and_wait_runs_concurrently(capsys):
+    t0 = time.monotonic()
+    run_example("03_submit_wait.py")
+    elapsed = time.monotonic() - t0
+    out = capsys.readouterr().out
+    assert "Processed 10 items" in out
+    assert sorted(eval(out.split("items: ")[1].strip())) == [i * 2 for i in range(10)]
+    assert elapsed < 6  # ten 1-second tasks on the thread pool, not one after the other
+
+
+def test_map_and_unmapped(capsys):
+    run_example("04_map_unmapped.py")
+    out = capsys.readouterr().out
+    assert "Sums: [11, 12, 13, 14, 15]" in out
+    assert "Products: [5, 10, 15, 20, 25]" in out
+
+
+def test_states(capsys):
+    ns = run_example("06_states.py")
+    assert "Flow result: {'processed': True, 'required_field': 'test'}" in capsys.readouterr().out
+    state = ns["stateful_workflow"]({"other": 1}, return_state=True)
+    assert state.is_failed() and state.message == "Validation failed: missing required_field"
+    with pytest.raises(Exception, match="Validation failed: missing required_field"):
+        ns["stateful_workflow"]({"other": 1})
+    ns["check_task_states"]()
+    assert "Task completed with result: True" in capsys.readouterr().out
+
+
+def test_state_hooks(capsys):
+    with pytest.raises(ValueError, match="Intentional failure"):
+        run_example("07_state_hooks.py")
+    out = capsys.readouterr().out
+    assert out.count("Task risky_task completed successfully") == 1
+    assert out.count("Task risky_task failed with message:") == 1
+    assert "Flow monitored-workflow finished" not in out  # the flow failed, so on_completion did not run
+
+
+def test_failure_handling_in_concurrent_work(capsys):
+    ns = run_example("08_concurrent_failures.py")
+    out = capsys.readouterr().out
+    assert "✓ Processed: 7 records" in out and "✗ Failed: 3 records" in out
+    assert sorted(r["id"] for r in ns["results"]) == [1, 2, 4, 5, 7, 8, 10]
