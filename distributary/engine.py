@@ -329,8 +329,19 @@ def run_coro_sync(coro: Any) -> Any:
 
 def new_task_run(task: "Task", parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
                  tags: frozenset[str]) -> TaskRun:
-    return TaskRun(uuid.uuid4(), f"{task.name}-{dynamic_key}", task.name, task.task_key, flow_run_id, parameters,
-                   tags, S.Pending(), dynamic_key)
+    name = task.task_run_name
+    if name is None:
+        name = f"{task.name}-{dynamic_key}"
+    elif callable(name):
+        name = str(name())
+    else:
+        try:
+            name = str(name).format(**parameters)
+        except (KeyError, IndexError, AttributeError) as exc:
+            raise DistributaryError(f"task_run_name {name!r} of task {task.name!r} could not be filled in from "
+                                    f"its parameters {sorted(parameters)}: {exc!r}") from exc
+    return TaskRun(uuid.uuid4(), name, task.name, task.task_key, flow_run_id, parameters, tags, S.Pending(),
+                   dynamic_key)
 
 
 def ensure_error(exc: Any) -> BaseException:

@@ -55,6 +55,17 @@ def test_run_records_have_ids_times_parameters_tags_and_history():
     assert all(a.timestamp <= b.timestamp for a, b in zip(tr.state_history, tr.state_history[1:]))
 
 
+def test_task_run_name_template_and_callable():
+    named = double.with_options(task_run_name="double-{x}")
+    called = double.with_options(task_run_name=lambda: "custom")
+
+    @flow
+    def f():
+        return named.submit(7).task_run.name, called.submit(1).task_run.name
+
+    assert f() == ("double-7", "custom")
+
+
 def test_with_options_copies():
     quick = double.with_options(name="quick", retries=2, tags=["a"])
     assert (quick.name, quick.retries, quick.tags) == ("quick", 2, frozenset({"a"}))

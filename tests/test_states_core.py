@@ -1,0 +1,77 @@
+"""States and the engine's pure decisions (retry delays, final states)."""
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import random
+
+import pytest
+
+from distributary import core
+from distributary import states as S
+from distributary.errors import ConfigurationError, FailedRun, UnfinishedRun
+from distributary.tasks import exponential_backoff
+
+
+def test_state_predicates_and_names():
+    cases = {
+        S.Completed(): ("is_completed", True), S.Failed(): ("is_failed", True), S.Crashed(): ("is_crashed", True),
+        S.Cancelled(): ("is_cancelled", True), S.Pending(): ("is_pending", False),
+        S.Running(): ("is_running", False), S.Scheduled(): ("is_scheduled", False),
+        S.Paused(): ("is_paused", False), S.Cached(): ("is_completed", True), S.Retrying(): ("is_running", False),
+        S.AwaitingRetry(): ("is_scheduled", False), S.TimedOut(): ("is_failed", True),
+    }
+    for state, (predicate, final) in cases.items():
+        assert getattr(state, predicate)(), state
+        assert state.is_final() is final, state
+    assert (S.Cached().name, S.Retrying().name, S.AwaitingRetry().name) == ("Cached", "Retrying", "AwaitingRetry")
+    assert isinstance(S.Completed().timestamp, dt.datetime) and S.Completed().timestamp.tzinfo is not None
+
+
+def test_state_results():
+    assert S.Completed(data=5).result() == 5
+    err = ValueError("x")
+    with pytest.raises(ValueError):
+        S.Failed(data=err).result()
+    assert S.Failed(data=err).result(raise_on_failure=False) is err
+    with pytest.raises(FailedRun, match="went wrong"):
+        S.Failed(message="went wrong").result()
+    with pytest.raises(UnfinishedRun):
+        S.Running().result()
+    copy = pickle.loads(pickle.dumps(S.Completed(message="m", data=[1])))
+    assert copy.result() == [1] and copy.message == "m" and copy.name == "Completed"
+
+
+def test_exponential_backoff_and_delay_lists():
+    assert exponential_backoff(backoff_factor=2)(4) == [2, 4, 8, 16]
+    assert core.normalize_retry_delays(exponential_backoff(3), 3) == (3.0, 6.0, 12.0)
+    delays = core.normalize_retry_delays([1, 2], 5)
+    assert [core.retry_delay(delays, k, None) for k in range(1, 6)] == [1, 2, 2, 2, 2]
+    assert core.normalize_retry_delays(None, 2) == (0.0,)
+    with pytest.raises(ConfigurationError):
+        core.normalize_retry_delays([1, -1], 2)
+
+
+def test_jitter_stays_within_bounds():
+    rng = random.Random(7)
+    draws = [core.retry_delay((10.0,), 1, 0.5, rng) for _ in range(500)]
+    assert min(draws) >= 10 and max(draws) <= 15 and max(draws) - min(draws) > 2
+
+
+def test_should_retry():
+    failed = S.Failed()
+    assert core.should_retry(2, 1, failed, None)
+    assert not core.should_retry(2, 3, failed, None)
+    assert not core.should_retry(2, 1, failed, lambda: False)
+    assert not core.should_retry(2, 1, S.Completed(), None)
+
+
+def test_flow_state_from_return():
+    assert core.flow_state_from_return(3).result() == 3
+    assert core.flow_state_from_return([S.Completed(data=1), S.Completed(data=2)]).is_completed()
+    mixed = core.flow_state_from_return({"a": S.Completed(data=1), "b": S.Failed(data=KeyError("k"))})
+    assert mixed.is_failed() and mixed.message == "1/2 states failed."
+    with pytest.raises(KeyError):
+        mixed.result()
+    returned = S.Failed(message="custom")
+    assert core.flow_state_from_return(returned) is returned
