@@ -62,11 +62,16 @@ class CachePolicy:
         return self
 
 
-@dataclass
+@dataclass(init=False)
 class CacheKeyFnPolicy(CachePolicy):
     """The key is whatever `cache_key_fn(task_ctx, inputs)` returns (None: do not cache)."""
 
     cache_key_fn: Optional[CacheKeyFn] = None
+
+    def __init__(self, cache_key_fn: Optional[CacheKeyFn] = None, *, key_storage: Any = None,
+                 isolation_level: Any = None) -> None:
+        super().__init__(key_storage=key_storage, isolation_level=isolation_level)
+        self.cache_key_fn = cache_key_fn
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:

@@ -85,7 +85,7 @@ def map_nested(obj: Any, fn: Callable[[Any], Any], _quote_stop: bool = True) -> 
             return obj
         inner = map_nested(obj.value, fn)
         return obj if inner is obj.value else t(inner)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and not _is_result_ref(obj):
         changes = {}
         for f in dataclasses.fields(obj):
             if not f.init:
@@ -166,7 +166,7 @@ def resolve_value(obj: Any, allow: bool = False) -> Any:
         return resolve_value(obj.value, allow=True)
     if t is unmapped:
         return resolve_value(obj.value, allow)
-    if isinstance(obj, (TaskRunFuture, State)):
+    if isinstance(obj, (TaskRunFuture, State)) or _is_result_ref(obj):
         return _resolve_leaf(obj, allow)
 
     def leaf(v: Any) -> Any:

@@ -99,3 +99,23 @@ def test_failure_handling_in_concurrent_work(capsys):
     out = capsys.readouterr().out
     assert "✓ Processed: 7 records" in out and "✗ Failed: 3 records" in out
     assert sorted(r["id"] for r in ns["results"]) == [1, 2, 4, 5, 7, 8, 10]
+
+
+def test_caching_example_second_process_gets_every_result_from_the_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DISTRIBUTARY_HOME": str(tmp_path)}
+
+    def run() -> str:
+        out = subprocess.run([sys.executable, str(EXAMPLES / "05_caching.py")], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    first, second = run(), run()
+    # In the first process the second calls of each task are already cache hits (debug is not in the key).
+    assert first.count("Computing 1 + 2...") == 1 and first.count("Fetching https://api.example.com...") == 1
+    assert second == ""  # every result came from DISTRIBUTARY_HOME/storage
+    assert any((tmp_path / "storage").iterdir())

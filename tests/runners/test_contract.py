@@ -327,9 +327,11 @@ def test_persisted_results_load_from_the_store(runner, tmp_path):
     def f():
         fut = lean.submit(20, 22)
         fut.wait()
-        return fut
+        out.append(fut)
 
-    fut = f()
+    out = []
+    f()
+    fut = out[0]
     assert fut.result() == 42
     assert fut.state.result_ref is not None
     assert any(Path(store).rglob("*"))

@@ -1,0 +1,14 @@
+"""Test-wide setup: environment defaults that must be in place before gcsfs or ray are imported, and the
+storage server fixtures from tests/servers.py (moto, SeaweedFS, fake-gcs-server, Azurite)."""
+from __future__ import annotations
+
+import os
+
+# Before any gcsfs import: its HNS probe hangs ~60 s per operation against emulators (EMULATORS.md P3).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# Ray on loopback, no token file in ~/.ray, no usage reporting (EMULATORS.md P9).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
