@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import caching, core
@@ -30,8 +30,9 @@ from .states import State
 if TYPE_CHECKING:
     from .tasks import Task
 
-_CALL = 0
-_SLEEP = 1
+# The two steps a run's generator yields to its driver.
+CALL = 0  # (CALL, params): call the user's function
+SLEEP = 1  # (SLEEP, seconds): wait before a retry
 _log = None
 
 
@@ -120,7 +121,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
             run.run_count += 1
             run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
             try:
-                value = yield (_CALL, params)
+                value = yield (CALL, params)
                 final = core.state_from_return(value)
                 if final is None:
                     final = _completed(value, opts, key, ctx)
@@ -140,7 +141,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 delay = core.retry_delay(delays, run.run_count, task.retry_jitter_factor)
                 run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
                 if delay > 0:
-                    yield (_SLEEP, delay)
+                    yield (SLEEP, delay)
                 continue
             final = failed
             break
@@ -194,19 +195,14 @@ def run_hook(hook: Any, obj: Any, run: Any, state: State) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Drivers
 # ---------------------------------------------------------------------------------------------------------------
-def run_call(call: TaskCall) -> State:
-    """Run a task run to its final state in this thread."""
-    if call.task.isasync:
-        return run_coro_sync(run_call_async(call))
-    gen = _steps(call)
-    fn = call.task._invoke
-    timeout = call.task.timeout_seconds
+def drive(gen: Generator[tuple, Any, State], call: Callable[[dict[str, Any]], Any]) -> State:
+    """Drive a run's steps in this thread: `call(params)` runs the user's function, sleeps block."""
     try:
         step = next(gen)
         while True:
-            if step[0] == _CALL:
+            if step[0] == CALL:
                 try:
-                    value = call_with_timeout(fn, step[1], timeout, call.task_run) if timeout else fn(**step[1])
+                    value = call(step[1])
                 except BaseException as exc:
                     step = gen.throw(exc)
                     continue
@@ -218,28 +214,15 @@ def run_call(call: TaskCall) -> State:
         return stop.value
 
 
-async def run_call_async(call: TaskCall) -> State:
-    """Run a task run to its final state on the running event loop (async tasks are awaited)."""
-    gen = _steps(call)
-    fn = call.task._invoke
-    timeout = call.task.timeout_seconds
-    is_async = call.task.isasync
+async def drive_async(gen: Generator[tuple, Any, State],
+                      call: Callable[[dict[str, Any]], Awaitable[Any]]) -> State:
+    """Drive a run's steps on the running event loop: `await call(params)`, sleeps do not block the loop."""
     try:
         step = next(gen)
         while True:
-            if step[0] == _CALL:
+            if step[0] == CALL:
                 try:
-                    if is_async:
-                        coro = fn(**step[1])
-                        if timeout:
-                            try:
-                                value = await asyncio.wait_for(coro, timeout)
-                            except asyncio.TimeoutError as exc:
-                                raise _timeout_error(call.task_run, timeout) from exc
-                        else:
-                            value = await coro
-                    else:
-                        value = call_with_timeout(fn, step[1], timeout, call.task_run) if timeout else fn(**step[1])
+                    value = await call(step[1])
                 except BaseException as exc:
                     step = gen.throw(exc)
                     continue
@@ -249,6 +232,48 @@ async def run_call_async(call: TaskCall) -> State:
                 step = next(gen)
     except StopIteration as stop:
         return stop.value
+
+
+def sync_caller(fn: Callable[..., Any], timeout: float | None, run: Any,
+                error_cls: type[Exception] = TaskRunTimeoutError) -> Callable[[dict[str, Any]], Any]:
+    if not timeout:
+        return lambda params: fn(**params)
+    return lambda params: call_with_timeout(fn, params, timeout, run, error_cls)
+
+
+def async_caller(fn: Callable[..., Any], timeout: float | None, run: Any,
+                 error_cls: type[Exception] = TaskRunTimeoutError) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    async def call(params: dict[str, Any]) -> Any:
+        if not timeout:
+            return await fn(**params)
+        try:
+            return await asyncio.wait_for(fn(**params), timeout)
+        except asyncio.TimeoutError as exc:
+            raise _timeout_error(run, timeout, error_cls) from exc
+
+    return call
+
+
+def run_call(call: TaskCall) -> State:
+    """Run a task run to its final state in this thread."""
+    task = call.task
+    if task.isasync:
+        return run_coro_sync(run_call_async(call))
+    return drive(_steps(call), sync_caller(task._invoke, task.timeout_seconds, call.task_run))
+
+
+async def run_call_async(call: TaskCall) -> State:
+    """Run a task run to its final state on the running event loop (async tasks are awaited, sync ones called)."""
+    task = call.task
+    if task.isasync:
+        caller = async_caller(task._invoke, task.timeout_seconds, call.task_run)
+    else:
+        sync = sync_caller(task._invoke, task.timeout_seconds, call.task_run)
+
+        async def caller(params: dict[str, Any]) -> Any:
+            return sync(params)
+
+    return await drive_async(_steps(call), caller)
 
 
 def _timeout_error(run: Any, timeout: float, cls: type[Exception] = TaskRunTimeoutError) -> Exception:

@@ -5,7 +5,6 @@ Mirrors `prefect.flows`.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 from . import core, settings
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
-from .engine import call_with_timeout, run_hook
+from .engine import CALL, SLEEP, async_caller, drive, drive_async, run_hook, sync_caller
 from .errors import ConfigurationError, FlowRunTimeoutError, ParameterTypeError, UnknownNameError
 from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
@@ -25,7 +24,6 @@ from .states import State
 from .tasks import Binder, _check_hooks, check_retry_options, check_timeout
 
 R = TypeVar("R")
-_CALL, _SLEEP = 0, 1
 
 
 class Flow(Generic[R]):
@@ -180,7 +178,7 @@ def _flow_steps(flow: Flow, params: dict[str, Any]) -> Generator[tuple, Any, Sta
         try:
             with runner:
                 try:
-                    value = yield (_CALL, params)
+                    value = yield (CALL, params)
                     state = core.flow_state_from_return(value)
                 except (KeyboardInterrupt, SystemExit) as exc:
                     state = S.Crashed(message=f"Flow run {run.name!r} was interrupted by {type(exc).__name__}.",
@@ -200,7 +198,7 @@ def _flow_steps(flow: Flow, params: dict[str, Any]) -> Generator[tuple, Any, Sta
             run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {flow.retries} in {delay:.3g}s"))
             log.warning("Flow run %r failed (%s); retrying in %.3gs", run.name, state.message, delay, extra=extra)
             if delay > 0:
-                yield (_SLEEP, delay)
+                yield (SLEEP, delay)
             continue
         break
     return _end(flow, run, state, log)
@@ -220,62 +218,13 @@ def _end(flow: Flow, run: FlowRun, state: State, log: Any) -> State:
 
 
 def _drive_sync(gen: Generator[tuple, Any, State], flow: Flow) -> State:
-    fn = flow._binder.invoke
-    try:
-        step = next(gen)
-        while True:
-            if step[0] == _CALL:
-                try:
-                    if flow.timeout_seconds:
-                        value = call_with_timeout(fn, step[1], flow.timeout_seconds, _Named(flow.name),
-                                                  FlowRunTimeoutError)
-                    else:
-                        value = fn(**step[1])
-                except BaseException as exc:
-                    step = gen.throw(exc)
-                    continue
-                step = gen.send(value)
-            else:
-                time.sleep(step[1])
-                step = next(gen)
-    except StopIteration as stop:
-        return stop.value
+    return drive(gen, sync_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError))
 
 
 async def _run_async(flow: Flow, params: dict[str, Any], return_state: bool) -> Any:
-    gen = _flow_steps(flow, params)
-    fn = flow._binder.invoke
-    try:
-        step = next(gen)
-        while True:
-            if step[0] == _CALL:
-                try:
-                    coro = fn(**step[1])
-                    if flow.timeout_seconds:
-                        try:
-                            value = await asyncio.wait_for(coro, flow.timeout_seconds)
-                        except asyncio.TimeoutError:
-                            raise FlowRunTimeoutError(f"Flow {flow.name!r} exceeded its timeout of "
-                                                      f"{flow.timeout_seconds} seconds.") from None
-                    else:
-                        value = await coro
-                except BaseException as exc:
-                    step = gen.throw(exc)
-                    continue
-                step = gen.send(value)
-            else:
-                await asyncio.sleep(step[1])
-                step = next(gen)
-    except StopIteration as stop:
-        state = stop.value
+    caller = async_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError)
+    state = await drive_async(_flow_steps(flow, params), caller)
     return state if return_state else state.result()
-
-
-class _Named:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
 
 
 @overload
