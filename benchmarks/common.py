@@ -100,3 +100,104 @@ def save_json(name: str, payload: dict[str, Any]) -> Path:
 
 
 __all__ = ["Measurement", "measure", "timed", "peak_memory", "machine", "table", "save_json", "asdict"]
+
+
+# -- resident-memory peaks (added for bench_ray: tracemalloc does not see memory a native library allocates,
+#    such as the C++ core worker of a Ray driver, so the resident set is the fair measure there) ---------------
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so one run's leftovers do not hide the next one's growth."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+def timed_rss(fn: Callable[[], Any]) -> tuple[float, int]:
+    """(wall seconds, peak growth of the resident set in bytes) of one call of `fn`, at no cost to the timing:
+    the kernel's high-water mark is reset (/proc/self/clear_refs) before the call and read after it. Where that
+    is not possible, a thread samples the resident set every 5 ms instead."""
+    gc.collect()
+    _trim_heap()
+    base = rss_bytes()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        return wall, max(0, _hwm_bytes() - base)
+    except OSError:
+        import threading
+
+        peak = [base]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.005):
+                peak[0] = max(peak[0], rss_bytes())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        try:
+            fn()
+        finally:
+            wall = time.perf_counter() - t0
+            stop.set()
+            sampler.join()
+        return wall, max(0, peak[0] - base)
+
+
+@dataclass
+class RssMeasurement(Measurement):
+    """A Measurement that also records the peak resident-set growth of each timed run."""
+
+    rss_peaks: list[int] = field(default_factory=list)
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        return max(self.rss_peaks) if self.rss_peaks else 0
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "peak_rss_bytes": self.peak_rss_bytes, "rss_peaks": self.rss_peaks}
+
+
+def measure_rss(name: str, n: int, fn: Callable[[], Any], repeat: int = 3,
+                memory: bool = True) -> RssMeasurement:
+    """Like `measure`, plus the resident-set peak of every timed run (`memory` adds the tracemalloc run)."""
+    m = RssMeasurement(name, n)
+    for _ in range(repeat):
+        wall, peak = timed_rss(fn)
+        m.walls.append(wall)
+        m.rss_peaks.append(peak)
+    if memory:
+        m.peak_bytes = peak_memory(fn)
+    return m
+
+
+__all__ += ["rss_bytes", "timed_rss", "RssMeasurement", "measure_rss"]

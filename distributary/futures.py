@@ -42,6 +42,11 @@ class TaskRunFuture(ABC, Generic[R]):
     def add_done_callback(self, fn: Callable[["TaskRunFuture[R]"], Any]) -> None:
         """Call `fn(self)` once the task run is done (at once if it already is)."""
 
+    @classmethod
+    def fetch_many(cls, futures: "list[TaskRunFuture]", timeout: float | None = None) -> None:
+        """Hook for runners whose values live elsewhere (a cluster): wait for `futures` (all of this class) and
+        bring their values over in bulk, so that `result()` on each is then cheap. The default does nothing."""
+
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task run's return value; raises its exception if it failed (unless `raise_on_failure=False`)."""
         self.wait(timeout)
@@ -65,6 +70,11 @@ class FutureList(list):
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        by_class: dict[type, list[TaskRunFuture]] = {}
+        for fut in self:
+            by_class.setdefault(type(fut), []).append(fut)
+        for cls, futs in by_class.items():  # e.g. one request per cluster instead of one per element
+            cls.fetch_many(futs, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
         out = []
         for fut in self:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

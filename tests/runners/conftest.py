@@ -6,8 +6,12 @@ import pytest
 
 from distributary.runners.process import ProcessPoolTaskRunner
 from distributary.runners.thread import ThreadPoolTaskRunner
+from dask_servers import dask_processes, dask_runner  # noqa: E402,F401  (scheduler + 2 workers as processes)
+from ray_servers import ray_instance, ray_runner  # noqa: E402,F401  (one in-process Ray instance)
 
 RUNNER_KINDS = ["threads", "processes"]
+RUNNER_KINDS.append("dask")
+RUNNER_KINDS.append("ray")
 
 
 @pytest.fixture(params=RUNNER_KINDS)

@@ -1,0 +1,318 @@
+"""`DaskTaskRunner`: task runs execute on a Dask cluster (a LocalCluster started per flow run, an existing
+scheduler, or any cluster manager), mirroring prefect-dask. Workers need distributary installed.
+
+    @flow(task_runner=DaskTaskRunner(address="tcp://127.0.0.1:8786"))
+
+`.map()` packs many task runs into one Dask task (see `runners.remote` for when; `batch_size=1` turns it off).
+Values stay on the workers and move worker to worker; the driver gets one when `.result()` asks.
+A worker killed mid-run: Dask would re-run its task elsewhere; each batch marks its start in the scheduler's
+metadata, so a re-run after a death hands the decision back to the driver (retry the run or end it Crashed).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+from ..context import flow_run_ctx
+from ..errors import ClusterConnectionError, ConfigurationError, DistributaryError, MissingDependencyError
+from ..logging import engine_logger
+from .remote import Batch, BatchResult, BatchSummary, run_batch, telemetry_sender
+from .remote_runner import RemoteTaskRunner
+
+try:
+    import distributed
+    from distributed import get_worker
+    from distributed.utils import sync
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependencyError("The 'dask' task runner (DaskTaskRunner)", "dask", exc) from exc
+
+TOPIC = "distributary-telemetry"  # one event topic for every runner: the scheduler keeps a bounded log per topic
+_META = "distributary-batches"    # scheduler metadata: [_META, runner id, batch key] -> STARTED | DONE
+STARTED, DONE = 1, 2
+_AGAIN = object()
+_LOCAL_DEFAULTS = {"processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
+                   "worker_dashboard_address": "127.0.0.1:0"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------------------------
+def _task_payload(payload: bytes) -> bytes:
+    """The pickled task, as a computed (not scattered) key: if its worker dies, Dask can make it again."""
+    return payload
+
+
+def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, *upstreams: BatchResult) -> BatchResult:
+    worker = get_worker()
+    key = worker.get_current_task()
+    if _earlier_attempt_died(worker, runner_id, key):
+        return BatchResult.lost_batch(str(key), "Dask re-ran the batch after the worker running it died",
+                                      worker.address)
+    telemetry_sender().set_transport(lambda channel, data: worker.log_event(TOPIC, data))
+    result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address)
+    _mark_done(worker, runner_id, key)
+    return result
+
+
+def _earlier_attempt_died(worker: Any, runner_id: str, key: Any) -> bool:
+    """Mark this batch started in the scheduler's metadata; True if an earlier attempt had started and not
+    finished (Dask only re-runs a started task when its worker died). DONE means a recomputation of lost
+    values, which runs normally."""
+    path = [_META, runner_id, str(key)]
+
+    async def check_and_mark() -> Any:
+        before = await worker.scheduler.get_metadata(keys=path, default=None)
+        if before is None:
+            await worker.scheduler.set_metadata(keys=path, value=STARTED)
+        return before
+
+    return sync(worker.loop, check_and_mark) == STARTED
+
+
+def _mark_done(worker: Any, runner_id: str, key: Any) -> None:
+    """Mark the batch DONE without waiting (it reaches the scheduler with the task's result, within ~1 ms): a
+    later re-run is then Dask recomputing values lost with a worker, which must run normally."""
+    path = [_META, runner_id, str(key)]
+
+    async def mark() -> None:
+        try:
+            await worker.scheduler.set_metadata(keys=path, value=DONE)
+        except Exception as exc:  # the batch's outcome stands; only a later recomputation would be refused
+            engine_logger("runners").warning("Could not mark Dask batch %s done: %r", key, exc)
+
+    worker.loop.add_callback(mark)
+
+
+def _take_summary(result: BatchResult) -> BatchSummary:
+    return result.take_summary()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Driver side
+# ---------------------------------------------------------------------------------------------------------------
+def _load_class(spec: Any) -> type:
+    if not isinstance(spec, str):
+        return spec
+    module, sep, name = spec.partition(":")
+    if not sep:
+        module, _, name = spec.rpartition(".")
+    if not module:
+        raise ConfigurationError(f"cluster_class {spec!r} must be a class or a dotted path like "
+                                 f"'distributed.LocalCluster' or 'dask_jobqueue:SLURMCluster'.")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cluster_class {spec!r} could not be imported ({exc!r}); install the package "
+                                 f"that provides it or fix the path.") from exc
+
+
+class DaskTaskRunner(RemoteTaskRunner):
+    """Runs task runs on Dask. With no arguments, each flow run starts a `distributed.LocalCluster` (worker
+    processes, on 127.0.0.1) and closes it at the end. `address` uses a running scheduler and never shuts it
+    down; `cluster` uses a cluster object you manage; `cluster_class` (a class or a dotted path) with
+    `cluster_kwargs` starts any cluster manager; `adapt_kwargs` (e.g. `{"minimum": 1, "maximum": 4}`) makes it
+    adaptive. `client_kwargs` go to `distributed.Client`. `batch_size` sets how many task runs of a `.map()` share
+    one Dask task (None: adaptive, 1: no packing). Connecting gives up after `connect_timeout` seconds."""
+
+    name = "dask"
+
+    def __init__(self, cluster: Any = None, address: str | None = None, cluster_class: Any = None,
+                 cluster_kwargs: dict[str, Any] | None = None, adapt_kwargs: dict[str, Any] | None = None,
+                 client_kwargs: dict[str, Any] | None = None, batch_size: int | None = None, *,
+                 max_in_flight: int | None = None, connect_timeout: float = 15.0):
+        super().__init__(batch_size=batch_size, max_in_flight=max_in_flight)
+        given = [n for n, v in (("cluster", cluster), ("address", address), ("cluster_class", cluster_class))
+                 if v is not None]
+        if len(given) > 1:
+            raise ConfigurationError(f"DaskTaskRunner: give at most one of cluster, address and cluster_class; "
+                                     f"got {', '.join(given)}.")
+        if address is not None and (cluster_kwargs or adapt_kwargs):
+            raise ConfigurationError("DaskTaskRunner: cluster_kwargs and adapt_kwargs start or shape a cluster; "
+                                     "they cannot apply to an existing scheduler given by address.")
+        if connect_timeout <= 0:
+            raise ConfigurationError(f"DaskTaskRunner: connect_timeout must be > 0, got {connect_timeout!r}.")
+        self.cluster = cluster
+        self.address = address
+        self.cluster_class = cluster_class
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self.adapt_kwargs = dict(adapt_kwargs or {})
+        self.client_kwargs = dict(client_kwargs or {})
+        self.connect_timeout = connect_timeout
+        self._client: Any = None
+        self._own_cluster: Any = None
+
+    def _config(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "address": self.address, "cluster_class": self.cluster_class,
+                "cluster_kwargs": self.cluster_kwargs, "adapt_kwargs": self.adapt_kwargs,
+                "client_kwargs": self.client_kwargs, "batch_size": self.batch_size,
+                "max_in_flight": self.max_in_flight, "connect_timeout": self.connect_timeout}
+
+    @property
+    def client(self) -> Any:
+        """The `distributed.Client` of the running flow run (None before start)."""
+        return self._client
+
+    # -- connecting -------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        kwargs = {"timeout": self.connect_timeout, **self.client_kwargs}
+        if self.address is not None:
+            try:
+                self._client = distributed.Client(self.address, **kwargs)
+            except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                raise ClusterConnectionError(
+                    f"Could not connect to the Dask scheduler at {self.address} within {kwargs['timeout']} s "
+                    f"({exc}). Check that it runs and the address is right, or leave address unset to start a "
+                    f"LocalCluster for each flow run.") from exc
+        else:
+            cluster = self.cluster if self.cluster is not None else self._start_cluster()
+            try:
+                if self.adapt_kwargs:
+                    cluster.adapt(**self.adapt_kwargs)
+                self._client = distributed.Client(cluster, **kwargs)
+            except BaseException as exc:
+                self._close_own_cluster()
+                raise ClusterConnectionError(f"Could not connect to the Dask cluster {cluster!r} at "
+                                             f"{getattr(cluster, 'scheduler_address', '?')}: {exc!r}") from exc
+        self._client.subscribe_topic(TOPIC, self._on_event)
+
+    def _start_cluster(self) -> Any:
+        cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
+        kwargs = self.cluster_kwargs
+        if cls is distributed.LocalCluster:
+            kwargs = {**_LOCAL_DEFAULTS, **kwargs}
+            if not kwargs["processes"] and "host" not in self.cluster_kwargs:
+                del kwargs["host"]  # in-process workers talk over inproc://, which takes no host
+        try:
+            self._own_cluster = cls(**kwargs)
+        except Exception as exc:
+            raise ClusterConnectionError(f"Could not start {cls.__name__}(**{kwargs!r}): {exc!r}") from exc
+        return self._own_cluster
+
+    def _on_event(self, event: tuple[float, Any]) -> None:
+        data = event[1]
+        if isinstance(data, bytes):
+            self._receiver.handle(data)
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        try:
+            if client is not None:
+                try:
+                    client.unsubscribe_topic(TOPIC)
+                    client.set_metadata([_META, self._id], None)
+                except Exception as exc:  # the scheduler may be gone already; nothing left to tidy then
+                    engine_logger("runners").debug("Dask cleanup on %s failed: %r", self, exc)
+                client.close()
+        finally:
+            self._close_own_cluster()
+
+    def _close_own_cluster(self) -> None:
+        cluster, self._own_cluster = self._own_cluster, None
+        if cluster is not None:
+            cluster.close()
+
+    # -- backend hooks ----------------------------------------------------------------------------------------
+    def _backend_threads(self) -> int:
+        return sum(self._client.nthreads().values())
+
+    def _backend_put_task(self, payload: bytes, digest: str) -> Any:
+        return self._client.submit(_task_payload, payload, key=f"distributary-task-{digest[:16]}-{self._id[:8]}")
+
+    def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
+        key = f"distributary-{batch.task.name}-{batch.id}"
+        client = self._client
+        batch.ref = client.submit(_run_on_worker, task_ref, payload, self._id, *upstream_refs, key=key)
+        batch.summary_ref = client.submit(_take_summary, batch.ref, key=f"{key}-summary")
+        batch.summary_ref.add_done_callback(lambda _: self._batch_finished(batch))
+
+    def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
+        out: list[Any] = [None] * len(batches)
+        ready = [i for i, b in enumerate(batches) if b.summary_ref.status == "finished"]
+        for i, b in enumerate(batches):
+            if b.summary_ref.status in ("lost", "pending"):
+                # Finished, then lost with its worker before we took it: Dask computes it again; wait for that.
+                out[i] = _AGAIN
+                b.summary_ref.add_done_callback(lambda _, b=b: self._batch_finished(b))
+        if ready:
+            try:
+                values = self._client.gather([batches[i].summary_ref for i in ready])
+                for i, v in zip(ready, values):
+                    out[i] = v
+            except Exception:  # one of them went away meanwhile: take them one by one
+                for i in ready:
+                    try:
+                        out[i] = batches[i].summary_ref.result()
+                    except BaseException as exc:
+                        out[i] = exc
+        for i, b in enumerate(batches):
+            if out[i] is _AGAIN:
+                out[i] = None
+                continue
+            if out[i] is None:
+                out[i] = _exception_of(b.summary_ref)
+            b.summary_ref = None
+        return out
+
+    def _backend_fetch(self, batches: list[Batch]) -> list[BatchResult | BaseException]:
+        try:
+            return list(self._client.gather([b.ref for b in batches]))
+        except Exception:
+            out: list[Any] = []
+            for b in batches:
+                try:
+                    out.append(b.ref.result())
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
+    def _backend_worker_died(self, exc: BaseException) -> bool:
+        return isinstance(exc, distributed.KilledWorker)
+
+    def _backend_release(self, batches: list[Batch]) -> None:
+        for b in batches:
+            b.ref = None
+            b.summary_ref = None
+
+
+def _exception_of(fut: Any) -> BaseException:
+    try:
+        if fut.status == "error":
+            return fut.exception()
+        return DistributaryError(f"Dask reports the batch as {fut.status!r}.")
+    except BaseException as exc:
+        return exc
+
+
+@contextlib.contextmanager
+def get_dask_client(timeout: float | None = None) -> Iterator[Any]:
+    """A `distributed.Client` on the cluster the current task run or flow run uses.
+
+    Inside a task run on a Dask worker this is `distributed.worker_client()`: the task's thread leaves the
+    worker's pool while the block runs, so tasks it submits and waits for cannot deadlock the worker. In a flow
+    run that uses DaskTaskRunner it is the runner's own client.
+
+        with get_dask_client() as client:
+            total = client.submit(sum, [1, 2]).result()
+    """
+    try:
+        get_worker()
+        on_worker = True
+    except ValueError:
+        on_worker = False
+    if on_worker:
+        with distributed.worker_client(timeout=timeout) as client:
+            yield client
+        return
+    ctx = flow_run_ctx.get()
+    runner = ctx.task_runner if ctx is not None else None
+    if isinstance(runner, DaskTaskRunner) and runner.client is not None:
+        yield runner.client
+        return
+    raise DistributaryError("get_dask_client() works inside a task run on a Dask worker, or in a flow run that "
+                            "uses DaskTaskRunner; here there is neither.")
+
+
+__all__ = ["DaskTaskRunner", "get_dask_client"]

@@ -1,0 +1,447 @@
+"""Worker side of the cluster runners (Dask, Ray): run a batch of task runs with the engine, keep their final
+states where they were computed, and ship log records and live states to the driver. No dask or ray in here.
+
+Backends import these names from `distributary.runners.remote`, which re-exports them.
+"""
+from __future__ import annotations
+
+import collections
+import contextvars
+import logging
+import os
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from .. import states as S
+from ..engine import TaskCall, run_call
+from ..errors import SerializationError
+from ..futures import TaskRunFuture
+from ..logging import ROOT, record_to_dict, setup_logging
+from ..resolve import map_nested
+from ..runs import TaskRun
+from ..states import State
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+# One call of a batch, as shipped: (run id as int, run name, dynamic key, run count so far, parameters, linked).
+# `linked` says the parameters hold Upstream/Settled placeholders to replace before the run.
+CallSpec = tuple
+
+TELEMETRY_INTERVAL = 0.5  # seconds between two shipments of log records and live states from a worker process
+_MAX_RECORDS_PER_MESSAGE = 500
+LOG, STATE = "log", "state"
+
+
+class BatchHeader:
+    """What every task run of a batch shares: they come from one `.submit()` or `.map()` in one flow run."""
+
+    __slots__ = ("batch_id", "task_digest", "result_options", "flow_parameters", "log_prints", "settings_env",
+                 "flow_run_id", "tags", "channel")
+
+    def __init__(self, batch_id: str, task_digest: str, result_options: Any, flow_parameters: dict[str, Any],
+                 log_prints: bool, settings_env: dict[str, str] | None, flow_run_id: uuid.UUID | None,
+                 tags: frozenset[str], channel: str | None):
+        self.batch_id = batch_id
+        self.task_digest = task_digest
+        self.result_options = result_options
+        self.flow_parameters = flow_parameters
+        self.log_prints = log_prints
+        self.settings_env = settings_env
+        self.flow_run_id = flow_run_id
+        self.tags = tags
+        self.channel = channel
+
+
+class Upstream:
+    """Placeholder for the value of a task run computed by another batch: `upstreams[slot].states[index]`.
+    The backend passes that batch's result as a native dependency, so the value moves worker to worker."""
+
+    __slots__ = ("slot", "index", "name")
+
+    def __init__(self, slot: int, index: int, name: str):
+        self.slot, self.index, self.name = slot, index, name
+
+    def __reduce__(self) -> tuple:
+        return (Upstream, (self.slot, self.index, self.name))
+
+
+class Settled:
+    """Placeholder for an upstream whose final state the driver already holds (it did not complete, its value
+    was persisted, or it ran on another runner)."""
+
+    __slots__ = ("name", "state")
+
+    def __init__(self, name: str, state: State):
+        self.name, self.state = name, state
+
+    def __reduce__(self) -> tuple:
+        return (Settled, (self.name, self.state))
+
+
+class _Named:
+    __slots__ = ("name", "id")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.id = None
+
+
+class SettledFuture(TaskRunFuture):
+    """What the engine sees on the worker in place of an upstream future: already done, with its final state.
+    The engine's own resolution then applies (not completed -> NotReady, `allow_failure` -> the exception)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, name: str, state: State):
+        self.task_run = _Named(name)
+        self._state = state
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def add_done_callback(self, fn: Callable[[TaskRunFuture], Any]) -> None:
+        fn(self)
+
+
+class BatchSummary:
+    """What the driver needs of a finished batch, without the values: per task run
+    `(start_ts, end_ts, run_count, cache_key, new_states, has_value)` where `new_states` are the states the run
+    went through on the worker (values dropped, exceptions kept) and `has_value` says the final state holds a
+    value on the worker. `lost` is set instead when the batch could not run (its previous attempt's worker died)."""
+
+    __slots__ = ("batch_id", "worker", "runs", "lost")
+
+    def __init__(self, batch_id: str, worker: str | None, runs: list[tuple], lost: str | None = None):
+        self.batch_id, self.worker, self.runs, self.lost = batch_id, worker, runs, lost
+
+
+class BatchResult:
+    """The outcome of a batch, kept on the worker that computed it: one final state (with its value) per task
+    run, in call order. Downstream batches receive it as a dependency; the driver fetches it on `.result()`.
+    Once its summary was taken, the summary no longer travels when the result is pickled."""
+
+    __slots__ = ("batch_id", "states", "summary", "lost", "_taken")
+
+    def __init__(self, batch_id: str, states: list[State], summary: BatchSummary | None,
+                 lost: str | None = None):
+        self.batch_id, self.states, self.summary, self.lost = batch_id, states, summary, lost
+        self._taken = False
+
+    def __getstate__(self) -> tuple:
+        return (self.batch_id, self.states, None if self._taken else self.summary, self.lost)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.batch_id, self.states, self.summary, self.lost = state
+        self._taken = False
+
+    @classmethod
+    def lost_batch(cls, batch_id: str, reason: str, worker: str | None = None) -> "BatchResult":
+        """The result of a batch that must not run again here (its worker died mid-run); the driver decides."""
+        return cls(batch_id, [], BatchSummary(batch_id, worker, [], reason), reason)
+
+    def take_summary(self) -> BatchSummary:
+        """The summary (for the driver); fetching the values later then does not ship it again."""
+        summary = self.summary
+        if summary is None:
+            raise RuntimeError(f"Batch {self.batch_id} arrived here without its summary, which was already "
+                               f"taken where it was computed.")
+        self._taken = True
+        return summary
+
+    def split(self) -> tuple["BatchResult", BatchSummary]:
+        """(result without summary, summary): for backends that return both as separate objects."""
+        summary = self.take_summary()
+        self.summary = None
+        return self, summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The task definition: shipped once per runner, unpickled once per worker process
+# ---------------------------------------------------------------------------------------------------------------
+_TASKS: collections.OrderedDict[str, "Task"] = collections.OrderedDict()
+_TASKS_MAX = 256
+_tasks_lock = threading.Lock()
+
+
+def load_task(digest: str, payload: bytes) -> "Task":
+    """The task pickled in `payload`, unpickled once per process and then taken from a cache by `digest`."""
+    with _tasks_lock:
+        task = _TASKS.get(digest)
+        if task is not None:
+            _TASKS.move_to_end(digest)
+            return task
+    task = cloudpickle.loads(payload)
+    with _tasks_lock:
+        _TASKS[digest] = task
+        while len(_TASKS) > _TASKS_MAX:
+            _TASKS.popitem(last=False)
+    return task
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running a batch
+# ---------------------------------------------------------------------------------------------------------------
+def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[BatchResult] = (),
+              worker: str | None = None) -> BatchResult:
+    """Run every call of a batch in this thread with `engine.run_call`; never raises.
+
+    Each task run keeps its own states, retries, cache lookups, persistence and hooks; a failing run only fails
+    itself. `upstreams` are the results of the batches whose values the calls' Upstream placeholders point at.
+    """
+    header, specs = pickle.loads(batch_payload)
+    task = load_task(header.task_digest, task_payload)
+    if header.settings_env:
+        os.environ.update(header.settings_env)
+    sender = telemetry_sender() if header.channel else None
+    token = _channel.set(header.channel) if sender is not None else None
+    if sender is not None:
+        install_log_forwarding()
+    states: list[State] = []
+    entries: list[tuple] = []
+    try:
+        for spec in specs:
+            state, entry = _run_one(task, header, spec, upstreams, worker, sender)
+            states.append(state)
+            entries.append(entry)
+    finally:
+        if token is not None:
+            _channel.reset(token)
+        if sender is not None:
+            sender.flush(header.channel)  # this batch's log records leave before its outcome does
+    return BatchResult(header.batch_id, states, BatchSummary(header.batch_id, worker, entries))
+
+
+def _run_one(task: "Task", header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
+             worker: str | None, sender: "TelemetrySender | None") -> tuple[State, tuple]:
+    run_id, name, dynamic_key, run_count, params, linked = spec
+    if linked:
+        params = link_upstreams(params, upstreams)
+    run = _LiveTaskRun(uuid.UUID(int=run_id), name, task.name, task.task_key, header.flow_run_id, params,
+                       header.tags, S.Pending(), dynamic_key)
+    run.run_count = run_count
+    run.worker = worker
+    run._live = (sender, header.channel) if sender is not None else None
+    call = TaskCall(task, run, params, None, header.result_options, header.flow_parameters, header.log_prints,
+                    header.settings_env)
+    try:
+        state = run_call(call)
+    except BaseException as exc:  # the engine lets interrupts through; a batch's outcome never raises
+        state = S.Crashed(message=f"Task run {name!r} was interrupted on the worker by {type(exc).__name__}: "
+                                  f"{exc}", data=exc)
+        run.end_ts = time.time()
+        run.set_state(state)
+    finally:
+        if sender is not None:
+            sender.forget(header.channel, run_id)
+    state = _sendable(state, run, task)
+    has_value = state.is_completed() and state.data is not S.UNSET
+    history = [s.without_data() for s in run.state_history[1:]]  # [0] is the worker's fresh Pending
+    return state, (run.start_ts, run.end_ts, run.run_count, run.cache_key, history, has_value)
+
+
+def link_upstreams(params: dict[str, Any], upstreams: Sequence[BatchResult]) -> dict[str, Any]:
+    """Replace Upstream/Settled placeholders by done futures the engine resolves as usual."""
+
+    def leaf(v: Any) -> Any:
+        t = type(v)
+        if t is Upstream:
+            res = upstreams[v.slot]
+            if res.lost is not None:
+                state = S.Crashed(message=f"The value of upstream task run {v.name!r} was lost with its worker "
+                                          f"({res.lost}).")
+            else:
+                state = res.states[v.index]
+            return SettledFuture(v.name, state)
+        if t is Settled:
+            return SettledFuture(v.name, v.state)
+        return v
+
+    return {k: map_nested(v, leaf) for k, v in params.items()}
+
+
+_PLAIN = frozenset({int, float, str, bool, type(None), bytes, complex})
+
+
+def _discard(_: Any) -> None:
+    return None
+
+
+def _sendable(state: State, run: TaskRun, task: "Task") -> State:
+    """Fail the run now if its value or exception could never leave this worker (better than a transfer error
+    later, far from the task). Out-of-band pickling (protocol 5) keeps this cheap for arrays."""
+    data = state.data
+    if data is S.UNSET or type(data) in _PLAIN:
+        return state
+    try:
+        try:
+            pickle.dumps(data, protocol=5, buffer_callback=_discard)
+        except Exception:
+            cloudpickle.dumps(data, protocol=5, buffer_callback=_discard)
+        return state
+    except Exception as exc:
+        kind = "result" if state.is_completed() else "exception"
+        err = SerializationError(
+            f"Task run {run.name!r} of task {task.name!r} returned a {kind} of type {type(data).__name__} that "
+            f"cannot be sent from the worker ({exc!r}). Return a picklable value, or persist it "
+            f"(persist_result=True) and return a reference.")
+        failed = S.Failed(message=str(err), data=err)
+        run.state = failed
+        run.state_history[-1] = failed
+        return failed
+
+
+class _LiveTaskRun(TaskRun):
+    """A task run on a worker that reports its state changes to the telemetry sender."""
+
+    __slots__ = ("_live",)
+
+    def set_state(self, state: State) -> None:
+        self.state = state
+        self.state_history.append(state)
+        live = self._live
+        if live is not None:
+            live[0].state(live[1], self.id.int, state)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Telemetry: log records and live states, worker -> driver
+# ---------------------------------------------------------------------------------------------------------------
+_channel: contextvars.ContextVar[str | None] = contextvars.ContextVar("distributary_channel", default=None)
+
+
+def encode_telemetry(channel: str, records: list[tuple[str, Any]]) -> bytes:
+    return pickle.dumps((channel, records), protocol=5)
+
+
+def decode_telemetry(payload: bytes) -> tuple[str, list[tuple[str, Any]]]:
+    return pickle.loads(payload)
+
+
+class TelemetrySender:
+    """Collects the log records and live states of the task runs running in this worker process and ships them
+    with `transport(channel, payload)` at most every `interval` seconds and at the end of each batch.
+
+    Live states are coalesced per run (only the latest goes out) and dropped once the run has finished: its
+    final state travels with the batch's summary, so tiny task runs cost no telemetry at all.
+    """
+
+    def __init__(self, interval: float = TELEMETRY_INTERVAL):
+        self.interval = interval
+        self._transport: Callable[[str, bytes], None] | None = None
+        self._lock = threading.Lock()
+        self._logs: dict[str, list[dict[str, Any]]] = {}
+        self._states: dict[str, dict[int, State]] = {}
+        self._thread: threading.Thread | None = None
+
+    def set_transport(self, transport: Callable[[str, bytes], None]) -> None:
+        self._transport = transport
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="distributary-telemetry", daemon=True)
+                    self._thread.start()
+
+    def log(self, channel: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._logs.setdefault(channel, []).append(record)
+
+    def state(self, channel: str, run_id: int, state: State) -> None:
+        with self._lock:
+            self._states.setdefault(channel, {})[run_id] = state
+
+    def forget(self, channel: str, run_id: int) -> None:
+        with self._lock:
+            pending = self._states.get(channel)
+            if pending:
+                pending.pop(run_id, None)
+
+    def flush(self, channel: str | None = None) -> None:
+        """Ship what is buffered (for one channel, or all)."""
+        transport = self._transport
+        if transport is None:
+            return
+        with self._lock:
+            channels = [channel] if channel is not None else list(set(self._logs) | set(self._states))
+            out = []
+            for ch in channels:
+                records: list[tuple[str, Any]] = [(LOG, r) for r in self._logs.pop(ch, ())]
+                states = self._states.get(ch)
+                if states:
+                    records.extend((STATE, (rid, s.without_data())) for rid, s in states.items() if not s.is_final())
+                    states.clear()
+                if records:
+                    out.append((ch, records))
+        for ch, records in out:
+            for i in range(0, len(records), _MAX_RECORDS_PER_MESSAGE):
+                try:
+                    transport(ch, encode_telemetry(ch, records[i:i + _MAX_RECORDS_PER_MESSAGE]))
+                except Exception as exc:  # telemetry is best effort; say so on the worker's own console
+                    logging.getLogger(f"{ROOT}.telemetry").warning(
+                        "Could not ship %d log/state records to the driver: %r", len(records), exc)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()
+
+
+_sender: TelemetrySender | None = None
+
+
+def telemetry_sender() -> TelemetrySender:
+    """This process's telemetry sender (backends set its transport before running a batch)."""
+    global _sender
+    if _sender is None:
+        with _tasks_lock:
+            if _sender is None:
+                _sender = TelemetrySender()
+    return _sender
+
+
+class _ForwardHandler(logging.Handler):
+    """Sends distributary records made inside a batch to the driver."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        channel = _channel.get()
+        if channel is not None:
+            try:
+                telemetry_sender().log(channel, record_to_dict(record))
+            except Exception:
+                self.handleError(record)
+
+
+class _NotForwarded(logging.Filter):
+    """On a worker's own console, leave out what goes to the driver (a LocalCluster's workers share the
+    driver's terminal, so every line would otherwise show twice)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _channel.get() is None
+
+
+_forward_handler = _ForwardHandler()
+_not_forwarded = _NotForwarded()
+
+
+def install_log_forwarding() -> None:
+    """Forward distributary records made during batches to the driver (idempotent, cheap)."""
+    setup_logging()  # the console handler must exist before it gets its filter
+    logger = logging.getLogger(ROOT)
+    if _forward_handler not in logger.handlers:
+        logger.addHandler(_forward_handler)
+    for h in logger.handlers:
+        if getattr(h, "_distributary_console", False) and _not_forwarded not in h.filters:
+            h.addFilter(_not_forwarded)
