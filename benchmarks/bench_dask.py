@@ -67,7 +67,8 @@ def main() -> None:
         fan_out(100)
         for n in [int(float(s)) for s in args.sizes.split(",")]:
             base = measure("raw dask client.map+gather", n, lambda: raw(client, n), args.repeat, not args.no_memory)
-            ours = measure(f"distributary DaskTaskRunner(batch_size={args.batch_size})", n, lambda: fan_out(n), args.repeat, not args.no_memory)
+            ours = measure(f"distributary DaskTaskRunner(batch_size={args.batch_size})", n, lambda: fan_out(n),
+                           args.repeat, not args.no_memory)
             mem_ratio = ours.peak_bytes / base.peak_bytes if base.peak_bytes else float("nan")
             rows.append([n, base.wall, ours.wall, ours.wall / base.wall, base.per_task_us, ours.per_task_us,
                          (ours.wall - base.wall) / n * 1e6, (base.peak_bytes or 0) / 2**20,
@@ -84,8 +85,8 @@ def main() -> None:
             print(f"N={r[0]}: wall ratio {r[3]:.2f} (target <= 1.2): {'MET' if r[3] <= 1.2 else 'MISSED'}; "
                   f"memory ratio {r[9]:.2f} (target <= 1.5): {'MET' if r[9] <= 1.5 else 'MISSED'}")
     name = "bench_dask" if args.batch_size is None else f"bench_dask_batch{args.batch_size}"
-    print("JSON:", save_json(name, {"batch_size": args.batch_size, "cluster": "LocalCluster(n_workers=2, threads_per_worker=1, processes)",
-                                            "measurements": records}))
+    cluster_desc = "LocalCluster(n_workers=2, threads_per_worker=1, processes)"
+    print("JSON:", save_json(name, {"batch_size": args.batch_size, "cluster": cluster_desc, "measurements": records}))
 
 
 HEADERS = ["N", "raw wall s", "ours wall s", "wall ratio", "raw us/task", "ours us/task", "extra us/task",
