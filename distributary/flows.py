@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
@@ -16,7 +16,7 @@ from . import core, settings
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
 from .engine import CALL, SLEEP, async_caller, drive, drive_async, run_hook, sync_caller
-from .errors import ConfigurationError, FlowRunTimeoutError, ParameterTypeError, UnknownNameError
+from .errors import FlowRunTimeoutError, ParameterTypeError, UnknownNameError
 from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
 from .runs import FlowRun, flow_run_name, get_recorder

@@ -5,6 +5,7 @@ Mirrors `prefect.futures`. Each runner subclasses `TaskRunFuture`; the functions
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -60,6 +61,71 @@ class TaskRunFuture(ABC, Generic[R]):
 
 # Prefect's name, for users who annotate with it.
 PrefectFuture = TaskRunFuture
+
+_settle_lock = threading.Lock()
+
+
+class SettableFuture(TaskRunFuture[R]):
+    """A future whose runner sets its final state once; waiting and done-callbacks are written here for every
+    runner. Until it is done, `state` is the task run's live state."""
+
+    __slots__ = ("_final", "_event", "_callbacks")
+
+    def __init__(self, task_run: Any):
+        self.task_run = task_run
+        self._final: State | None = None
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable] | None = None
+
+    @property
+    def state(self) -> State:
+        s = self._final
+        return s if s is not None else self.task_run.state
+
+    def done(self) -> bool:
+        return self._final is not None
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._final is not None:
+            return
+        with _settle_lock:
+            if self._final is not None:
+                return
+            if self._event is None:  # made only when someone waits before the run is done
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[[TaskRunFuture], Any]) -> None:
+        with _settle_lock:
+            if self._final is None:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        call_back(fn, self)
+
+    def set_final(self, state: State) -> None:
+        """Record the run's final state and wake waiters and callbacks (called by the runner, once)."""
+        with _settle_lock:
+            self._final = state
+            event, callbacks = self._event, self._callbacks
+            self._callbacks = None
+        if event is not None:
+            event.set()
+        if callbacks:
+            for cb in callbacks:
+                call_back(cb, self)
+
+
+def call_back(fn: Callable, fut: TaskRunFuture) -> None:
+    """Call a done-callback; one that raises is logged and does not stop the others."""
+    try:
+        fn(fut)
+    except Exception:
+        from .logging import engine_logger
+
+        engine_logger("runners").exception("A done-callback of %r raised", fut)
 
 
 class FutureList(list):
@@ -140,5 +206,5 @@ def resolve_futures_to_results(obj: Any) -> Any:
     return map_nested(obj, lambda f: f.result() if isinstance(f, TaskRunFuture) else f)
 
 
-__all__ = ["TaskRunFuture", "PrefectFuture", "FutureList", "PrefectFutureList", "wait", "as_completed",
+__all__ = ["TaskRunFuture", "SettableFuture", "PrefectFuture", "FutureList", "PrefectFutureList", "wait", "as_completed",
            "DoneAndNotDoneFutures", "resolve_futures_to_states", "resolve_futures_to_results"]

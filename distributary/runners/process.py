@@ -167,7 +167,7 @@ class ProcessPoolTaskRunner(TaskRunner):
             state, remote_run = pickle.loads(cf.result())
             remote_run.parameters = run.parameters
             run.update_from(remote_run)
-            fut.set_state(state)
+            fut.set_final(state)
             return
         if isinstance(exc, BrokenProcessPool):
             # The worker died. Retry on a fresh pool if the task has retries left.
@@ -181,7 +181,7 @@ class ProcessPoolTaskRunner(TaskRunner):
                 threading.Thread(target=self._dispatch, args=(fut, call, payload), daemon=True).start()
                 return
             run.end_ts = crashed.ts
-            fut.set_state(crashed)
+            fut.set_final(crashed)
             return
         self._finish_locally(fut, run, S.Crashed(message=f"Task run {run.name!r} could not run in a worker "
                                                          f"process: {exc!r}", data=exc))
@@ -189,7 +189,7 @@ class ProcessPoolTaskRunner(TaskRunner):
     @staticmethod
     def _finish_locally(fut: LocalFuture, run: TaskRun, state: State) -> None:
         run.set_state(state)
-        fut.set_state(state)
+        fut.set_final(state)
 
     def shutdown(self) -> None:
         for fut in self._futures:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import states as S
 from ..engine import TaskCall
-from ..futures import TaskRunFuture
+from ..futures import SettableFuture, TaskRunFuture
 from ..logging import emit_remote, engine_logger
 from ..runs import TaskRun
 from ..states import State, StateType
@@ -101,60 +101,11 @@ class RemoteState(State):
         return (State, (self.type, self.name, self.message, self.data, self.result_ref, self.ts))
 
 
-_flock = threading.Lock()
-
-
-class RemoteFuture(TaskRunFuture):
+class RemoteFuture(SettableFuture):
     """Future of a task run executed by a cluster runner. Its state is the driver's task-run record (kept up to
     date from worker telemetry); once done, `result()` fetches the value from the cluster."""
 
-    __slots__ = ("_final", "_event", "_callbacks")
-
-    def __init__(self, task_run: TaskRun):
-        self.task_run = task_run
-        self._final: State | None = None
-        self._event: threading.Event | None = None
-        self._callbacks: list[Callable] | None = None
-
-    @property
-    def state(self) -> State:
-        s = self._final
-        return s if s is not None else self.task_run.state
-
-    def done(self) -> bool:
-        return self._final is not None
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._final is not None:
-            return
-        with _flock:
-            if self._final is not None:
-                return
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        event.wait(timeout)
-
-    def add_done_callback(self, fn: Callable[[TaskRunFuture], Any]) -> None:
-        with _flock:
-            if self._final is None:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                return
-        _call_back(fn, self)
-
-    def set_final(self, state: State) -> None:
-        """Record the run's final state and wake waiters (called by the runner, once)."""
-        with _flock:
-            self._final = state
-            event, callbacks = self._event, self._callbacks
-            self._callbacks = None
-        if event is not None:
-            event.set()
-        if callbacks:
-            for cb in callbacks:
-                _call_back(cb, self)
+    __slots__ = ()
 
     @classmethod
     def fetch_many(cls, futures: Sequence[TaskRunFuture], timeout: float | None = None) -> None:
@@ -174,13 +125,6 @@ class RemoteFuture(TaskRunFuture):
     def __reduce__(self) -> tuple:
         raise TypeError(f"the future of task run {self.task_run.name!r} cannot be sent to a worker as such; pass "
                         f"it as a task argument (not inside quote()) so it resolves to its value")
-
-
-def _call_back(fn: Callable, fut: TaskRunFuture) -> None:
-    try:
-        fn(fut)
-    except Exception:
-        engine_logger("runners").exception("A done-callback of %r raised", fut)
 
 
 class Batch:

@@ -8,44 +8,30 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .. import states as S
 from ..engine import TaskCall, run_call
 from ..errors import ConfigurationError
-from ..futures import TaskRunFuture
+from ..futures import SettableFuture, TaskRunFuture
 from ..logging import engine_logger
 from ..resolve import find_upstreams
 from ..states import State
 from .base import TaskRunner, gate
 
-_lock = threading.Lock()
+class LocalFuture(SettableFuture):
+    """Future of a task run executed in this process. The run is executed once, by whichever thread claims it
+    first (a pool worker, or a worker thread waiting for it)."""
 
-
-class LocalFuture(TaskRunFuture):
-    """Future of a task run executed in this process. The run's final state is set once, by whichever thread
-    claims the run first (a pool worker, or a worker thread waiting for it)."""
-
-    __slots__ = ("_call", "_claim", "_state", "_event", "_callbacks", "_runner", "_deps")
+    __slots__ = ("_call", "_claim", "_runner", "_deps")
 
     def __init__(self, call: TaskCall, runner: "ThreadPoolTaskRunner | None"):
-        self.task_run = call.task_run
+        super().__init__(call.task_run)
         self._call: TaskCall | None = call
         self._claim = [True]
-        self._state: State | None = None
-        self._event: threading.Event | None = None
-        self._callbacks: list[Callable] | None = None
         self._runner = runner
         self._deps: list[TaskRunFuture] | None = None
-
-    @property
-    def state(self) -> State:
-        s = self._state
-        return s if s is not None else self.task_run.state
-
-    def done(self) -> bool:
-        return self._state is not None
 
     def execute(self) -> bool:
         """Run the task run here unless another thread already claimed it."""
@@ -61,51 +47,25 @@ class LocalFuture(TaskRunFuture):
         except BaseException as exc:  # the engine only lets interrupts and its own bugs through
             state = S.Crashed(message=f"Task run {call.task_run.name!r} crashed: {exc!r}", data=exc)
             call.task_run.set_state(state)
-            self.set_state(state)
+            self.set_final(state)
             if not isinstance(exc, Exception):
                 raise
             engine_logger("runners").exception("Task run %r crashed", call.task_run.name)
             return True
-        self.set_state(state)
+        self.set_final(state)
         return True
 
-    def set_state(self, state: State) -> None:
+    def set_final(self, state: State) -> None:
         self._call = None
         self._deps = None
-        with _lock:
-            self._state = state
-            event, callbacks = self._event, self._callbacks
-            self._callbacks = None
-        if event is not None:
-            event.set()
-        if callbacks:
-            for cb in callbacks:
-                _safe_callback(cb, self)
-
-    def add_done_callback(self, fn: Callable[[TaskRunFuture], Any]) -> None:
-        with _lock:
-            if self._state is None:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                return
-        _safe_callback(fn, self)
+        super().set_final(state)
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._state is not None:
-            return
-        runner = self._runner
-        if runner is not None and getattr(threading.current_thread(), "_distributary_runner", None) is runner:
-            self._steal()
-            if self._state is not None:
-                return
-        with _lock:
-            if self._state is not None:
-                return
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        event.wait(timeout)
+        if self._final is None:
+            runner = self._runner
+            if runner is not None and getattr(threading.current_thread(), "_distributary_runner", None) is runner:
+                self._steal()
+        super().wait(timeout)
 
     def _steal(self) -> None:
         deps = self._deps
@@ -114,13 +74,6 @@ class LocalFuture(TaskRunFuture):
                 d.wait()
         if self._call is not None:
             self.execute()
-
-
-def _safe_callback(cb: Callable, fut: TaskRunFuture) -> None:
-    try:
-        cb(fut)
-    except Exception:
-        engine_logger("runners").exception("A done-callback of %r raised", fut)
 
 
 class ThreadPoolTaskRunner(TaskRunner):

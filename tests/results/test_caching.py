@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from distributary import flow, task
-from distributary.cache_policies import INPUTS, TASK_SOURCE
+from distributary.cache_policies import INPUTS
 from distributary.errors import CacheKeyError
 from distributary.results import load
 
