@@ -117,7 +117,7 @@ def run_prefect(backend: Backend, scenarios: list[Scenario], ctx: Context, sizes
               "max_workers": getattr(backend, "max_workers", None), "max_seconds": max_seconds}
     with tempfile.TemporaryDirectory(prefix="distributary-prefect-") as tmp:
         script = Path(tmp) / "prefect_bench.py"
-        script.write_text(SCRIPT)
+        script.write_text(SCRIPT.replace("@PKG@", COMPARATOR_PACKAGE))
         env = {**os.environ, **RAY_ENV, "PREFECT_HOME": str(Path(tmp) / "home"), "PREFECT_LOGGING_LEVEL": "WARNING",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
@@ -162,15 +162,18 @@ def _run_script(python: Path, script: Path, config: dict[str, Any], env: dict[st
     return returncode, out_path.read_text(), err_path.read_text()
 
 
+# The comparator's package, imported only by the generated script in its own virtualenv, never by distributary.
+COMPARATOR_PACKAGE = "prefect"
+
 # The script run by Prefect's interpreter: reads the plan on stdin, prints one JSON line. Same work as
 # scenarios.py; tasks and flows mirror the distributary ones.
 SCRIPT = r'''
 import gc, json, os, sys, time
 
-import prefect
-from prefect import flow, task
-from prefect.cache_policies import INPUTS
-from prefect.futures import wait
+import @PKG@
+from @PKG@ import flow, task
+from @PKG@.cache_policies import INPUTS
+from @PKG@.futures import wait
 
 MIB = 2 ** 20
 
@@ -212,7 +215,7 @@ def map_reduce(n):
 
 
 def cache_local(n):
-    from prefect.filesystems import LocalFileSystem
+    from @PKG@.filesystems import LocalFileSystem
     store = LocalFileSystem(basepath=os.path.join(os.environ["BENCH_WORKDIR"], f"cache-{n}"))
     store.save(f"bench-cache-{n}", overwrite=True)  # Prefect wants result storage saved server-side
     cached = inc.with_options(cache_policy=INPUTS, result_storage=store, persist_result=True)
@@ -227,10 +230,10 @@ def start(config):
     # A cluster of the same shape as distributary's, started once; Prefect's runner joins it by address.
     kind, workers = config["kind"], config["workers"]
     if kind == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from @PKG@.task_runners import ThreadPoolTaskRunner
         return (lambda: ThreadPoolTaskRunner(max_workers=config["max_workers"])), None
     if kind == "processes":
-        import prefect.task_runners as tr
+        import @PKG@.task_runners as tr
         if not hasattr(tr, "ProcessPoolTaskRunner"):
             raise SystemExit(f"Prefect {prefect.__version__} has no ProcessPoolTaskRunner")
         return (lambda: tr.ProcessPoolTaskRunner(max_workers=config["max_workers"])), None
