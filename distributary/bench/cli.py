@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed runs per point on Prefect (default 1: the gap is far wider than the noise)")
     parser.add_argument("--prefect-max-n", type=float, default=1e3,
                         help="largest N run on Prefect (default 1e3: Prefect takes ~45 ms per task here)")
-    parser.add_argument("--from-json", metavar="PATH", help="rebuild table, report, plot and advice from a saved "
-                                                            "results.json instead of running")
+    parser.add_argument("--from-json", metavar="PATH", nargs="+",
+                        help="rebuild table, report, plot and advice from saved results.json files instead of "
+                             "running; several files (e.g. one sweep per runner) are merged into one report")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -100,8 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.flow is not None and args.scenarios:
         raise _usage("--scenarios selects built-in scenarios; it cannot be combined with a FLOW.")
     if args.from_json:
-        result = SweepResult.load(args.from_json)
-        out = Path(args.out) if args.out else Path(args.from_json).resolve().parent
+        result = SweepResult.merge([SweepResult.read(p) for p in args.from_json])
+        out = Path(args.out) if args.out else Path(args.from_json[0]).resolve().parent
     else:
         runners = parse_runners(args.runners or (SMOKE_RUNNERS if args.smoke else DEFAULT_RUNNERS))
         sizes = parse_sizes(args.sizes) if args.sizes else None

@@ -169,7 +169,7 @@ def to_markdown(result: SweepResult, path: Path, advice: Advice | None, targets:
     cfg = result.config
     lines = ["# distributary bench report", "",
              f"- When: {result.started} to {result.finished}",
-             f"- Command: `{_command(cfg)}`",
+             *(f"- Command: `{_command(argv)}`" for argv in cfg.get("commands") or [cfg.get("command") or []]),
              f"- Machine: {m.get('cpus')} CPUs, {_gib(m.get('memory_total_bytes'))}, {m.get('platform')}",
              f"- Python {m.get('python')} ({m.get('implementation')}); {pkgs}",
              f"- Machine load during the sweep (1-minute load average, sampled at every point): mean "
@@ -198,8 +198,7 @@ def to_markdown(result: SweepResult, path: Path, advice: Advice | None, targets:
     return path
 
 
-def _command(cfg: dict[str, Any]) -> str:
-    argv = cfg.get("command") or []
+def _command(argv: list[str]) -> str:
     if argv and str(argv[0]).endswith(("distributary", "cli.py", "__main__.py")):
         argv = ["distributary", *argv[1:]]
     return " ".join(str(a) for a in argv)

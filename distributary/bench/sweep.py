@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -58,11 +57,46 @@ class SweepResult:
                    data.get("finished", ""), data.get("notes", []))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SweepResult":
+    def read(cls, path: str | Path) -> "SweepResult":
         path = Path(path)
         if not path.is_file():
             raise ConfigurationError(f"Bench result file {str(path)!r} does not exist.")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"Bench result file {str(path)!r} is not valid JSON ({exc}); give the "
+                                     f"results.json a sweep wrote.") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def merge(cls, parts: list["SweepResult"]) -> "SweepResult":
+        """One result from sweeps run separately (e.g. one per runner, so a long sweep can be split or resumed).
+        A point measured in several parts keeps the last part's figures."""
+        if not parts:
+            raise ConfigurationError("Nothing to merge: give at least one results.json.")
+        if len(parts) == 1:
+            return parts[0]
+        points: dict[tuple[str, str, str, int], Measurement] = {}
+        for part in parts:
+            for m in part.measurements:
+                points[(m.scenario, m.runner, m.impl, m.n)] = m
+        first = parts[0]
+        notes = [n for p in parts for n in p.notes]
+        cpus = {p.machine.get("cpus") for p in parts}
+        if len(cpus) > 1:
+            notes.append(f"merged from sweeps on machines with different CPU counts ({sorted(map(str, cpus))})")
+        samples = [x for p in parts for x in (p.load or {}).get("samples_1min", [])]
+        point_loads = [m.load_1min for m in points.values() if m.load_1min is not None]
+        every = samples + point_loads
+        load = {"samples_1min": samples, "max_1min": max(every, default=None),
+                "mean_1min": sum(every) / len(every) if every else None, "cpus": first.load.get("cpus")}
+        config = dict(first.config)
+        config["commands"] = [p.config.get("command") or [] for p in parts]
+        config["scenarios"] = list(dict.fromkeys(s for p in parts for s in p.config.get("scenarios", [])))
+        config["runners"] = [r for p in parts for r in p.config.get("runners", [])]
+        config["with_prefect"] = any(p.config.get("with_prefect") for p in parts)
+        return cls(list(points.values()), first.machine, [b for p in parts for b in p.backends], config, load,
+                   min(p.started for p in parts), max(p.finished for p in parts), notes)
 
     def scenarios(self) -> list[str]:
         return list(dict.fromkeys(m.scenario for m in self.measurements))

@@ -99,6 +99,25 @@ def test_from_json_rebuilds_the_report(tmp_path):
     assert data["measurements"] == json.loads((first / "results.json").read_text())["measurements"]
     assert data["advice"]["n"] == 1000 and (again / "plot.png").read_bytes()[:8] == PNG_MAGIC
 
+    # A sweep split in parts (here a second scenario run separately) is reported as one.
+    second = tmp_path / "second"
+    proc = bench("--smoke", "--runners", "threads", "--scenarios", "chain", "--sizes", "5", "--no-memory",
+                 "--out", str(second))
+    assert proc.returncode == 0, proc.stderr
+    merged = tmp_path / "merged"
+    proc = bench("--from-json", str(first / "results.json"), str(second / "results.json"), "--out", str(merged))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((merged / "results.json").read_text())
+    points = {(m["scenario"], m["impl"], m["n"]) for m in data["measurements"]}
+    assert points == {(s, i, n) for s, n in [("fanout", 5), ("fanout", 20), ("chain", 5)]
+                      for i in ("raw", "distributary")}
+    report = (merged / "report.md").read_text()
+    assert report.count("- Command: `distributary bench") == 2  # both commands that produced the figures
+
+    (tmp_path / "broken.json").write_text('{"schema": "distributary-bench/1", "measurem')
+    proc = bench("--from-json", str(tmp_path / "broken.json"), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The user's flow
