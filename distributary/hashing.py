@@ -83,8 +83,7 @@ def task_input_hash(context: Any, arguments: Mapping[str, Any]) -> str:
 
 
 # -- encoding ----------------------------------------------------------------------------------------------------
-def _len(n: int) -> bytes:
-    return struct.pack(">Q", n)
+_len = struct.Struct(">Q").pack  # a length prefix: 8 bytes, big-endian
 
 
 def _type_name(obj: Any) -> str:
@@ -115,6 +114,16 @@ def _atom(h: Any, tag: bytes, payload: bytes) -> None:
 
 
 def _feed(h: Any, obj: Any, stack: tuple[int, ...]) -> None:
+    # Exact str and int first (most task arguments): the same bytes as the general branches below, in one update.
+    kind = type(obj)
+    if kind is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(b"s" + _len(len(data)) + data)
+        return
+    if kind is int:
+        data = str(obj).encode()
+        h.update(b"i" + _len(len(data)) + data)
+        return
     if obj is None:
         h.update(b"N")
         return

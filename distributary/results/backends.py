@@ -43,6 +43,8 @@ def sampled_crc32(size: int, read_at: Callable[[int, int], Any]) -> int:
 
 
 def _crc_of(data: Any) -> int:
+    if type(data) is bytes and len(data) <= SAMPLE_BLOCK * SAMPLE_BLOCKS:
+        return zlib.crc32(data)
     view = memoryview(data).cast("B")
     return sampled_crc32(view.nbytes, lambda offset, n: view[offset:offset + n])
 

@@ -52,7 +52,7 @@ class ResultRecord:
     def from_json(cls, data: bytes | str) -> "ResultRecord":
         """Parse a record; raises ValueError (with what is wrong) for anything that is not a valid record."""
         try:
-            raw = json.loads(data)
+            raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not JSON ({exc})") from exc
         if not isinstance(raw, dict):

@@ -260,7 +260,12 @@ def _is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError) or _status(exc) == 404
 
 
+_CHECKED_KEYS: set[str] = set()  # recently validated keys: one result's key is checked several times per read
+
+
 def _check_key(key: Any) -> None:
+    if type(key) is str and key in _CHECKED_KEYS:
+        return
     if not isinstance(key, str) or not key:
         raise ConfigurationError(f"A result key must be a non-empty string, not {key!r}.")
     parts = key.split("/")
@@ -269,6 +274,10 @@ def _check_key(key: Any) -> None:
         raise ConfigurationError(
             f"Result key {key!r} is not allowed: use relative names without '.', '..' or empty parts, not starting "
             f"with {LOCKS_DIR!r} and not ending with {META_SUFFIX!r}.")
+    if type(key) is str:
+        if len(_CHECKED_KEYS) >= 4096:
+            _CHECKED_KEYS.clear()
+        _CHECKED_KEYS.add(key)
 
 
 def _expiration(value: dt.datetime | dt.timedelta | float | None) -> dt.datetime | None:

@@ -79,7 +79,7 @@ def get_serializer(spec: str | Mapping[str, Any] | Serializer) -> Serializer:
     else:
         raise ConfigurationError(
             f"Expected a serializer name, spec dict or Serializer, got {type(spec).__name__}: {spec!r}.")
-    cache_key = _json.dumps([name, options], sort_keys=True, default=repr)
+    cache_key = _instance_key(name, options)
     found = _INSTANCES.get(cache_key)
     if found is not None:
         return found
@@ -92,6 +92,17 @@ def get_serializer(spec: str | Mapping[str, Any] | Serializer) -> Serializer:
         raise ConfigurationError(f"The target registered as {name!r} returned {serializer!r}, not a Serializer.")
     _INSTANCES[cache_key] = serializer
     return serializer
+
+
+def _instance_key(name: str, options: dict[str, Any]) -> Any:
+    """The cache key of a built serializer: a tuple when the options are hashable (a cache hit reads one spec
+    per result, so this is on the hot path), else their JSON text."""
+    try:
+        key = (name, tuple(sorted(options.items())))
+        hash(key)
+        return key
+    except TypeError:
+        return _json.dumps([name, options], sort_keys=True, default=repr)
 
 
 def _load_target(name: str) -> Callable[..., Serializer]:
