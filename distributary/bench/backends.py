@@ -407,7 +407,11 @@ class MotoServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.storage_options = {"key": "bench", "secret": "bench-secret", "client_kwargs": {"endpoint_url": self.url}}
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:  # not up in time, or interrupted while starting: do not leave it behind
+            self.stop()
+            raise
 
     def _wait(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

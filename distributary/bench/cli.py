@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,8 @@ def _fail(message: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    # `kill` (SIGTERM) and Ctrl-C unwind the sweep, so the clusters and the S3 server it started are stopped.
+    previous = _stop_on_signals()
     try:
         return _run(args)
     except DistributaryError as exc:
@@ -84,6 +88,23 @@ def run_bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ndistributary bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Raise KeyboardInterrupt on SIGTERM and SIGINT, and flag the stop for the sweep to see at its next step."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    from .measure import STOP_REQUESTED
+
+    STOP_REQUESTED.clear()
+
+    def handler(signum: int, frame: Any) -> None:
+        STOP_REQUESTED.set()
+        raise KeyboardInterrupt(f"signal {signum}")
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _run(args: argparse.Namespace) -> int:

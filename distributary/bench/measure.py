@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field, fields
@@ -180,8 +181,13 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+STOP_REQUESTED = threading.Event()  # set by the CLI's SIGTERM handler; checked at every step of the sweep
+
+
 class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise (logs, CI)."""
+    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise (logs, CI).
+    Every step also raises KeyboardInterrupt once a stop was requested: an interrupt raised while the garbage
+    collector runs a callback is swallowed by Python, so the request must not rest on that one exception."""
 
     def __init__(self, total: int, stream: TextIO | None = None, width: int = 28, enabled: bool = True):
         self.total = max(total, 1)
@@ -195,6 +201,8 @@ class Progress:
 
     def step(self, label: str, count: int = 1) -> None:
         """Record that a step is starting (`label`) once `count` steps are done."""
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt("stop requested")
         self.update(label)
         self.done = min(self.total, self.done + count)
 

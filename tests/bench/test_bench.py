@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,38 @@ def test_from_json_rebuilds_the_report(tmp_path):
     (tmp_path / "broken.json").write_text('{"schema": "distributary-bench/1", "measurem')
     proc = bench("--from-json", str(tmp_path / "broken.json"), "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
+
+
+@pytest.mark.parametrize("after,signum", [(0.0, signal.SIGTERM), (5.0, signal.SIGTERM), (5.0, signal.SIGINT)],
+                         ids=["kill-while-starting", "kill-mid-sweep", "ctrl-c-mid-sweep"])
+def test_a_killed_sweep_stops_the_servers_it_started(tmp_path, after, signum):
+    """`kill` (SIGTERM) or Ctrl-C (SIGINT) on a sweep unwinds it: the S3 server it started on loopback does not
+    outlive it, whether the signal comes while that server starts or while the timed runs use it."""
+    psutil = pytest.importorskip("psutil", reason="psutil is an extra of the bench suite")
+    env = {**os.environ, "DISTRIBUTARY_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "distributary.cli", "bench", "--smoke", "--runners", "threads",
+                             "--scenarios", "cache_s3", "--sizes", "20", "--repeat", "500", "--no-memory",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        servers: list = []
+        while not servers and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            servers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                       if "moto.server" in " ".join(c.cmdline())]
+        assert servers, "the sweep never started its S3 server"
+        time.sleep(after)
+        assert proc.poll() is None, "the sweep ended before it was killed; give it more repeats"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and b"interrupted" in err
+    gone, alive = psutil.wait_procs(servers, timeout=15)
+    for p in alive:  # do not leak it from the test either
+        p.kill()
+    assert not alive, f"S3 server(s) left running: {[p.pid for p in alive]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
