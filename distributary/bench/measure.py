@@ -181,7 +181,7 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-STOP_REQUESTED = threading.Event()  # set by the CLI's SIGTERM handler; checked at every step of the sweep
+STOP_REQUESTED = threading.Event()  # set by the CLI on SIGTERM or SIGINT; checked at every step of the sweep
 
 
 class Progress:
