@@ -1,7 +1,8 @@
-"""Records of flow runs and task runs, and the run-recorder interface that keeps them.
+"""Records of flow runs and task runs, and the run events every observer of runs reads.
 
-Recording is in memory and never blocks a task: a recorder only keeps references. A later issue persists runs
-by implementing `RunRecorder` and passing it with `set_recorder()`.
+A run's state changes only in `distributary.engine.transitions`, which appends to the record's history and
+emits a `RunEvent` to the registered `RunEventSink`s (batched, off the hot path). The in-memory recorder kept
+here is one such sink; the run store is another.
 """
 from __future__ import annotations
 
@@ -11,9 +12,39 @@ import random
 import threading
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from .states import State
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run events: (kind, run, payload) tuples, cheap to make on the hot path
+# ---------------------------------------------------------------------------------------------------------------
+FLOW_RUN_CREATED = "flow_run_created"    # (kind, FlowRun, None)
+TASK_RUNS_CREATED = "task_runs_created"  # (kind, None, list[TaskRun]): a .map() arrives as one event
+STATE_CHANGED = "state_changed"          # (kind, TaskRun | FlowRun, State): already appended to the history
+LOG = "log"                              # (kind, None, dict): see `distributary.logging.record_to_dict`
+RUN_FINISHED = "run_finished"            # (kind, TaskRun | FlowRun, final State)
+ARTIFACT = "artifact"                    # (kind, None, dict): an artifact created inside or outside a run
+EVENT_KINDS = frozenset({FLOW_RUN_CREATED, TASK_RUNS_CREATED, STATE_CHANGED, LOG, RUN_FINISHED, ARTIFACT})
+
+RunEvent = tuple  # (kind: str, run: TaskRun | FlowRun | None, payload: Any)
+
+
+class RunEventSink(Protocol):
+    """Receives run events in batches, in the order they happened, from the dispatcher thread (never from a
+    task's thread). `kinds` names the event kinds it wants (None: all). `handle` must return quickly (a sink
+    that does I/O queues the work on its own writer) and should not raise; one that raises is logged.
+    `flush(timeout)` writes out what the sink holds, waiting at most `timeout` seconds, and returns whether
+    everything was written; `close()` releases the sink."""
+
+    kinds: frozenset[str] | None
+
+    def handle(self, events: Sequence[RunEvent]) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def _dt_or_none(ts: float | None) -> _dt.datetime | None:

@@ -18,17 +18,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from . import caching, core
-from . import states as S
-from .context import TaskRunContext, task_run_ctx
-from .errors import (DistributaryError, TaskRunTimeoutError, UpstreamTaskError)
-from .logging import engine_logger, reset_log_prints, set_log_prints
-from .resolve import resolve_parameters
-from .runs import TaskRun
-from .states import State
+from .. import caching, core
+from .. import states as S
+from ..context import TaskRunContext, task_run_ctx
+from ..errors import (DistributaryError, TaskRunTimeoutError, UpstreamTaskError)
+from ..logging import engine_logger, reset_log_prints, set_log_prints
+from ..resolve import resolve_parameters
+from ..runs import TaskRun
+from ..states import State
 
 if TYPE_CHECKING:
-    from .tasks import Task
+    from ..tasks import Task
 
 # The two steps a run's generator yields to its driver.
 CALL = 0  # (CALL, params): call the user's function

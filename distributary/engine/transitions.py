@@ -1,0 +1,193 @@
+"""The one place a run's state changes, and the stream of run events every observer reads.
+
+`set_state(run, state)` appends to the run's history and emits a `state_changed` event; the other emitters say
+that runs were created, a run finished, a log record or an artifact was made. Events go into one process-wide
+queue (an append, no lock, no I/O) and a dispatcher thread hands them in batches to the registered sinks
+(`distributary.runs.RunEventSink`), in the order they happened. Kinds that no sink wants are never queued, so
+with no sinks the seam costs one set lookup per change.
+
+Later, orchestration rules (cancellation, pause, concurrency limits) accept, delay or refuse a proposed
+transition here, before it is applied.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from ..runs import (ARTIFACT, EVENT_KINDS, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED,
+                    RunEvent, RunEventSink)
+from ..states import State
+
+DISPATCH_INTERVAL = 0.05   # seconds between two deliveries when events trickle in
+WAKE_AT = 10_000           # queued events that wake the dispatcher at once
+
+_log = logging.getLogger("distributary.events")
+_sinks: tuple[RunEventSink, ...] = ()
+_wanted: frozenset[str] = frozenset()  # the union of what the sinks want
+_queue: deque[RunEvent] = deque()
+_sinks_lock = threading.Lock()
+_deliver_lock = threading.RLock()
+_wake = threading.Event()
+_thread: threading.Thread | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transitions
+# ---------------------------------------------------------------------------------------------------------------
+def set_state(run: Any, state: State) -> State:
+    """Make `state` the run's current state: append it to the history and tell the sinks. Returns it."""
+    run.state = state
+    run.state_history.append(state)
+    if STATE_CHANGED in _wanted:
+        _put((STATE_CHANGED, run, state))
+    return state
+
+
+def set_states(run: Any, states: Sequence[State]) -> None:
+    """Apply several states in order (e.g. the history a remote worker sent back with a run)."""
+    if not states:
+        return
+    run.state = states[-1]
+    run.state_history.extend(states)
+    if STATE_CHANGED in _wanted:
+        for s in states:
+            _put((STATE_CHANGED, run, s))
+
+
+def task_runs_created(runs: Sequence[Any]) -> None:
+    """New task runs (all of one `.submit()` or `.map()`): one event for the lot."""
+    if TASK_RUNS_CREATED in _wanted and runs:
+        _put((TASK_RUNS_CREATED, None, list(runs)))
+
+
+def flow_run_created(run: Any) -> None:
+    if FLOW_RUN_CREATED in _wanted:
+        _put((FLOW_RUN_CREATED, run, None))
+
+
+def run_finished(run: Any) -> None:
+    """The run reached its final state (hooks may still run)."""
+    if RUN_FINISHED in _wanted:
+        _put((RUN_FINISHED, run, run.state))
+
+
+def log_record(record: dict[str, Any]) -> None:
+    if LOG in _wanted:
+        _put((LOG, None, record))
+
+
+def artifact(data: dict[str, Any]) -> None:
+    if ARTIFACT in _wanted:
+        _put((ARTIFACT, None, data))
+
+
+def wants(kind: str) -> bool:
+    """Whether any sink wants events of `kind` (to skip building an event's payload)."""
+    return kind in _wanted
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sinks and delivery
+# ---------------------------------------------------------------------------------------------------------------
+def add_sink(sink: RunEventSink) -> None:
+    """Register a sink; it receives the events emitted from now on."""
+    global _sinks
+    with _sinks_lock:
+        if sink not in _sinks:
+            _sinks = (*_sinks, sink)
+        _recompute()
+    _ensure_thread()
+
+
+def remove_sink(sink: RunEventSink) -> None:
+    """Deliver what is queued, then unregister the sink."""
+    global _sinks
+    deliver()
+    with _sinks_lock:
+        _sinks = tuple(s for s in _sinks if s is not sink)
+        _recompute()
+
+
+def sinks() -> tuple[RunEventSink, ...]:
+    return _sinks
+
+
+def _recompute() -> None:
+    global _wanted
+    wanted: set[str] = set()
+    for s in _sinks:
+        kinds = getattr(s, "kinds", None)
+        wanted.update(EVENT_KINDS if kinds is None else kinds)
+    _wanted = frozenset(wanted)
+
+
+def _put(event: RunEvent) -> None:
+    _queue.append(event)
+    if len(_queue) >= WAKE_AT:
+        _wake.set()
+
+
+def deliver() -> None:
+    """Hand every queued event to the sinks now, in this thread (in order; safe from any thread)."""
+    with _deliver_lock:
+        while _queue:
+            batch: list[RunEvent] = []
+            pop = _queue.popleft
+            try:
+                for _ in range(len(_queue)):
+                    batch.append(pop())
+            except IndexError:
+                pass
+            for sink in _sinks:
+                kinds = getattr(sink, "kinds", None)
+                events = batch if kinds is None else [e for e in batch if e[0] in kinds]
+                if not events:
+                    continue
+                try:
+                    sink.handle(events)
+                except Exception:
+                    _log.exception("Run-event sink %r failed on %d events; they are lost for it.", sink,
+                                   len(events))
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver what is queued, then ask each sink to write out what it holds (waiting at most `timeout` s
+    per sink). True if every sink reports everything written."""
+    deliver()
+    ok = True
+    for sink in _sinks:
+        fn = getattr(sink, "flush", None)
+        if fn is None:
+            continue
+        try:
+            ok = bool(fn(timeout)) and ok
+        except Exception:
+            _log.exception("Run-event sink %r failed to flush.", sink)
+            ok = False
+    return ok
+
+
+def _ensure_thread() -> None:
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    with _sinks_lock:
+        if _thread is not None and _thread.is_alive():
+            return
+        _thread = threading.Thread(target=_dispatch_loop, name="distributary-run-events", daemon=True)
+        _thread.start()
+
+
+def _dispatch_loop() -> None:
+    while True:
+        _wake.wait(DISPATCH_INTERVAL)
+        _wake.clear()
+        if _queue:
+            deliver()
+
+
+__all__ = ["set_state", "set_states", "task_runs_created", "flow_run_created", "run_finished", "log_record",
+           "artifact", "wants", "add_sink", "remove_sink", "sinks", "deliver", "flush"]
