@@ -35,6 +35,11 @@ class FlowRunContext:
         self._result_options_cache: dict[int, Any] = {}
         self.settings_env = settings_env or {}
 
+    @classmethod
+    def get(cls) -> "FlowRunContext | None":
+        """The flow run context of this thread or asyncio task, or None (Prefect's `FlowRunContext.get()`)."""
+        return flow_run_ctx.get()
+
     @property
     def flow_run_id(self) -> uuid.UUID | None:
         return self.flow_run.id if self.flow_run is not None else None
@@ -64,6 +69,11 @@ class TaskRunContext:
         self.flow_parameters = flow_parameters
         self.log_prints = log_prints
         self.result_options = result_options
+
+    @classmethod
+    def get(cls) -> "TaskRunContext | None":
+        """The task run context of this thread or asyncio task, or None (Prefect's `TaskRunContext.get()`)."""
+        return task_run_ctx.get()
 
 
 flow_run_ctx: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar("flow_run", default=None)

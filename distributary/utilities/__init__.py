@@ -1,0 +1,1 @@
+"""Helpers at Prefect's `prefect.utilities` paths."""
