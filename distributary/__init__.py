@@ -13,7 +13,7 @@ from .context import get_run_context, tags
 from .flows import Flow, flow
 from .futures import as_completed, wait
 from .logging import get_run_logger
-from .resolve import allow_failure, quote, unmapped
+from .engine.resolve import allow_failure, quote, unmapped
 from .states import State
 from .tasks import Task, task
 

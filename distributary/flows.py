@@ -12,7 +12,8 @@ from collections.abc import Callable, Generator
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
-from . import core, settings
+from . import settings
+from .engine import core
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
 from .engine import CALL, SLEEP, async_caller, drive, drive_async, run_hook, sync_caller

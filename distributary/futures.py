@@ -194,14 +194,14 @@ def as_completed(futures: Iterable[TaskRunFuture], timeout: float | None = None)
 
 def resolve_futures_to_states(obj: Any) -> Any:
     """Replace every future nested in `obj` with its final state (waiting for it)."""
-    from .resolve import map_nested
+    from .engine.resolve import map_nested
 
     return map_nested(obj, lambda f: (f.wait(), f.state)[1] if isinstance(f, TaskRunFuture) else f)
 
 
 def resolve_futures_to_results(obj: Any) -> Any:
     """Replace every future nested in `obj` with its result (waiting for it)."""
-    from .resolve import map_nested
+    from .engine.resolve import map_nested
 
     return map_nested(obj, lambda f: f.result() if isinstance(f, TaskRunFuture) else f)
 

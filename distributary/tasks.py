@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
-from . import core
+from .engine import core
 from .errors import ConfigurationError
 
 R = TypeVar("R")
@@ -206,13 +206,13 @@ class Task(Generic[R]):
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run the task now, in this thread, and return its result (or its final State with return_state=True).
         In an async context an async task returns an awaitable."""
-        from .runners.base import make_call
+        from .engine.calls import make_call
 
         call = make_call(self, self.bind(args, kwargs), wait_for)
         if self.isasync and _in_event_loop():
             return _await_call(call, return_state)
         from .engine import run_call
-        from .resolve import wait_all, find_upstreams
+        from .engine.resolve import wait_all, find_upstreams
 
         if wait_for:
             wait_all(find_upstreams({}, wait_for))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from distributary import core
+from distributary.engine import core
 from distributary import states as S
 from distributary.errors import ConfigurationError, FailedRun, UnfinishedRun
 from distributary.tasks import exponential_backoff

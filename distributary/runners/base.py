@@ -1,24 +1,19 @@
 """The task-runner interface. A runner implements `start`, `shutdown` and `submit_call`; `submit`, `map`,
-`unmapped`, `wait_for` and the building of task runs are written once here.
+`unmapped`, `wait_for` are written once here (task calls and map expansion: `engine/calls.py`).
 
 Like `concurrent.futures.Executor`, whose subclasses only implement `submit`.
 """
 from __future__ import annotations
 
 import atexit
-import contextvars
-import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..caching import resolve_result_options
-from ..context import current_tags as _current_tags, flow_run_ctx
-from ..engine import TaskCall, new_task_run
-from ..errors import MappingLengthMismatch, MappingMissingIterable
+from ..context import flow_run_ctx
+from ..engine.calls import TaskCall, expand_map_parameters, make_call, make_calls
 from ..futures import FutureList, TaskRunFuture
-from ..resolve import unmapped
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -95,93 +90,6 @@ class TaskRunner(ABC):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-_global_keys = itertools.count()
-
-
-def make_call(task: "Task", parameters: dict[str, Any], wait_for: Any) -> TaskCall:
-    return make_calls(task, [parameters], wait_for)[0]
-
-
-def make_calls(task: "Task", param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
-    """Task-run records and calls for `task` with each parameters dict, in the current flow run (if any)."""
-    ctx = flow_run_ctx.get()
-    n = len(param_list)
-    if ctx is not None:
-        keys: Iterable[int] = ctx.next_dynamic_keys(task.task_key, n)
-        flow_run_id = ctx.flow_run_id
-        flow_params = ctx.parameters
-        log_prints = ctx.log_prints if task.log_prints is None else task.log_prints
-        settings_env = ctx.settings_env
-    else:
-        first = next(_global_keys)
-        keys = range(first, first + n) if n == 1 else _take(n)
-        flow_run_id, flow_params, settings_env = None, {}, None
-        log_prints = bool(task.log_prints)
-    opts = resolve_result_options(task, ctx)
-    tags = task.tags | _current_tags.get()
-    context = contextvars.copy_context()
-    calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags), params, wait_for, opts,
-                      flow_params, log_prints, settings_env, context)
-             for params, key in zip(param_list, keys)]
-    if ctx is not None and ctx.flow_run is not None:
-        ctx.flow_run.task_runs.extend(c.task_run for c in calls)
-    return calls
-
-
-def _take(n: int) -> range:
-    global _global_keys
-    first = next(_global_keys)
-    _global_keys = itertools.count(first + n)
-    return range(first, first + n)
-
-
-def _iterable(v: Any) -> bool:
-    if isinstance(v, (str, bytes, bytearray, dict)):
-        return False
-    try:
-        iter(v)
-    except TypeError:
-        return False
-    return True
-
-
-def expand_map_parameters(task: "Task", parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """One parameters dict per mapped run. Iterable arguments are mapped over (they must have equal lengths);
-    everything else, and anything wrapped in `unmapped(...)`, goes whole to every run. A single future is
-    waited for and its result mapped over."""
-    static: dict[str, Any] = {}
-    mapped: dict[str, list[Any]] = {}
-    for k, v in parameters.items():
-        if isinstance(v, unmapped):
-            static[k] = v.value
-            continue
-        if isinstance(v, TaskRunFuture):
-            v = v.result()
-        if _iterable(v):
-            mapped[k] = v if isinstance(v, list) else list(v)
-        else:
-            static[k] = v
-    if not mapped:
-        got = ", ".join(f"{k}={type(v).__name__}" for k, v in parameters.items()) or "no arguments"
-        raise MappingMissingIterable(f"Task {task.name!r}: .map() needs at least one iterable argument to map "
-                                     f"over; got {got}. Strings and dicts are not mapped over.")
-    lengths = {k: len(v) for k, v in mapped.items()}
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
-        raise MappingLengthMismatch(f"Task {task.name!r}: .map() got iterables of different lengths ({detail}). "
-                                    f"Give them equal lengths, or wrap the ones to pass whole in unmapped(...).")
-    n = next(iter(lengths.values()))
-    names = list(mapped)
-    if len(names) == 1:
-        (name,) = names
-        values = mapped[name]
-        if static:
-            return [{**static, name: values[i]} for i in range(n)]
-        return [{name: v} for v in values]
-    cols = [mapped[k] for k in names]
-    return [{**static, **dict(zip(names, row))} for row in zip(*cols)]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 def gate(deps: list[TaskRunFuture], release: Callable[[], Any]) -> None:
     """Call `release()` once every future in `deps` is done (at once if they all are)."""

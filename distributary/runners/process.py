@@ -21,7 +21,7 @@ import cloudpickle
 from .. import states as S
 from ..engine import TaskCall, run_call
 from ..errors import ConfigurationError, SerializationError, UpstreamTaskError, WorkerCrashedError
-from ..resolve import find_upstreams, resolve_parameters
+from ..engine.resolve import find_upstreams, resolve_parameters
 from ..runs import TaskRun
 from ..states import State
 from .base import TaskRunner, gate

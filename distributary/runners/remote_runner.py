@@ -22,7 +22,7 @@ from ..engine import TaskCall
 from ..errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
 from ..futures import TaskRunFuture
 from ..logging import engine_logger
-from ..resolve import find_upstreams, map_nested, needs_resolution
+from ..engine.resolve import find_upstreams, map_nested, needs_resolution
 from ..runs import TaskRun
 from ..states import State
 from .base import TaskRunner, gate

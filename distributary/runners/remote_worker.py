@@ -23,7 +23,7 @@ from ..engine import TaskCall, run_call
 from ..errors import SerializationError
 from ..futures import TaskRunFuture
 from ..logging import ROOT, record_to_dict, setup_logging
-from ..resolve import map_nested
+from ..engine.resolve import map_nested
 from ..runs import TaskRun
 from ..states import State
 

@@ -16,7 +16,7 @@ from ..engine import TaskCall, run_call
 from ..errors import ConfigurationError
 from ..futures import SettableFuture, TaskRunFuture
 from ..logging import engine_logger
-from ..resolve import find_upstreams
+from ..engine.resolve import find_upstreams
 from ..states import State
 from .base import TaskRunner, gate
 

@@ -1,6 +1,6 @@
 """The engine's decisions, in plain Python with no I/O: retry or fail, how long to wait, which final state.
 
-Both the sync and the async drivers (engine.py) and every runner use these, so a rule changes in one place.
+Both the sync and the async drivers (engine/drivers.py) and every runner use these, so a rule changes in one place.
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import states as S
-from .errors import ConfigurationError, TaskRunTimeoutError, UpstreamTaskError
-from .states import State
+from .. import states as S
+from ..errors import ConfigurationError, TaskRunTimeoutError, UpstreamTaskError
+from ..states import State
 
 MAX_BACKOFF_RETRIES = 50
 
@@ -87,7 +87,7 @@ def flow_state_from_return(value: Any) -> State:
     """Final state of a flow run from its return value. A returned State is used as is; returned futures or
     states (also nested in lists, tuples, dicts) fail the flow if any of them did not complete. Returned futures
     are replaced by their results; returned states are kept."""
-    from .futures import TaskRunFuture
+    from ..futures import TaskRunFuture
     from .resolve import map_nested
 
     if isinstance(value, State):

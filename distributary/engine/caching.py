@@ -9,14 +9,14 @@ import datetime as _dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import settings
-from . import states as S
-from .errors import DistributaryError, MissingResult, ResultStoreError, SerializationError
-from .states import State
+from .. import settings
+from .. import states as S
+from ..errors import DistributaryError, MissingResult, ResultStoreError, SerializationError
+from ..states import State
 
 if TYPE_CHECKING:
-    from .context import FlowRunContext, TaskRunContext
-    from .tasks import Task
+    from ..context import FlowRunContext, TaskRunContext
+    from ..tasks import Task
 
 log = logging.getLogger("distributary.results")
 
@@ -49,12 +49,12 @@ class ResultOptions:
             setattr(self, k, v)
 
     def store(self) -> Any:
-        from .results import resolve_store
+        from ..results import resolve_store
 
         return resolve_store(self.storage)
 
     def get_serializer(self) -> Any:
-        from .serializers import get_serializer
+        from ..serializers import get_serializer
 
         return get_serializer(self.serializer)
 
@@ -76,7 +76,7 @@ def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> R
     flow = flow_ctx.flow if flow_ctx is not None else None
     policy: Any = None
     if task.cache_key_fn is not None or task.cache_policy is not None:
-        from . import cache_policies as cp
+        from .. import cache_policies as cp
 
         if task.cache_key_fn is not None:
             policy = cp.CacheKeyFnPolicy(task.cache_key_fn)
@@ -98,8 +98,8 @@ def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> R
             persist = True  # results not kept in memory are loaded from the store on .result()
     isolation = None
     if persist:
-        from . import cache_policies as cp
-        from .transactions import current_isolation_level
+        from .. import cache_policies as cp
+        from ..transactions import current_isolation_level
 
         if policy is None and task.cache_policy is None:
             policy = cp.DEFAULT  # as in Prefect 3: persisted results are cached by the default policy

@@ -8,9 +8,9 @@ import dataclasses
 import sys
 from typing import Any, Callable, Generic, TypeVar
 
-from .errors import UpstreamTaskError
-from .futures import TaskRunFuture
-from .states import State
+from ..errors import UpstreamTaskError
+from ..futures import TaskRunFuture
+from ..states import State
 
 T = TypeVar("T")
 

@@ -1,0 +1,163 @@
+"""Task calls: one task run to execute (its record, arguments and options), built for `.submit()` and for each
+run of a `.map()` (map expansion: which arguments are mapped over, which go whole to every run).
+"""
+from __future__ import annotations
+
+import contextvars
+import copy
+import itertools
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import states as S
+from ..context import current_tags as _current_tags, flow_run_ctx
+from ..errors import DistributaryError, MappingLengthMismatch, MappingMissingIterable
+from ..futures import TaskRunFuture
+from ..runs import TaskRun
+from .caching import ResultOptions, resolve_result_options
+from .resolve import unmapped
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+
+class TaskCall:
+    """One task run to execute: the task, its record, its (unresolved) arguments and the options it runs with.
+    Remote runners pickle it (without `context`) and run it with `run_call` on a worker."""
+
+    __slots__ = ("task", "task_run", "parameters", "wait_for", "result_options", "flow_parameters", "log_prints",
+                 "settings_env", "context")
+
+    def __init__(self, task: "Task", task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
+                 result_options: ResultOptions | None, flow_parameters: dict[str, Any],
+                 log_prints: bool, settings_env: dict[str, str] | None = None,
+                 context: contextvars.Context | None = None):
+        self.task = task
+        self.task_run = task_run
+        self.parameters = parameters
+        self.wait_for = wait_for
+        self.result_options = result_options
+        self.flow_parameters = flow_parameters
+        self.log_prints = log_prints
+        self.settings_env = settings_env
+        self.context = context
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["context"] = None
+        d["wait_for"] = None
+        # The driver's record keeps the original arguments (they may hold futures); ship the ones sent.
+        run = copy.copy(self.task_run)
+        run.parameters = self.parameters
+        run.state_history = list(run.state_history)
+        d["task_run"] = run
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def new_task_run(task: "Task", parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
+                 tags: frozenset[str]) -> TaskRun:
+    name = task.task_run_name
+    if name is None:
+        name = f"{task.name}-{dynamic_key}"
+    elif callable(name):
+        name = str(name())
+    else:
+        try:
+            name = str(name).format(**parameters)
+        except (KeyError, IndexError, AttributeError) as exc:
+            raise DistributaryError(f"task_run_name {name!r} of task {task.name!r} could not be filled in from "
+                                    f"its parameters {sorted(parameters)}: {exc!r}") from exc
+    return TaskRun(uuid.uuid4(), name, task.name, task.task_key, flow_run_id, parameters, tags, S.Pending(),
+                   dynamic_key)
+
+
+_global_keys = itertools.count()
+
+
+def make_call(task: "Task", parameters: dict[str, Any], wait_for: Any) -> TaskCall:
+    return make_calls(task, [parameters], wait_for)[0]
+
+
+def make_calls(task: "Task", param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
+    """Task-run records and calls for `task` with each parameters dict, in the current flow run (if any)."""
+    ctx = flow_run_ctx.get()
+    n = len(param_list)
+    if ctx is not None:
+        keys: Iterable[int] = ctx.next_dynamic_keys(task.task_key, n)
+        flow_run_id = ctx.flow_run_id
+        flow_params = ctx.parameters
+        log_prints = ctx.log_prints if task.log_prints is None else task.log_prints
+        settings_env = ctx.settings_env
+    else:
+        first = next(_global_keys)
+        keys = range(first, first + n) if n == 1 else _take(n)
+        flow_run_id, flow_params, settings_env = None, {}, None
+        log_prints = bool(task.log_prints)
+    opts = resolve_result_options(task, ctx)
+    tags = task.tags | _current_tags.get()
+    context = contextvars.copy_context()
+    calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags), params, wait_for, opts,
+                      flow_params, log_prints, settings_env, context)
+             for params, key in zip(param_list, keys)]
+    if ctx is not None and ctx.flow_run is not None:
+        ctx.flow_run.task_runs.extend(c.task_run for c in calls)
+    return calls
+
+
+def _take(n: int) -> range:
+    global _global_keys
+    first = next(_global_keys)
+    _global_keys = itertools.count(first + n)
+    return range(first, first + n)
+
+
+def _iterable(v: Any) -> bool:
+    if isinstance(v, (str, bytes, bytearray, dict)):
+        return False
+    try:
+        iter(v)
+    except TypeError:
+        return False
+    return True
+
+
+def expand_map_parameters(task: "Task", parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """One parameters dict per mapped run. Iterable arguments are mapped over (they must have equal lengths);
+    everything else, and anything wrapped in `unmapped(...)`, goes whole to every run. A single future is
+    waited for and its result mapped over."""
+    static: dict[str, Any] = {}
+    mapped: dict[str, list[Any]] = {}
+    for k, v in parameters.items():
+        if isinstance(v, unmapped):
+            static[k] = v.value
+            continue
+        if isinstance(v, TaskRunFuture):
+            v = v.result()
+        if _iterable(v):
+            mapped[k] = v if isinstance(v, list) else list(v)
+        else:
+            static[k] = v
+    if not mapped:
+        got = ", ".join(f"{k}={type(v).__name__}" for k, v in parameters.items()) or "no arguments"
+        raise MappingMissingIterable(f"Task {task.name!r}: .map() needs at least one iterable argument to map "
+                                     f"over; got {got}. Strings and dicts are not mapped over.")
+    lengths = {k: len(v) for k, v in mapped.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise MappingLengthMismatch(f"Task {task.name!r}: .map() got iterables of different lengths ({detail}). "
+                                    f"Give them equal lengths, or wrap the ones to pass whole in unmapped(...).")
+    n = next(iter(lengths.values()))
+    names = list(mapped)
+    if len(names) == 1:
+        (name,) = names
+        values = mapped[name]
+        if static:
+            return [{**static, name: values[i]} for i in range(n)]
+        return [{name: v} for v in values]
+    cols = [mapped[k] for k in names]
+    return [{**static, **dict(zip(names, row))} for row in zip(*cols)]

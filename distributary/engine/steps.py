@@ -1,0 +1,164 @@
+"""The steps of a task run: a generator that makes every decision (inputs, cache, states, retries, persistence,
+hooks) once and yields to its driver only what differs between sync and async code. `run_call(call)` runs a
+task run in this thread, `run_call_async(call)` on the running event loop.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from .. import states as S
+from ..context import TaskRunContext, task_run_ctx
+from ..errors import UpstreamTaskError
+from ..logging import engine_logger, reset_log_prints, set_log_prints
+from ..runs import TaskRun
+from ..states import State
+from . import caching, core
+from .calls import TaskCall
+from .drivers import CALL, SLEEP, async_caller, drive, drive_async, run_coro_sync, sync_caller
+from .resolve import resolve_parameters
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+_log = None
+
+
+def _logger():
+    global _log
+    if _log is None:
+        _log = engine_logger("task_runs")
+    return _log
+
+
+def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
+    task = call.task
+    run = call.task_run
+    run.start_ts = time.time()
+    try:
+        params = resolve_parameters(call.parameters)
+    except UpstreamTaskError as exc:
+        return _finish(task, run, S.NotReady(message=str(exc), data=exc), None)
+    except Exception as exc:  # e.g. a result reference that cannot be loaded
+        return _finish(task, run, core.failed_state_for(exc, run.name), None)
+
+    opts = call.result_options
+    ctx = TaskRunContext(task, run, params, call.flow_parameters, call.log_prints, opts)
+    token = task_run_ctx.set(ctx)
+    lp_token = set_log_prints(True) if call.log_prints else None
+    lease = None
+    try:
+        key = None
+        if opts is not None:
+            try:
+                key = caching.compute_key(opts, ctx)
+                run.cache_key = key
+                hit = caching.lookup(opts, key) if key is not None else None
+                if hit is None and key is not None and _serializable(opts):
+                    lease = opts.store().lease(key, ttl=opts.lease_seconds)
+                    lease.__enter__()
+                    hit = caching.lookup(opts, key)  # another run may have computed it while we waited
+            except Exception as exc:
+                return _finish(task, run, core.failed_state_for(exc, run.name), ctx)
+            if hit is not None:
+                return _finish(task, run, hit, ctx)
+
+        retries = task.retries
+        delays = task._retry_delays
+        while True:
+            run.run_count += 1
+            run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
+            try:
+                value = yield (CALL, params)
+                final = core.state_from_return(value)
+                if final is None:
+                    final = _completed(value, opts, key, ctx)
+                elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
+                    final.result_ref = caching.persist(opts, key, final.data, ctx)
+                if not final.is_failed():
+                    break
+                failed = final
+            except (KeyboardInterrupt, SystemExit) as exc:
+                _finish(task, run, core.failed_state_for(exc, run.name), ctx)
+                raise
+            except BaseException as exc:
+                failed = core.failed_state_for(exc, run.name)
+            cond = task.retry_condition_fn
+            if core.should_retry(retries, run.run_count, failed,
+                                 (lambda: cond(task, run, failed)) if cond is not None else None):
+                delay = core.retry_delay(delays, run.run_count, task.retry_jitter_factor)
+                run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
+                if delay > 0:
+                    yield (SLEEP, delay)
+                continue
+            final = failed
+            break
+        return _finish(task, run, final, ctx)
+    finally:
+        if lease is not None:
+            lease.__exit__(None, None, None)
+        if lp_token is not None:
+            reset_log_prints(lp_token)
+        task_run_ctx.reset(token)
+
+
+def _serializable(opts: caching.ResultOptions) -> bool:
+    iso = opts.isolation
+    return iso is not None and str(getattr(iso, "value", iso)).upper() == "SERIALIZABLE"
+
+
+def _completed(value: Any, opts: caching.ResultOptions | None, key: str | None, ctx: TaskRunContext) -> State:
+    if opts is None:
+        return S.Completed(data=value)
+    ref = caching.persist(opts, key, value, ctx) if opts.persist else None
+    return S.Completed(data=value if opts.in_memory else S.UNSET, result_ref=ref)
+
+
+def _finish(task: "Task", run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
+    run.end_ts = time.time()
+    run.set_state(state)
+    if state.is_failed() or state.is_crashed():
+        _logger().error("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
+    elif _logger().isEnabledFor(10):
+        _logger().debug("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
+    hooks = task.on_completion if state.is_completed() else task.on_failure if (
+        state.is_failed() or state.is_crashed()) else ()
+    for hook in hooks:
+        run_hook(hook, task, run, state)
+    return state
+
+
+def run_hook(hook: Any, obj: Any, run: Any, state: State) -> None:
+    """Call a state hook; a hook that raises is logged and never changes the run's state."""
+    try:
+        out = hook(obj, run, state)
+        if inspect.isawaitable(out):
+            run_coro_sync(out)
+    except Exception:
+        name = getattr(hook, "__name__", repr(hook))
+        engine_logger("hooks").exception("Hook %r of run %r raised; the run's state stays %s.", name, run.name,
+                                         state.name, extra={"run_name": run.name})
+
+
+def run_call(call: TaskCall) -> State:
+    """Run a task run to its final state in this thread."""
+    task = call.task
+    if task.isasync:
+        return run_coro_sync(run_call_async(call))
+    return drive(_steps(call), sync_caller(task._invoke, task.timeout_seconds, call.task_run))
+
+
+async def run_call_async(call: TaskCall) -> State:
+    """Run a task run to its final state on the running event loop (async tasks are awaited, sync ones called)."""
+    task = call.task
+    if task.isasync:
+        caller = async_caller(task._invoke, task.timeout_seconds, call.task_run)
+    else:
+        sync = sync_caller(task._invoke, task.timeout_seconds, call.task_run)
+
+        async def caller(params: dict[str, Any]) -> Any:
+            return sync(params)
+
+    return await drive_async(_steps(call), caller)
