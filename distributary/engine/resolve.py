@@ -4,12 +4,13 @@ This runs for every task run, so the common case (plain ints, strings, ...) retu
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from typing import Any, Callable, Generic, TypeVar
 
 from ..errors import UpstreamTaskError
-from ..futures import TaskRunFuture
+from ..futures import FutureList, TaskRunFuture
 from ..states import State
 
 T = TypeVar("T")
@@ -49,6 +50,11 @@ class quote(BaseAnnotation[T]):
     """Pass this argument as it is: futures and states inside it are not resolved (and not traversed)."""
 
 
+class opaque(BaseAnnotation[T]):
+    """Pass this argument with a future or state at its top resolved to its value, but never walk into the
+    value (for large results: nothing inside it is searched for futures)."""
+
+
 class allow_failure(BaseAnnotation[T]):
     """Run the downstream task even if this upstream failed; it then receives the upstream's exception."""
 
@@ -78,12 +84,22 @@ def map_nested(obj: Any, fn: Callable[[Any], Any], _quote_stop: bool = True) -> 
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
         items = [map_nested(v, fn, _quote_stop) for v in obj]
         return obj if all(a is b for a, b in zip(items, obj)) else t(*items)
+    if isinstance(obj, (list, tuple, set, frozenset)):  # subclasses: the FutureList of .map(), user types
+        items = [map_nested(v, fn, _quote_stop) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return _rebuild(obj, items)
+    if isinstance(obj, dict):  # OrderedDict, defaultdict, user subclasses
+        new = {k: map_nested(v, fn, _quote_stop) for k, v in obj.items()}
+        if all(new[k] is v for k, v in obj.items()):
+            return obj
+        return _rebuild(obj, new)
     if isinstance(obj, BaseAnnotation):
         if not _quote_stop:
             return fn(obj)
         if isinstance(obj, quote):
             return obj
-        inner = map_nested(obj.value, fn)
+        inner = fn(obj.value) if isinstance(obj, opaque) else map_nested(obj.value, fn)
         return obj if inner is obj.value else t(inner)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and not _is_result_ref(obj):
         changes = {}
@@ -96,6 +112,24 @@ def map_nested(obj: Any, fn: Callable[[Any], Any], _quote_stop: bool = True) -> 
                 changes[f.name] = nv
         return dataclasses.replace(obj, **changes) if changes else obj
     return fn(obj)
+
+
+def _rebuild(obj: Any, contents: Any) -> Any:
+    """A container of obj's type holding `contents` (a list, or a dict for mappings). The future list of a
+    `.map()` becomes a plain list of values; a type that cannot be rebuilt from its contents becomes the
+    builtin it derives from."""
+    t = type(obj)
+    if isinstance(obj, FutureList):
+        return list(contents)
+    try:
+        if isinstance(obj, collections.defaultdict):
+            return t(obj.default_factory, contents)
+        return t(contents)
+    except Exception:
+        for base in (list, tuple, frozenset, set, dict):
+            if isinstance(obj, base):
+                return base(contents)
+        raise
 
 
 def collect_futures(obj: Any, out: list[TaskRunFuture]) -> list[TaskRunFuture]:
@@ -154,6 +188,12 @@ def _resolve_leaf(v: Any, allow: bool) -> Any:
     return v
 
 
+def _resolve_top(v: Any, allow: bool) -> Any:
+    if isinstance(v, (TaskRunFuture, State)) or _is_result_ref(v):
+        return _resolve_leaf(v, allow)
+    return v
+
+
 def resolve_value(obj: Any, allow: bool = False) -> Any:
     """Replace futures, states and result references in `obj` by their values. `quote` is unwrapped, `allow_failure`
     lets failed upstreams through as their exceptions. Raises `UpstreamTaskError` for a failed upstream."""
@@ -166,6 +206,8 @@ def resolve_value(obj: Any, allow: bool = False) -> Any:
         return resolve_value(obj.value, allow=True)
     if t is unmapped:
         return resolve_value(obj.value, allow)
+    if t is opaque:
+        return _resolve_top(obj.value, allow)
     if isinstance(obj, (TaskRunFuture, State)) or _is_result_ref(obj):
         return _resolve_leaf(obj, allow)
 
@@ -177,6 +219,8 @@ def resolve_value(obj: Any, allow: bool = False) -> Any:
             return resolve_value(v.value, allow=True)
         if tv is unmapped:
             return resolve_value(v.value, allow)
+        if tv is opaque:
+            return _resolve_top(v.value, allow)
         return _resolve_leaf(v, allow)
 
     return map_nested(obj, leaf, _quote_stop=False)

@@ -77,3 +77,47 @@ def test_environment_and_explicit_options(monkeypatch: pytest.MonkeyPatch) -> No
     # botocore >= 1.31 reads AWS_ENDPOINT_URL itself, so nothing is copied; explicit options still merge.
     merged = effective_storage_options("s3", {"client_kwargs": {"region_name": "eu-west-1"}})
     assert merged["client_kwargs"]["region_name"] == "eu-west-1"
+
+
+def test_futures_inside_container_subclasses_resolve_and_keep_their_type():
+    from collections import OrderedDict, defaultdict
+
+    from distributary import flow, task
+    from distributary.utilities.annotations import opaque
+
+    class MyList(list):
+        pass
+
+    @task
+    def one() -> int:
+        return 1
+
+    @task
+    def show(x):
+        return x
+
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @task
+    def kinds(x):
+        return [type(v).__name__ for v in x]
+
+    @flow
+    def f():
+        od = show(OrderedDict(a=one.submit()))
+        dd = show(defaultdict(int, a=one.submit()))
+        ml = show(MyList([one.submit()]))
+        fl = show(square.map([1, 1]))
+        op = show(opaque(one.submit()))
+        inner = kinds(opaque([one.submit()]))
+        return od, dd, ml, fl, op, inner
+
+    od, dd, ml, fl, op, inner = f()
+    assert type(od) is OrderedDict and od == {"a": 1}
+    assert type(dd) is defaultdict and dd == {"a": 1} and dd["missing"] == 0
+    assert type(ml) is MyList and ml == [1]
+    assert type(fl) is list and fl == [1, 1]
+    assert op == 1  # a future at the top of opaque(...) resolves
+    assert inner == ["LocalFuture"]  # but nothing inside its value is walked

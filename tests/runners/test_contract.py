@@ -335,3 +335,36 @@ def test_persisted_results_load_from_the_store(runner, tmp_path):
     assert fut.result() == 42
     assert fut.state.result_ref is not None
     assert any(Path(store).rglob("*"))
+
+
+@task
+def square(x: int) -> int:
+    return x * x
+
+
+@task
+def total_of_dict(d: dict) -> int:
+    return sum(sum(v) for v in d.values())
+
+
+def test_map_then_reduce_in_every_form(runner):
+    """A .map() result passed to a task arrives as values, not futures (Prefect 3's map-reduce pattern)."""
+    from collections import OrderedDict, defaultdict
+
+    @flow(task_runner=runner)
+    def map_reduce() -> dict:
+        squares = square.map(range(5))
+        out = {"inline": total(squares), "submit": total.submit(squares).result()}
+        again = square.map(squares)  # .map over a future list maps over the values
+        out["map_over_futures"] = again.result()
+        out["nested"] = total_of_dict({"a": squares, "b": [square.submit(2)]})
+        od = OrderedDict(a=square.submit(3))
+        dd = defaultdict(list, b=square.submit(4))
+        out["subclasses"] = (add(od["a"], 0), unbox(Box(1, [square.submit(1)]), od), unbox(Box(0, []), dd))
+        return out
+
+    out = map_reduce()
+    assert out["inline"] == out["submit"] == 30
+    assert out["map_over_futures"] == [0, 1, 16, 81, 256]
+    assert out["nested"] == 34
+    assert out["subclasses"] == (9, 1 + 1 + 9, 16)
