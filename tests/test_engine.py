@@ -340,3 +340,32 @@ def test_map_over_many_items_with_unmapped_and_empty_iterables():
 
     values, empty = f(1000)
     assert values == [3 * i for i in range(1000)] and empty == []
+
+
+def test_task_log_prints_false_overrides_the_flows_true(capsys, caplog):
+    @task(log_prints=False)
+    def quiet():
+        print("plain print from the task")
+
+    @task
+    def inherits():
+        print("logged print from the task")
+
+    @flow(log_prints=True)
+    def loud():
+        quiet()
+        inherits.submit().result()
+        quiet.submit().result()
+
+    with caplog.at_level("INFO", logger="distributary"):
+        import logging
+        logging.getLogger("distributary").addHandler(caplog.handler)
+        try:
+            loud()
+        finally:
+            logging.getLogger("distributary").removeHandler(caplog.handler)
+    out = capsys.readouterr().out
+    assert out.count("plain print from the task") == 2
+    assert "logged print from the task" not in out
+    assert any("logged print from the task" in r.getMessage() for r in caplog.records)
+    assert not any("plain print" in r.getMessage() for r in caplog.records)

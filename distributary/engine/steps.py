@@ -47,7 +47,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
     opts = call.result_options
     ctx = TaskRunContext(task, run, params, call.flow_parameters, call.log_prints, opts)
     token = task_run_ctx.set(ctx)
-    lp_token = set_log_prints(True) if call.log_prints else None
+    lp_token = set_log_prints(bool(call.log_prints))  # a task's False overrides its flow's True
     lease = None
     try:
         key = None
@@ -99,8 +99,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
     finally:
         if lease is not None:
             lease.__exit__(None, None, None)
-        if lp_token is not None:
-            reset_log_prints(lp_token)
+        reset_log_prints(lp_token)
         task_run_ctx.reset(token)
 
 
