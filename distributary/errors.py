@@ -93,3 +93,19 @@ class ClusterConnectionError(DistributaryError, ConnectionError):
 
 class WorkerCrashedError(CrashedRun):
     """The worker process running a task died."""
+
+
+class RunStoreError(DistributaryError, RuntimeError):
+    """The run store (the database of flow runs, task runs, logs, artifacts, variables) cannot be used."""
+
+
+class RunStoreRevisionError(RunStoreError):
+    """The database was written by a newer distributary (its schema revision is unknown to this one)."""
+
+
+class ObjectNotFound(DistributaryError, LookupError):
+    """A run, flow, artifact or variable asked for by id or name does not exist in the run store."""
+
+
+class ArtifactError(DistributaryError, ValueError):
+    """An artifact's content is not of the form its kind needs (e.g. a table that is not a table)."""

@@ -59,6 +59,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("RESULTS_LOCK_LEASE_SECONDS", lambda: 60.0, float, "lifetime of a SERIALIZABLE cache-key lock lease"),
         Setting("TASKS_DEFAULT_RETRIES", lambda: 0, int, "retries of tasks that do not set them"),
         Setting("TASK_RUNNER", lambda: "threads", str, "runner of flows that do not set one"),
+        Setting("RUNSTORE_ENABLED", lambda: True, _bool,
+                "record flow runs, task runs, logs and artifacts in the run store"),
+        Setting("API_DATABASE_CONNECTION_URL", lambda: "", str,
+                "run store database URL (postgresql://...); empty: the SQLite file DISTRIBUTARY_HOME/runs.db"),
+        Setting("RUNSTORE_BUSY_TIMEOUT", lambda: 30.0, float, "seconds a SQLite writer waits for the file lock"),
+        Setting("RUNSTORE_EXIT_TIMEOUT", lambda: 10.0, float,
+                "seconds a process waits at exit for its run records to be written (the rest is spooled)"),
     ]
 }
 

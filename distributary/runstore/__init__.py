@@ -1,0 +1,30 @@
+"""The run store: every flow run, task run, state, log, artifact and variable, in SQLite (one file under
+`DISTRIBUTARY_HOME`, shared by every local process) or PostgreSQL (`DISTRIBUTARY_API_DATABASE_CONNECTION_URL`).
+
+`ensure_sink()` (called by the engine when a flow run starts) registers the batched run-event sink; importing
+this package does not import SQLAlchemy (the writer opens the database in the background). `get_storage()`
+returns the `RunStorage` the client and the CLI read through.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .sink import RunStoreSink, current_sink, ensure_sink, recording_enabled, stop_sink
+
+
+def get_storage(url: str | None = None) -> Any:
+    """The process-wide `SqlRunStorage` of `url` (default: the configured run store), created and migrated
+    on first use."""
+    from .storage import get_storage as _get
+
+    return _get(url)
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Deliver queued run events and wait until the run store has written them."""
+    from ..engine import transitions
+
+    return transitions.flush(timeout)
+
+
+__all__ = ["RunStoreSink", "ensure_sink", "current_sink", "stop_sink", "recording_enabled", "get_storage", "flush"]

@@ -1,0 +1,11 @@
+"""Alembic environment of the run store: runs on the connection `distributary.runstore.db` passes in."""
+from __future__ import annotations
+
+from alembic import context
+
+from distributary.runstore.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,122 @@
+"""SQLAlchemy 2 models of the run store. Times are UNIX seconds (float); ids are UUID strings; JSON columns hold
+parameters, tags, upstream inputs, result references (never result bytes) and artifact data.
+
+The schema changes only through the Alembic migrations in `migrations/versions/`; a change here needs a new
+revision there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(36)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FlowRow(Base):
+    __tablename__ = "flow"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class FlowRunRow(Base):
+    __tablename__ = "flow_run"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    flow_id: Mapped[str] = mapped_column(ID, index=True)
+    flow_name: Mapped[str] = mapped_column(String(255), index=True)
+    flow_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    parameters: Mapped[Any] = mapped_column(JSON, nullable=True)
+    tags: Mapped[Any] = mapped_column(JSON, nullable=True)
+    parent_task_run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    parent_flow_run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    expected_start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_run_time: Mapped[float] = mapped_column(Float, default=0.0)
+    state_type: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    state_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result_ref: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class TaskRunRow(Base):
+    __tablename__ = "task_run"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    task_key: Mapped[str] = mapped_column(String(255))
+    dynamic_key: Mapped[str] = mapped_column(String(64))
+    cache_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    task_inputs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    tags: Mapped[Any] = mapped_column(JSON, nullable=True)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_run_time: Mapped[float] = mapped_column(Float, default=0.0)
+    state_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result_ref: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class StateRow(Base):
+    """One entry of a run's state history (task runs and flow runs alike)."""
+    __tablename__ = "run_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ID)
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    timestamp: Mapped[float] = mapped_column(Float)
+    result_ref: Mapped[Any] = mapped_column(JSON, nullable=True)
+    __table_args__ = (Index("ix_run_state_run_id", "run_id"),)
+
+
+class LogRow(Base):
+    __tablename__ = "log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    task_run_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    level: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[float] = mapped_column(Float, index=True)
+
+
+class ArtifactRow(Base):
+    """One version of an artifact: a keyed artifact has one row per version, the latest is the newest row."""
+    __tablename__ = "artifact"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    task_run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    created: Mapped[float] = mapped_column(Float, index=True)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class VariableRow(Base):
+    __tablename__ = "variable"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    tags: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+TABLES = {t.name: t for t in Base.metadata.sorted_tables}

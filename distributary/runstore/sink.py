@@ -1,0 +1,362 @@
+"""The run-store sink: turns run events into rows and writes them on a background writer thread, in bulk.
+
+`handle(events)` (called by the dispatcher of `distributary.engine.transitions`) only appends to a list and wakes
+the writer, so recording never slows a task. The writer converts a whole backlog into one `Batch` (a run that
+changed state five times in it is one upsert and five state rows) and writes it in one transaction. If the
+database is unavailable or locked, the rows are kept (up to `MAX_HELD` rows in memory, beyond that spooled to
+`DISTRIBUTARY_HOME/spool/`) and written when it returns; spooled batches left by a process that ended are
+written by the next sink that starts. Anything that cannot be kept is reported as lost, loudly.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import settings
+from ..runs import ARTIFACT, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED, RunEvent
+from .batch import Batch, flow_id_for, result_ref_row
+
+MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
+RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
+_log = logging.getLogger("distributary.runstore")
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` if JSON can hold it, else a JSON-safe copy (objects become their repr)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=repr))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class RunStoreSink:
+    """A `RunEventSink` writing to a `RunStorage` (by default the configured run store)."""
+
+    kinds = None  # every kind
+
+    def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None):
+        self._storage = storage
+        self._url = url
+        self._spool_dir = Path(spool_dir) if spool_dir else Path(settings.get("HOME")) / "spool"
+        self._pending: list[RunEvent] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._received = 0          # events handed to handle()
+        self._done = 0              # events written (or given up on)
+        self._held: Batch | None = None  # rows that failed to write, retried
+        self._task_flow: dict[str, str] = {}  # task run id -> flow run id, for task-run logs
+        self._failing_since: float | None = None
+        self._lost = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="distributary-runstore-writer", daemon=True)
+        self._thread.start()
+
+    # -- the sink protocol -----------------------------------------------------------------------------------
+    def handle(self, events: Sequence[RunEvent]) -> None:
+        with self._cond:
+            self._pending.extend(events)
+            self._received += len(events)
+            self._cond.notify()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait (at most `timeout` s) until every event handed so far is written. False if not all were."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._received
+            self._cond.notify_all()
+            while self._done < target or self._held is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+            ok = self._done >= target and self._held is None
+            waiting = target - self._done
+            held = len(self._held) if self._held is not None else 0
+        if not ok:
+            _log.warning("The run store (%s) has not yet written %d rows and %d run events; they are kept and "
+                         "written when the database can be reached again.", self._where(), held, waiting)
+        return ok
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        ok = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=1.0)
+        if not ok:
+            self._spool_held()
+        return ok
+
+    @property
+    def lost(self) -> int:
+        """Rows given up on (reported as errors when it happened)."""
+        return self._lost
+
+    # -- the writer ------------------------------------------------------------------------------------------
+    def storage(self) -> Any:
+        if self._storage is None:
+            from .storage import get_storage
+
+            self._storage = get_storage(self._url)
+        return self._storage
+
+    def _where(self) -> str:
+        try:
+            eng = getattr(self._storage, "engine", None)
+            if eng is not None:
+                return eng.url.render_as_string(hide_password=True)
+            from .db import database_url, redact
+
+            return redact(self._url or database_url())
+        except Exception:  # describing the place must never fail the report
+            return "the run store"
+
+    def _loop(self) -> None:
+        self._replay_spool()
+        delay = 0.1
+        while True:
+            with self._cond:
+                while not self._pending and self._held is None and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._pending and self._held is None:
+                    return
+                events, self._pending = self._pending, []
+            # a held batch stays `_held` until it is written, so flush() never reports it done early
+            batch = self._held if self._held is not None else Batch()
+            try:
+                self._convert(events, batch)
+            except Exception:
+                _log.exception("The run store could not record %d run events; they are lost.", len(events))
+                self._lost += len(events)
+            if len(batch) and not self._write(batch):
+                self._hold(batch)
+                with self._cond:
+                    self._done += len(events)  # kept: counted as handled so flush() reports them as held
+                    self._cond.notify_all()
+                    if self._closed:
+                        return
+                    self._cond.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            delay = 0.1
+            with self._cond:
+                self._held = None
+                self._done += len(events)
+                self._cond.notify_all()
+
+    def _write(self, batch: Batch) -> bool:
+        try:
+            self.storage().write(batch)
+        except Exception as exc:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                _log.warning("The run store (%s) cannot be written (%s); keeping %d rows and retrying. Flows go "
+                             "on running.", self._where(), str(exc).splitlines()[0][:300], len(batch))
+            return False
+        if self._failing_since is not None:
+            _log.warning("The run store (%s) is writable again after %.1f s; the rows kept meanwhile are written.",
+                         self._where(), time.monotonic() - self._failing_since)
+            self._failing_since = None
+            self._replay_spool()
+        return True
+
+    def _hold(self, batch: Batch) -> None:
+        self._held = batch
+        if len(batch) > MAX_HELD:
+            self._spool_held()
+
+    def _spool_held(self) -> None:
+        batch, self._held = self._held, None
+        if batch is None or not len(batch):
+            return
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            path = self._spool_dir / f"{time.time():.6f}-{os.getpid()}-{uuid.uuid4().hex[:8]}.batch"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(batch.to_dict(), protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(path)
+            _log.warning("The run store is unavailable: %d rows spooled to %s; they are written when a flow next "
+                         "runs with the run store reachable.", len(batch), path)
+        except OSError as exc:
+            self._lost += len(batch)
+            _log.error("The run store is unavailable and %d run records could not be spooled to %s (%s): they "
+                       "are LOST.", len(batch), self._spool_dir, exc)
+
+    def _replay_spool(self) -> None:
+        try:
+            files = sorted(self._spool_dir.glob("*.batch"))
+        except OSError:
+            return
+        for path in files:
+            try:
+                claimed = path.with_suffix(f".{os.getpid()}.replaying")
+                path.rename(claimed)  # one process replays a file
+            except OSError:
+                continue
+            try:
+                batch = Batch.from_dict(pickle.loads(claimed.read_bytes()))
+                self.storage().write(batch)
+                claimed.unlink()
+            except Exception as exc:
+                claimed.rename(path)
+                _log.warning("Spooled run records %s could not be written yet (%s).", path, exc)
+                return
+
+    # -- events to rows --------------------------------------------------------------------------------------
+    def _convert(self, events: Sequence[RunEvent], batch: Batch) -> None:
+        task_flow = self._task_flow
+        for kind, run, payload in events:
+            if kind == STATE_CHANGED:
+                batch.states.append(_state_row(run.id, payload))
+                if run.__class__.__name__ == "FlowRun":
+                    batch.flow_runs[str(run.id)] = _flow_run_row(run, payload)
+                else:
+                    batch.task_runs[str(run.id)] = _task_run_row(run, payload)
+            elif kind == TASK_RUNS_CREATED:
+                for tr in payload:
+                    rid = str(tr.id)
+                    if tr.flow_run_id is not None:
+                        task_flow[rid] = str(tr.flow_run_id)
+                    first = tr.state_history[0] if tr.state_history else tr.state
+                    batch.task_runs[rid] = _task_run_row(tr, tr.state)
+                    batch.states.append(_state_row(tr.id, first))
+            elif kind == RUN_FINISHED:
+                if run.__class__.__name__ == "FlowRun":
+                    batch.flow_runs[str(run.id)] = _flow_run_row(run, payload)
+                    stale = [k for k, v in task_flow.items() if v == str(run.id)] if len(task_flow) > 1_000_000 else ()
+                    for k in stale:
+                        task_flow.pop(k, None)
+                else:
+                    batch.task_runs[str(run.id)] = _task_run_row(run, payload)
+            elif kind == FLOW_RUN_CREATED:
+                fid = flow_id_for(run.flow_name)
+                batch.flows.setdefault(fid, {"id": fid, "name": run.flow_name, "created": time.time()})
+                batch.flow_runs[str(run.id)] = _flow_run_row(run, run.state)
+                first = run.state_history[0] if run.state_history else run.state
+                batch.states.append(_state_row(run.id, first))
+            elif kind == LOG:
+                batch.logs.append(_log_row(payload, task_flow))
+            elif kind == ARTIFACT:
+                batch.add_artifact(payload)
+
+
+def _state_row(run_id: Any, state: Any) -> dict[str, Any]:
+    return {"run_id": str(run_id), "type": state.type.value, "name": state.name, "message": _text(state.message),
+            "timestamp": state.ts, "result_ref": result_ref_row(state.result_ref)}
+
+
+def _run_common(run: Any, state: Any) -> dict[str, Any]:
+    start, end = run.start_ts, run.end_ts
+    return {"id": str(run.id), "name": run.name, "tags": sorted(run.tags or ()), "run_count": run.run_count,
+            "start_time": start, "end_time": end,
+            "total_run_time": (end - start) if start is not None and end is not None else 0.0,
+            "state_type": state.type.value, "state_name": state.name, "state_message": _text(state.message),
+            "state_ts": state.ts, "result_ref": result_ref_row(state.result_ref), "created": time.time()}
+
+
+def _flow_run_row(run: Any, state: Any) -> dict[str, Any]:
+    row = _run_common(run, state)
+    row.update(flow_id=flow_id_for(run.flow_name), flow_name=run.flow_name, flow_version=run.flow_version,
+               parameters=_jsonable(run.parameters or {}),
+               parent_flow_run_id=_text(run.parent_flow_run_id),
+               parent_task_run_id=_text(getattr(run, "parent_task_run_id", None)),
+               expected_start_time=getattr(run, "expected_start_ts", None) or run.state_history[0].ts)
+    return row
+
+
+def _task_run_row(run: Any, state: Any) -> dict[str, Any]:
+    row = _run_common(run, state)
+    inputs = getattr(run, "task_inputs", None)
+    row.update(task_key=run.task_key, dynamic_key=str(run.dynamic_key), cache_key=_text(run.cache_key),
+               flow_run_id=_text(run.flow_run_id), task_inputs=_jsonable(inputs) if inputs else None)
+    return row
+
+
+def _log_row(rec: dict[str, Any], task_flow: dict[str, str]) -> dict[str, Any]:
+    run_id, kind = rec.get("run_id"), rec.get("run_kind")
+    task_run_id = flow_run_id = None
+    if kind == "task":
+        task_run_id = run_id
+        flow_run_id = rec.get("flow_run_id") or task_flow.get(run_id)
+    elif kind == "flow":
+        flow_run_id = run_id
+    msg = str(rec.get("msg", ""))
+    if rec.get("exc_text"):
+        msg = f"{msg}\n{rec['exc_text']}"
+    return {"flow_run_id": flow_run_id, "task_run_id": task_run_id, "name": str(rec.get("name", "")),
+            "level": int(rec.get("levelno", logging.INFO)), "message": msg,
+            "timestamp": float(rec.get("created") or time.time())}
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# The process-wide sink, registered at flow-run start
+# -----------------------------------------------------------------------------------------------------------------
+_sink: RunStoreSink | None = None
+_sink_lock = threading.Lock()
+
+
+def recording_enabled() -> bool:
+    return bool(settings.get("RUNSTORE_ENABLED"))
+
+
+def ensure_sink() -> RunStoreSink | None:
+    """Register the run-store sink with the transitions (once per process) when recording is on; the engine
+    calls this when a flow run starts. Cheap after the first call; never raises."""
+    global _sink
+    if _sink is not None:
+        return _sink
+    try:
+        if not recording_enabled():
+            return None
+        with _sink_lock:
+            if _sink is None:
+                from ..engine import transitions
+
+                sink = RunStoreSink()
+                transitions.add_sink(sink)
+                atexit.register(_close_at_exit, sink)
+                _sink = sink
+    except Exception:
+        _log.exception("The run store could not be started; this process's runs are not recorded.")
+        return None
+    return _sink
+
+
+def current_sink() -> RunStoreSink | None:
+    return _sink
+
+
+def stop_sink(timeout: float | None = 10.0) -> None:
+    """Write out and unregister the process's sink (tests; a change of database)."""
+    global _sink
+    with _sink_lock:
+        sink, _sink = _sink, None
+    if sink is not None:
+        from ..engine import transitions
+
+        transitions.remove_sink(sink)
+        sink.close(timeout)
+
+
+def _close_at_exit(sink: RunStoreSink) -> None:
+    try:
+        from ..engine import transitions
+
+        transitions.deliver()
+    except Exception:  # interpreter shutting down
+        pass
+    sink.close(timeout=float(settings.get("RUNSTORE_EXIT_TIMEOUT")))

@@ -1,0 +1,73 @@
+"""The sink never blocks or breaks a flow: a locked or unavailable database delays the writes, loses nothing,
+and says so."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from events import flow_with_tasks
+
+from distributary.runstore.sink import RunStoreSink
+from distributary.runstore.storage import SqlRunStorage
+from distributary.schemas import filters as F
+
+
+def _count(storage, fr):
+    return storage.count_task_runs(F.TaskRunFilter(flow_run_id=F.TaskRunFilterFlowRunId(any_=[fr.id])))
+
+
+def test_handle_returns_at_once_and_flush_waits_until_written(sqlite_url, tmp_path):
+    storage = SqlRunStorage(url=sqlite_url)
+    fr, trs, ev = flow_with_tasks(20_000)
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    t0 = time.perf_counter()
+    sink.handle(ev)
+    assert time.perf_counter() - t0 < 0.05
+    assert sink.flush(60)
+    assert _count(storage, fr) == 20_000  # readable right after flush
+    sink.close()
+
+
+def test_locked_database_delays_writes_and_loses_nothing(sqlite_url, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_BUSY_TIMEOUT", "0.2")
+    storage = SqlRunStorage(url=sqlite_url)
+    path = sqlite_url[len("sqlite:///"):]
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    fr, trs, ev = flow_with_tasks(500)
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    with caplog.at_level(logging.WARNING, logger="distributary.runstore"):
+        t0 = time.perf_counter()
+        sink.handle(ev)
+        assert time.perf_counter() - t0 < 0.05
+        assert sink.flush(1.0) is False
+        assert any("cannot be written" in r.getMessage() for r in caplog.records)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert sink.flush(30) is True
+    assert _count(storage, fr) == 500
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+    sink.close()
+
+
+class _Down:
+    def write(self, batch):
+        raise ConnectionError("database is down")
+
+
+def test_unwritten_rows_are_spooled_and_written_by_the_next_sink(sqlite_url, tmp_path):
+    spool = tmp_path / "spool"
+    fr, trs, ev = flow_with_tasks(300)
+    sink = RunStoreSink(storage=_Down(), spool_dir=spool)
+    sink.handle(ev)
+    assert sink.close(timeout=0.5) is False
+    assert len(list(spool.glob("*.batch"))) == 1 and sink.lost == 0
+    storage = SqlRunStorage(url=sqlite_url)
+    nxt = RunStoreSink(storage=storage, spool_dir=spool)
+    assert nxt.flush(10)
+    deadline = time.monotonic() + 10
+    while _count(storage, fr) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _count(storage, fr) == 300 and list(spool.glob("*")) == []
+    nxt.close()
