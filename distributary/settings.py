@@ -34,6 +34,8 @@ class Setting:
     def value(self) -> Any:
         raw = os.environ.get(self.env)
         if raw is None:
+            raw = profile_value(self.env)
+        if raw is None:
             return self.default()
         try:
             return self.parse(raw)
@@ -77,14 +79,89 @@ def get(name: str) -> Any:
 
 def snapshot() -> dict[str, str]:
     """The `DISTRIBUTARY_*` variables set in this process, to ship to workers with a task."""
-    return {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+    env = {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+    if profiles_path().exists():  # workers elsewhere have no profiles file: ship the profile's values too
+        env = {**{k: str(v) for k, v in active_profile_settings().items()}, **env}
+    return env
 
 
 def view(show_defaults: bool = True) -> list[tuple[str, str, str]]:
-    """(variable, value, source) for `distributary config view`."""
+    """(variable, value, source) for `distributary config view`; source is env, profile or default."""
     rows = []
+    prof = active_profile_settings()
     for s in SETTINGS.values():
-        set_here = s.env in os.environ
-        if set_here or show_defaults:
-            rows.append((s.env, str(s.value()), "env" if set_here else "default"))
+        source = "env" if s.env in os.environ else "profile" if s.env in prof else "default"
+        if source != "default" or show_defaults:
+            rows.append((s.env, str(s.value()), source))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Profiles: named sets of settings in DISTRIBUTARY_HOME/profiles.toml (precedence: environment > profile > default)
+# ---------------------------------------------------------------------------------------------------------------
+PROFILE_ENV = PREFIX + "PROFILE"     # chooses the active profile for one process
+DEFAULT_PROFILE = "default"
+_profiles_cache: tuple[Any, dict[str, Any]] = (None, {})
+
+
+def profiles_path() -> Path:
+    return _home() / "profiles.toml"
+
+
+def load_profiles() -> dict[str, Any]:
+    """`{"active": name, "profiles": {name: {VAR: value}}}` from profiles.toml (cached until the file changes)."""
+    global _profiles_cache
+    path = profiles_path()
+    try:
+        st = path.stat()
+    except OSError:
+        return {"active": DEFAULT_PROFILE, "profiles": {DEFAULT_PROFILE: {}}}
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if _profiles_cache[0] == key:
+        return _profiles_cache[1]
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"the profiles file {path} cannot be read ({exc}): fix or delete it") from exc
+    data.setdefault("active", DEFAULT_PROFILE)
+    profiles = data.setdefault("profiles", {})
+    profiles.setdefault(DEFAULT_PROFILE, {})
+    _profiles_cache = (key, data)
+    return data
+
+
+def save_profiles(data: dict[str, Any]) -> None:
+    """Write profiles.toml atomically (string values; names and variables are quoted)."""
+    path = profiles_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"active = {_toml_str(data.get('active', DEFAULT_PROFILE))}", ""]
+    for name, values in data.get("profiles", {}).items():
+        lines.append(f"[profiles.{_toml_str(name)}]")
+        lines += [f"{_toml_str(k)} = {_toml_str(str(v))}" for k, v in values.items()]
+        lines.append("")
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def active_profile_name() -> str:
+    return os.environ.get(PROFILE_ENV) or load_profiles().get("active") or DEFAULT_PROFILE
+
+
+def active_profile_settings() -> dict[str, Any]:
+    data = load_profiles()
+    return data["profiles"].get(active_profile_name(), {})
+
+
+def profile_value(env: str) -> str | None:
+    """The active profile's value of variable `env`, or None."""
+    if _profiles_cache[0] is None and not profiles_path().exists():
+        return None
+    v = active_profile_settings().get(env)
+    return None if v is None else str(v)

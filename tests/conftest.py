@@ -12,3 +12,23 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def run_home(tmp_path, monkeypatch):
+    """A fresh DISTRIBUTARY_HOME (so a fresh embedded run store) for one test; the run-store sink and the
+    cached database engines are reset before and after."""
+    from distributary import runstore
+    from distributary.runstore import storage
+
+    runstore.stop_sink()
+    storage.reset()
+    home = tmp_path / "home"
+    monkeypatch.setenv("DISTRIBUTARY_HOME", str(home))
+    monkeypatch.delenv("DISTRIBUTARY_API_DATABASE_CONNECTION_URL", raising=False)
+    yield home
+    runstore.stop_sink()
+    storage.reset()

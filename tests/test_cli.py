@@ -20,12 +20,13 @@ def test_version():
 
 
 def test_config_view_shows_settings_and_their_source(tmp_path):
-    out = run_cli("config", "view", env={"DISTRIBUTARY_HOME": str(tmp_path), "DISTRIBUTARY_LOGGING_LEVEL": "debug"})
+    out = run_cli("config", "view", "--show-defaults",
+                  env={"DISTRIBUTARY_HOME": str(tmp_path), "DISTRIBUTARY_LOGGING_LEVEL": "debug"})
     assert out.returncode == 0
     assert f"DISTRIBUTARY_HOME='{tmp_path}' (env)" in out.stdout
     assert "DISTRIBUTARY_LOGGING_LEVEL='DEBUG' (env)" in out.stdout
     assert f"DISTRIBUTARY_RESULTS_DEFAULT_STORAGE='{tmp_path / 'storage'}' (default)" in out.stdout
-    hidden = run_cli("config", "view", "--hide-defaults", env={"DISTRIBUTARY_HOME": str(tmp_path)})
+    hidden = run_cli("config", "view", env={"DISTRIBUTARY_HOME": str(tmp_path)})  # Prefect: defaults hidden
     assert "RESULTS_DEFAULT_STORAGE" not in hidden.stdout
 
 

@@ -119,3 +119,33 @@ def test_caching_example_second_process_gets_every_result_from_the_cache(tmp_pat
     assert first.count("Computing 1 + 2...") == 1 and first.count("Fetching https://api.example.com...") == 1
     assert second == ""  # every result came from DISTRIBUTARY_HOME/storage
     assert any((tmp_path / "storage").iterdir())
+
+
+def test_artifacts_example(run_home):
+    from distributary.artifacts import Artifact
+    from distributary.client.orchestration import get_client
+    from distributary.engine import transitions
+
+    run_example("09_artifacts.py")
+    transitions.flush(30)
+    assert "# Daily Report" in Artifact.get("daily-report").data
+    assert Artifact.get("customer-list").data[0] == {"id": "001", "name": "Acme Corp", "status": "Active"}
+    assert Artifact.get("output-data").data == "[Download Output](https://storage.example.com/output.csv)"
+    progress = [a for a in get_client(sync_client=True).read_artifacts() if a.type == "progress"]
+    assert [p.data for p in progress] == [100.0]
+
+
+def test_list_flows_example(run_home, capsys):
+    from distributary.engine import transitions
+    from distributary.runs import FLOW_RUN_CREATED, FlowRun
+    from distributary.runstore import ensure_sink
+    from distributary.states import Pending
+    import uuid
+
+    sink = ensure_sink()
+    runs = [FlowRun(uuid.uuid4(), f"r{i}", name, {}, frozenset(), Pending()) for i, name in enumerate(["a", "b"])]
+    sink.handle([(FLOW_RUN_CREATED, r, None) for r in runs])
+    transitions.flush(30)
+    run_example("10_list_flows.py")
+    out = capsys.readouterr().out
+    assert sorted(line.split(":")[0] for line in out.splitlines()) == ["a", "b"]

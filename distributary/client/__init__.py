@@ -1,0 +1,1 @@
+"""The client of the run store (Prefect's `prefect.client`): `orchestration.get_client()`."""
