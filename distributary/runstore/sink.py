@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
+from ..states import StateType
 from ..runs import ARTIFACT, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED, RunEvent
 from .batch import Batch, flow_id_for, result_ref_row
 
@@ -218,58 +219,70 @@ class RunStoreSink:
 
     # -- events to rows --------------------------------------------------------------------------------------
     def _convert(self, events: Sequence[RunEvent], batch: Batch) -> None:
+        # A run's row is built once per batch from its last state (a .map() run changes state three times or
+        # more per batch); the history goes in as one state row per change.
         task_flow = self._task_flow
+        flow_runs: dict[Any, tuple[Any, Any]] = {}
+        task_runs: dict[Any, tuple[Any, Any]] = {}
+        states = batch.states
+        ids: dict[Any, str] = {}  # str(uuid) is slow: once per run
         for kind, run, payload in events:
             if kind == STATE_CHANGED:
-                batch.states.append(_state_row(run.id, payload))
-                if run.__class__.__name__ == "FlowRun":
-                    batch.flow_runs[str(run.id)] = _flow_run_row(run, payload)
-                else:
-                    batch.task_runs[str(run.id)] = _task_run_row(run, payload)
+                rid = ids.get(run.id)
+                if rid is None:
+                    rid = ids[run.id] = str(run.id)
+                states.append(_state_row(rid, payload))
+                (flow_runs if run.__class__.__name__ == "FlowRun" else task_runs)[run.id] = (run, payload)
             elif kind == TASK_RUNS_CREATED:
                 for tr in payload:
-                    rid = str(tr.id)
                     if tr.flow_run_id is not None:
-                        task_flow[rid] = str(tr.flow_run_id)
+                        task_flow[str(tr.id)] = str(tr.flow_run_id)
                     first = tr.state_history[0] if tr.state_history else tr.state
-                    batch.task_runs[rid] = _task_run_row(tr, tr.state)
-                    batch.states.append(_state_row(tr.id, first))
+                    rid = ids[tr.id] = str(tr.id)
+                    states.append(_state_row(rid, first))
+                    task_runs.setdefault(tr.id, (tr, first))
             elif kind == RUN_FINISHED:
-                if run.__class__.__name__ == "FlowRun":
-                    batch.flow_runs[str(run.id)] = _flow_run_row(run, payload)
-                    stale = [k for k, v in task_flow.items() if v == str(run.id)] if len(task_flow) > 1_000_000 else ()
-                    for k in stale:
-                        task_flow.pop(k, None)
-                else:
-                    batch.task_runs[str(run.id)] = _task_run_row(run, payload)
+                (flow_runs if run.__class__.__name__ == "FlowRun" else task_runs)[run.id] = (run, payload)
             elif kind == FLOW_RUN_CREATED:
                 fid = flow_id_for(run.flow_name)
                 batch.flows.setdefault(fid, {"id": fid, "name": run.flow_name, "created": time.time()})
-                batch.flow_runs[str(run.id)] = _flow_run_row(run, run.state)
                 first = run.state_history[0] if run.state_history else run.state
-                batch.states.append(_state_row(run.id, first))
+                states.append(_state_row(str(run.id), first))
+                flow_runs.setdefault(run.id, (run, first))
             elif kind == LOG:
                 batch.logs.append(_log_row(payload, task_flow))
             elif kind == ARTIFACT:
                 batch.add_artifact(payload)
+        now = time.time()
+        for run, state in flow_runs.values():
+            batch.flow_runs[str(run.id)] = _flow_run_row(run, state, now)
+        for run, state in task_runs.values():
+            batch.task_runs[ids.get(run.id) or str(run.id)] = _task_run_row(run, state, now)
+        if len(task_flow) > 2_000_000:  # only logs of live task runs need it
+            task_flow.clear()
 
 
-def _state_row(run_id: Any, state: Any) -> dict[str, Any]:
-    return {"run_id": str(run_id), "type": state.type.value, "name": state.name, "message": _text(state.message),
-            "timestamp": state.ts, "result_ref": result_ref_row(state.result_ref)}
+_TYPE_NAMES = {t: t.value for t in StateType}
 
 
-def _run_common(run: Any, state: Any) -> dict[str, Any]:
+def _state_row(run_id: str, state: Any) -> dict[str, Any]:
+    ref = state.result_ref
+    return {"run_id": run_id, "type": _TYPE_NAMES[state.type], "name": state.name,
+            "message": None if state.message is None else str(state.message), "timestamp": state.ts,
+            "result_ref": None if ref is None else result_ref_row(ref)}
+
+
+def _run_common(run: Any, state: Any, now: float) -> dict[str, Any]:
     start, end = run.start_ts, run.end_ts
     return {"id": str(run.id), "name": run.name, "tags": sorted(run.tags or ()), "run_count": run.run_count,
             "start_time": start, "end_time": end,
             "total_run_time": (end - start) if start is not None and end is not None else 0.0,
-            "state_type": state.type.value, "state_name": state.name, "state_message": _text(state.message),
-            "state_ts": state.ts, "result_ref": result_ref_row(state.result_ref), "created": time.time()}
+            "state_type": _TYPE_NAMES[state.type], "state_name": state.name, "state_message": _text(state.message),
+            "state_ts": state.ts, "result_ref": result_ref_row(state.result_ref), "created": now}
 
 
-def _flow_run_row(run: Any, state: Any) -> dict[str, Any]:
-    row = _run_common(run, state)
+def _flow_run_row(run: Any, state: Any, now: float) -> dict[str, Any]:
+    row = _run_common(run, state, now)
     row.update(flow_id=flow_id_for(run.flow_name), flow_name=run.flow_name, flow_version=run.flow_version,
                parameters=_jsonable(run.parameters or {}),
                parent_flow_run_id=_text(run.parent_flow_run_id),
@@ -278,8 +291,8 @@ def _flow_run_row(run: Any, state: Any) -> dict[str, Any]:
     return row
 
 
-def _task_run_row(run: Any, state: Any) -> dict[str, Any]:
-    row = _run_common(run, state)
+def _task_run_row(run: Any, state: Any, now: float) -> dict[str, Any]:
+    row = _run_common(run, state, now)
     inputs = getattr(run, "task_inputs", None)
     row.update(task_key=run.task_key, dynamic_key=str(run.dynamic_key), cache_key=_text(run.cache_key),
                flow_run_id=_text(run.flow_run_id), task_inputs=_jsonable(inputs) if inputs else None)

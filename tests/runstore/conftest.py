@@ -46,3 +46,12 @@ def storage(store_url):
     s = st.SqlRunStorage(url=store_url)
     yield s
     s.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_env(request, run_home, monkeypatch):
+    """A fresh run store selected the way users select it: the embedded SQLite file under DISTRIBUTARY_HOME,
+    or PostgreSQL through DISTRIBUTARY_API_DATABASE_CONNECTION_URL."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("DISTRIBUTARY_API_DATABASE_CONNECTION_URL", request.getfixturevalue("pg_url"))
+    return request.param

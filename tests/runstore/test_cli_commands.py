@@ -3,18 +3,14 @@ exit codes 0 (success), 1 (not found / failed, one line), 2 (usage)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from events import flow_with_tasks
 
-sys.path.insert(0, str(Path(__file__).parent / "runstore"))
-from events import flow_with_tasks  # noqa: E402
-
-from distributary import settings  # noqa: E402
-from distributary.cli import main  # noqa: E402
-from distributary.engine import transitions  # noqa: E402
-from distributary.runstore import ensure_sink  # noqa: E402
+from distributary import settings
+from distributary.cli import main
+from distributary.engine import transitions
+from distributary.runstore import ensure_sink
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -25,7 +21,7 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def recorded(run_home):
+def recorded(store_env):
     sink = ensure_sink()
     fr, trs, ev = flow_with_tasks(3, flow_name="nightly-etl", fail_every=2)
     sink.handle(ev)
@@ -64,7 +60,7 @@ def test_usage_errors_exit_2(run_home, capsys):
     assert cli(capsys, "flow-run", "ls", "--output", "yaml")[0] == 2
 
 
-def test_artifact_commands(run_home, capsys):
+def test_artifact_commands(store_env, capsys):
     from distributary.artifacts import create_markdown_artifact
 
     create_markdown_artifact("# one", key="my-report")
@@ -79,7 +75,7 @@ def test_artifact_commands(run_home, capsys):
     assert code == 1 and "no artifact with key 'my-report'" in err
 
 
-def test_variable_commands(run_home, capsys):
+def test_variable_commands(store_env, capsys):
     assert cli(capsys, "variable", "set", "limits", '{"max": 3}')[0] == 0
     assert cli(capsys, "variable", "set", "limits", "4")[0] == 1  # exists: --overwrite needed
     assert cli(capsys, "variable", "set", "limits", "4", "--overwrite")[0] == 0
