@@ -7,7 +7,7 @@ Exit codes: 0 success, 1 a not-found or failed operation (one line on stderr), 2
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import typer
 
@@ -27,6 +27,11 @@ def _register() -> None:
 
 
 _register()
+
+
+def build_parser() -> Any:
+    """The CLI as a click command (for documentation tools and tests)."""
+    return typer.main.get_command(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
