@@ -19,8 +19,7 @@ from typing import Any
 from ..context import flow_run_ctx
 from ..errors import ClusterConnectionError, ConfigurationError, DistributaryError, MissingDependencyError
 from ..logging import engine_logger
-from .remote import Batch, BatchResult, BatchSummary, run_batch, telemetry_sender
-from .remote_runner import RemoteTaskRunner
+from .remote import Batch, BatchResult, BatchSummary, RemoteTaskRunner, run_batch, telemetry_sender
 
 try:
     import distributed

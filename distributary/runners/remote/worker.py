@@ -1,13 +1,9 @@
-"""Worker side of the cluster runners (Dask, Ray): run a batch of task runs with the engine, keep their final
-states where they were computed, and ship log records and live states to the driver. No dask or ray in here.
-
-Backends import these names from `distributary.runners.remote`, which re-exports them.
+"""Worker side of the remote protocol: run a batch of task runs with the engine, keep their final states where
+they were computed, and report live states through telemetry. No dask or ray in here.
 """
 from __future__ import annotations
 
 import collections
-import contextvars
-import logging
 import os
 import pickle
 import threading
@@ -18,26 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from .. import states as S
-from ..engine import TaskCall, run_call
-from ..errors import SerializationError
-from ..futures import TaskRunFuture
-from ..logging import ROOT, record_to_dict, setup_logging
-from ..engine.resolve import map_nested
-from ..runs import TaskRun
-from ..states import State
+from ... import states as S
+from ...engine import TaskCall, run_call
+from ...errors import SerializationError
+from ...futures import TaskRunFuture
+from ...engine.resolve import map_nested
+from ...runs import TaskRun
+from ...states import State
+from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
 
 if TYPE_CHECKING:
-    from ..tasks import Task
+    from ...tasks import Task
+
 
 # One call of a batch, as shipped: (run id as int, run name, dynamic key, run count so far, parameters, linked).
 # `linked` says the parameters hold Upstream/Settled placeholders to replace before the run.
 CallSpec = tuple
-
-TELEMETRY_INTERVAL = 0.5  # seconds between two shipments of log records and live states from a worker process
-_MAX_RECORDS_PER_MESSAGE = 500
-LOG, STATE = "log", "state"
-
 
 class BatchHeader:
     """What every task run of a batch shares: they come from one `.submit()` or `.map()` in one flow run."""
@@ -123,10 +115,14 @@ class BatchSummary:
     went through on the worker (values dropped, exceptions kept) and `has_value` says the final state holds a
     value on the worker. `lost` is set instead when the batch could not run (its previous attempt's worker died)."""
 
-    __slots__ = ("batch_id", "worker", "runs", "lost")
+    __slots__ = ("batch_id", "worker", "runs", "lost", "running")
 
-    def __init__(self, batch_id: str, worker: str | None, runs: list[tuple], lost: str | None = None):
+    def __init__(self, batch_id: str, worker: str | None, runs: list[tuple], lost: str | None = None,
+                 running: bool | None = None):
         self.batch_id, self.worker, self.runs, self.lost = batch_id, worker, runs, lost
+        # With `lost`: `runs` are the runs that finished before the worker died, and `running` says whether the
+        # next run had started (None: not known, as on Dask and Ray).
+        self.running = running
 
 
 class BatchResult:
@@ -214,7 +210,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     entries: list[tuple] = []
     try:
         for spec in specs:
-            state, entry = _run_one(task, header, spec, upstreams, worker, sender)
+            state, entry = run_one(task, header, spec, upstreams, worker, sender)
             states.append(state)
             entries.append(entry)
     finally:
@@ -225,7 +221,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     return BatchResult(header.batch_id, states, BatchSummary(header.batch_id, worker, entries))
 
 
-def _run_one(task: "Task", header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
+def run_one(task: "Task", header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
              worker: str | None, sender: "TelemetrySender | None") -> tuple[State, tuple]:
     run_id, name, dynamic_key, run_count, params, linked = spec
     if linked:
@@ -317,131 +313,6 @@ class _LiveTaskRun(TaskRun):
             live[0].state(live[1], self.id.int, state)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Telemetry: log records and live states, worker -> driver
-# ---------------------------------------------------------------------------------------------------------------
-_channel: contextvars.ContextVar[str | None] = contextvars.ContextVar("distributary_channel", default=None)
 
-
-def encode_telemetry(channel: str, records: list[tuple[str, Any]]) -> bytes:
-    return pickle.dumps((channel, records), protocol=5)
-
-
-def decode_telemetry(payload: bytes) -> tuple[str, list[tuple[str, Any]]]:
-    return pickle.loads(payload)
-
-
-class TelemetrySender:
-    """Collects the log records and live states of the task runs running in this worker process and ships them
-    with `transport(channel, payload)` at most every `interval` seconds and at the end of each batch.
-
-    Live states are coalesced per run (only the latest goes out) and dropped once the run has finished: its
-    final state travels with the batch's summary, so tiny task runs cost no telemetry at all.
-    """
-
-    def __init__(self, interval: float = TELEMETRY_INTERVAL):
-        self.interval = interval
-        self._transport: Callable[[str, bytes], None] | None = None
-        self._lock = threading.Lock()
-        self._logs: dict[str, list[dict[str, Any]]] = {}
-        self._states: dict[str, dict[int, State]] = {}
-        self._thread: threading.Thread | None = None
-
-    def set_transport(self, transport: Callable[[str, bytes], None]) -> None:
-        self._transport = transport
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="distributary-telemetry", daemon=True)
-                    self._thread.start()
-
-    def log(self, channel: str, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._logs.setdefault(channel, []).append(record)
-
-    def state(self, channel: str, run_id: int, state: State) -> None:
-        with self._lock:
-            self._states.setdefault(channel, {})[run_id] = state
-
-    def forget(self, channel: str, run_id: int) -> None:
-        with self._lock:
-            pending = self._states.get(channel)
-            if pending:
-                pending.pop(run_id, None)
-
-    def flush(self, channel: str | None = None) -> None:
-        """Ship what is buffered (for one channel, or all)."""
-        transport = self._transport
-        if transport is None:
-            return
-        with self._lock:
-            channels = [channel] if channel is not None else list(set(self._logs) | set(self._states))
-            out = []
-            for ch in channels:
-                records: list[tuple[str, Any]] = [(LOG, r) for r in self._logs.pop(ch, ())]
-                states = self._states.get(ch)
-                if states:
-                    records.extend((STATE, (rid, s.without_data())) for rid, s in states.items() if not s.is_final())
-                    states.clear()
-                if records:
-                    out.append((ch, records))
-        for ch, records in out:
-            for i in range(0, len(records), _MAX_RECORDS_PER_MESSAGE):
-                try:
-                    transport(ch, encode_telemetry(ch, records[i:i + _MAX_RECORDS_PER_MESSAGE]))
-                except Exception as exc:  # telemetry is best effort; say so on the worker's own console
-                    logging.getLogger(f"{ROOT}.telemetry").warning(
-                        "Could not ship %d log/state records to the driver: %r", len(records), exc)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            self.flush()
-
-
-_sender: TelemetrySender | None = None
-
-
-def telemetry_sender() -> TelemetrySender:
-    """This process's telemetry sender (backends set its transport before running a batch)."""
-    global _sender
-    if _sender is None:
-        with _tasks_lock:
-            if _sender is None:
-                _sender = TelemetrySender()
-    return _sender
-
-
-class _ForwardHandler(logging.Handler):
-    """Sends distributary records made inside a batch to the driver."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        channel = _channel.get()
-        if channel is not None:
-            try:
-                telemetry_sender().log(channel, record_to_dict(record))
-            except Exception:
-                self.handleError(record)
-
-
-class _NotForwarded(logging.Filter):
-    """On a worker's own console, leave out what goes to the driver (a LocalCluster's workers share the
-    driver's terminal, so every line would otherwise show twice)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _channel.get() is None
-
-
-_forward_handler = _ForwardHandler()
-_not_forwarded = _NotForwarded()
-
-
-def install_log_forwarding() -> None:
-    """Forward distributary records made during batches to the driver (idempotent, cheap)."""
-    setup_logging()  # the console handler must exist before it gets its filter
-    logger = logging.getLogger(ROOT)
-    if _forward_handler not in logger.handlers:
-        logger.addHandler(_forward_handler)
-    for h in logger.handlers:
-        if getattr(h, "_distributary_console", False) and _not_forwarded not in h.filters:
-            h.addFilter(_not_forwarded)
+__all__ = ["CallSpec", "BatchHeader", "Upstream", "Settled", "SettledFuture", "BatchSummary", "BatchResult",
+           "load_task", "run_batch", "run_one", "link_upstreams"]

@@ -1,7 +1,6 @@
-"""`RemoteTaskRunner`: the driver side every cluster runner shares (Dask, Ray). It packs task runs into batches,
-holds batches back until their upstream futures are done, feeds them to the cluster with a bounded number in
-flight, applies their outcomes to the driver's task-run records, and handles dead workers. See `runners.remote`
-for the policy (when it packs, the data path, telemetry); a backend implements only the `_backend_*` hooks.
+"""The driver side of the remote protocol: `RemoteTaskRunner` (packing, gating on upstream futures, the bounded
+feeder, outcomes applied through the transition seam, worker-death policy), its futures and batches.
+A backend implements the hooks of `backend.RemoteBackend`.
 """
 from __future__ import annotations
 
@@ -11,35 +10,177 @@ import threading
 import time
 import uuid
 import weakref
-from abc import abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from .. import states as S
-from ..engine import TaskCall
-from ..errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
-from ..futures import TaskRunFuture
-from ..logging import engine_logger
-from ..engine.resolve import find_upstreams, map_nested, needs_resolution
-from ..runs import TaskRun
-from ..states import State
-from .base import TaskRunner, gate
-from .remote import (Batch, RemoteFuture, RemoteState, TelemetryReceiver, _Feeder, choose_batch_size)
-from .remote_worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream
+from ... import states as S
+from ...engine import TaskCall, transitions
+from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
+from ...futures import SettableFuture, TaskRunFuture
+from ...logging import engine_logger
+from ...engine.resolve import find_upstreams, map_nested, needs_resolution
+from ...runs import TaskRun
+from ...states import State, StateType
+from ..base import TaskRunner, gate
+from .backend import RemoteBackend
+from .batching import choose_batch_size
+from .telemetry import TelemetryReceiver
+from .worker import BatchHeader, BatchSummary, CallSpec, Settled, Upstream
 
 if TYPE_CHECKING:
-    from ..tasks import Task
+    from ...tasks import Task
 
 _THREADS_TTL = 5.0
 
 
-# ---------------------------------------------------------------------------------------------------------------
-class RemoteTaskRunner(TaskRunner):
-    """Driver side of a cluster runner: batches, gating on upstream futures, the feeder, outcomes, worker death.
+class RemoteState(State):
+    """A final state whose value may still be on the cluster; `result()` fetches it (with its whole batch)."""
 
-    Subclasses implement `_connect()`/`_disconnect()` and the `_backend_*` hooks below.
+    __slots__ = ("batch", "index")
+
+    def result(self, raise_on_failure: bool = True, fetch: bool = True) -> Any:
+        if fetch and self.data is S.UNSET and self.batch is not None and self.type is StateType.COMPLETED:
+            self.batch.fetch_values()
+        return State.result(self, raise_on_failure, fetch)
+
+    def __reduce__(self) -> tuple:
+        if self.data is S.UNSET and self.batch is not None and self.type is StateType.COMPLETED:
+            self.batch.fetch_values()
+        return (State, (self.type, self.name, self.message, self.data, self.result_ref, self.ts))
+
+
+class RemoteFuture(SettableFuture):
+    """Future of a task run executed by a cluster runner. Its state is the driver's task-run record (kept up to
+    date from worker telemetry); once done, `result()` fetches the value from the cluster."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, task_run: Any):
+        super().__init__(task_run)
+        self.live: State | None = None  # the latest live state from worker telemetry (display only)
+
+    @property
+    def state(self) -> State:
+        s = self._final
+        if s is not None:
+            return s
+        live = self.live
+        return live if live is not None else self.task_run.state
+
+    @classmethod
+    def fetch_many(cls, futures: Sequence[TaskRunFuture], timeout: float | None = None) -> None:
+        """Wait for `futures` and fetch the values they still lack, each batch once, in one request per runner."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for f in futures:
+            f.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        by_runner: dict[int, tuple[RemoteTaskRunner, dict[int, Batch]]] = {}
+        for f in futures:
+            st = f.state if f.done() else None
+            if isinstance(st, RemoteState) and st.batch is not None and st.data is S.UNSET:
+                b = st.batch
+                by_runner.setdefault(id(b.runner), (b.runner, {}))[1][id(b)] = b
+        for runner, batches in by_runner.values():
+            runner.fetch_values(list(batches.values()))
+
+    def __reduce__(self) -> tuple:
+        raise TypeError(f"the future of task run {self.task_run.name!r} cannot be sent to a worker as such; pass "
+                        f"it as a task argument (not inside quote()) so it resolves to its value")
+
+
+class Batch:
+    """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
+
+    __slots__ = ("id", "runner", "task", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
+                 "__weakref__")
+
+    def __init__(self, runner: "RemoteTaskRunner", calls: Sequence[TaskCall],
+                 futures: Sequence[weakref.ref]):
+        self.id = f"{runner._id[:8]}-{next(runner._counter)}"
+        self.runner = runner
+        self.task: "Task" = calls[0].task
+        self.calls: list[TaskCall] | None = list(calls)
+        self.runs: list[TaskRun] = [c.task_run for c in calls]
+        self.futures = list(futures)
+        self.ref: Any = None          # the backend's handle to this batch's BatchResult
+        self.summary_ref: Any = None  # the backend's handle to its BatchSummary, if separate
+        self.states: list[RemoteState] | None = None
+        self.fetched = False
+
+    def fetch_values(self) -> None:
+        self.runner.fetch_values([self])
+
+
+
+class _Feeder:
+    """The one driver thread that sends ready batches (at most `limit` in flight) and applies finished ones."""
+
+    def __init__(self, runner: "RemoteTaskRunner"):
+        self.runner = runner
+        self.cond = threading.Condition()
+        self.ready_q: deque[Batch] = deque()
+        self.done_q: list[Batch] = []
+        self.in_flight = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, name=f"distributary-{runner.name}-feeder", daemon=True)
+        self.thread.start()
+
+    def ready(self, batch: Batch) -> None:
+        with self.cond:
+            self.ready_q.append(batch)
+            self.cond.notify()
+
+    def finished(self, batch: Batch) -> None:
+        with self.cond:
+            self.done_q.append(batch)
+            self.cond.notify()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if threading.current_thread() is not self.thread:
+            self.thread.join(10)
+
+    def _loop(self) -> None:
+        r = self.runner
+        while True:
+            limit = r._in_flight_limit()
+            with self.cond:
+                while not (self.stopping or self.done_q or (self.ready_q and self.in_flight < limit)):
+                    self.cond.wait(1.0)
+                    limit = r._in_flight_limit()
+                if self.stopping:
+                    return
+                done, self.done_q = self.done_q, []
+                send = [self.ready_q.popleft() for _ in range(min(len(self.ready_q), max(0, limit - self.in_flight)))]
+                self.in_flight += len(send) - len(done)
+            try:
+                if done:
+                    again = r._settle(done)
+                    if again:
+                        with self.cond:
+                            self.in_flight += again
+                for batch in send:
+                    if not r._send(batch):
+                        with self.cond:
+                            self.in_flight -= 1
+            except BaseException as exc:  # keep feeding; the batches at hand end Crashed
+                engine_logger("runners").exception("The feeder of %r failed", r)
+                for batch in done + send:
+                    r._crash(batch, f"was lost by the driver's feeder ({exc!r})", exc)
+
+
+
+class RemoteTaskRunner(RemoteBackend, TaskRunner):
+    """Driver side of a remote runner: batches, gating on upstream futures, the feeder, outcomes, worker death.
+
+    A backend subclasses it and implements the hooks of `RemoteBackend` (remote/backend.py).
     """
 
     def __init__(self, batch_size: int | None = None, max_in_flight: int | None = None):
@@ -51,54 +192,13 @@ class RemoteTaskRunner(TaskRunner):
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
 
-    # -- what a backend implements ----------------------------------------------------------------------------
-    @abstractmethod
-    def _connect(self) -> None:
-        """Reach or start the cluster; subscribe `self._receiver.handle` to the telemetry transport."""
-
-    @abstractmethod
-    def _disconnect(self) -> None:
-        """Release the connection; stop the cluster only if this runner started it."""
-
-    @abstractmethod
-    def _backend_threads(self) -> int:
-        """Worker threads in the cluster now (for batch sizes and the in-flight bound)."""
-
-    @abstractmethod
-    def _backend_put_task(self, payload: bytes, digest: str) -> Any:
-        """Store a pickled task on the cluster once; return the handle passed to `_backend_submit`."""
-
-    @abstractmethod
-    def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
-        """Run `run_batch(task_payload, payload, upstream_results, worker)` on the cluster, set `batch.ref` (and
-        `batch.summary_ref`), and call `self._batch_finished(batch)` from any thread once it is done."""
-
-    @abstractmethod
-    def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
-        """The summaries of finished batches (or the error each ended with), fetched together. None for a batch
-        that turned out not to be finished after all; the backend calls `_batch_finished` for it again."""
-
-    @abstractmethod
-    def _backend_fetch(self, batches: list[Batch]) -> list[BatchResult | BaseException]:
-        """The BatchResults (values) of settled batches, fetched together."""
-
-    def _backend_worker_died(self, exc: BaseException) -> bool:
-        """Whether a batch's error means its worker died (the run may be retried)."""
-        return False
-
-    def _backend_settled(self, batches: list[Batch]) -> None:
-        """Hook: these batches' summaries were applied."""
-
-    def _backend_release(self, batches: list[Batch]) -> None:
-        """Hook: drop the cluster's copies of these batches' results."""
-
     # -- TaskRunner -------------------------------------------------------------------------------------------
     def start(self) -> None:
         self._id = uuid.uuid4().hex
         self._counter = itertools.count()
         self._receiver = TelemetryReceiver(self._id, self._live_state)
         self._tasks: dict[int, tuple[Any, str, Any]] = {}
-        self._live: dict[int, TaskRun] = {}
+        self._live: dict[int, weakref.ref] = {}
         self._open: set[Batch] = set()
         self._holding: list[Batch] = []  # settled batches whose values are still on the cluster
         self._holding_set: set[Batch] = set()
@@ -206,8 +306,8 @@ class RemoteTaskRunner(TaskRunner):
                     f"Task {batch.task.name!r} cannot be sent to a worker: its flow parameters or result options "
                     f"cannot be pickled ({exc!r})."))
                 return False
-        for run in batch.runs:
-            self._live[run.id.int] = run
+        for run, ref in zip(batch.runs, batch.futures):
+            self._live[run.id.int] = ref
         try:
             self._backend_submit(batch, task_ref, payload, refs)
         except Exception as exc:
@@ -291,7 +391,7 @@ class RemoteTaskRunner(TaskRunner):
                     else:
                         self._crash(batch, f"could not run on the cluster: {res!r}", res)
                 elif res.lost is not None:
-                    self._lost(batch, res.lost)
+                    self._lost(batch, res.lost, res)
                 else:
                     self._apply(batch, res)
                     applied.append(batch)
@@ -316,8 +416,7 @@ class RemoteTaskRunner(TaskRunner):
             final.index = i
             holds_values = holds_values or has_value
             history[-1] = final
-            run.state_history.extend(history)
-            run.state = final
+            transitions.set_states(run, history)
             if run.start_ts is None:
                 run.start_ts = start_ts
             run.end_ts, run.run_count, run.cache_key, run.worker = end_ts, run_count, cache_key, summary.worker
@@ -337,15 +436,33 @@ class RemoteTaskRunner(TaskRunner):
         with self._lock:
             self._lock.notify_all()
 
-    def _lost(self, batch: Batch, reason: str) -> None:
+    def _lost(self, batch: Batch, reason: str, summary: BatchSummary | None = None) -> None:
         try:
-            self._resend_or_crash(batch, reason)
+            if summary is not None and summary.running is not None:
+                self._partly_lost(batch, reason, summary)
+            else:
+                self._resend_or_crash(batch, reason, summary.worker if summary is not None else None)
         finally:  # only now: the new batches are open already, so shutdown's wait cannot slip through
             with self._lock:
                 self._open.discard(batch)
             self._backend_release([batch])
 
-    def _resend_or_crash(self, batch: Batch, reason: str) -> None:
+    def _partly_lost(self, batch: Batch, reason: str, summary: BatchSummary) -> None:
+        """The worker died with this batch; `summary.runs` finished before. Keep those, charge an attempt to the
+        run that was running (if one was), send the rest again without using a retry."""
+        calls = batch.calls or []
+        k = min(len(summary.runs), len(calls))
+        if k:
+            self._apply(Batch(self, calls[:k], batch.futures[:k]), BatchSummary(batch.id, summary.worker,
+                                                                                   summary.runs[:k]))
+        rest = k
+        if summary.running and k < len(calls):
+            self._charge(calls[k], batch.futures[k], reason, summary.worker)
+            rest = k + 1
+        if rest < len(calls):
+            self._enqueue(Batch(self, calls[rest:], batch.futures[rest:]))
+
+    def _resend_or_crash(self, batch: Batch, reason: str, worker: str | None = None) -> None:
         calls = batch.calls or []
         if len(calls) > 1:
             engine_logger("runners").warning(
@@ -354,18 +471,28 @@ class RemoteTaskRunner(TaskRunner):
             for call, ref in zip(calls, batch.futures):
                 self._enqueue(Batch(self, [call], [ref]))
             return
-        call = calls[0]
+        self._charge(calls[0], batch.futures[0], reason, worker)
+
+    def _charge(self, call: TaskCall, ref: weakref.ref, reason: str, worker: str | None) -> None:
+        """The worker running this run died: one attempt used; retried if it has retries left, else Crashed.
+        Logged at ERROR once, naming the worker."""
         run = call.task_run
         run.run_count += 1
+        where = f" on {worker}" if worker and worker not in reason else ""
         err = WorkerCrashedError(f"The worker running task run {run.name!r} died ({reason}).")
         crashed = S.Crashed(message=str(err), data=err)
-        run.set_state(crashed)
-        if run.run_count <= call.task.retries:
-            run.set_state(S.AwaitingRetry(message=f"Worker died; retry {run.run_count} of {call.task.retries}."))
-            self._enqueue(Batch(self, [call], batch.futures))
+        transitions.set_state(run, crashed)
+        retries = call.task.retries
+        if run.run_count <= retries:
+            engine_logger("runners").error("Task run %r crashed: its worker died while running it%s (%s); retry %d "
+                                           "of %d.", run.name, where, reason, run.run_count, retries)
+            transitions.set_state(run, S.AwaitingRetry(message=f"Worker died; retry {run.run_count} of {retries}."))
+            self._enqueue(Batch(self, [call], [ref]))
             return
+        engine_logger("runners").error("Task run %r crashed: its worker died while running it%s (%s).", run.name,
+                                       where, reason)
         run.end_ts = crashed.ts
-        self._finish(batch.futures[0], run, crashed)
+        self._finish(ref, run, crashed)
 
     def _crash(self, batch: Batch, what: str, exc: BaseException) -> None:
         if batch.states is not None:  # already applied
@@ -383,7 +510,7 @@ class RemoteTaskRunner(TaskRunner):
 
     def _final_local(self, batch: Batch, i: int, state: State) -> None:
         run = batch.runs[i]
-        run.set_state(state)
+        transitions.set_state(run, state)
         run.end_ts = state.ts
         self._finish(batch.futures[i], run, state)
 
@@ -396,9 +523,12 @@ class RemoteTaskRunner(TaskRunner):
             self._lock.notify_all()
 
     def _live_state(self, run_id: int, state: State) -> None:
-        run = self._live.get(run_id)
-        if run is not None and not state.is_final() and not run.state.is_final():
-            run.state = state
+        # Display only: shown on `future.state` until the run's history arrives with its batch (see the package
+        # docstring); it never enters the history nor the run events.
+        ref = self._live.get(run_id)
+        fut = ref() if ref is not None else None
+        if fut is not None and not state.is_final() and not fut.done():
+            fut.live = state
 
     def _drain(self) -> None:
         """Wait for every submitted run; then fetch the values that futures still referenced will want."""
@@ -418,10 +548,14 @@ class RemoteTaskRunner(TaskRunner):
         with self._lock:
             left = list(self._open)
             self._open.clear()
+        crashed = 0
         for batch in left:
             for i, run in enumerate(batch.runs):
                 if not run.state.is_final():
+                    crashed += 1
                     self._final_local(batch, i, S.Crashed(message=f"Task run {run.name!r}: {why}."))
+        if crashed:
+            engine_logger("runners").error("%d task run(s) of %r ended Crashed: %s.", crashed, self.name, why)
 
     def fetch_values(self, batches: Sequence[Batch]) -> None:
         """Bring the values of settled batches to the driver (each batch once)."""

@@ -1,0 +1,84 @@
+"""The backend interface of the remote protocol: what a place to run task runs (a Dask cluster, a Ray cluster,
+this machine's worker processes) must provide. A backend subclasses `RemoteTaskRunner` (driver.py), which
+inherits these hooks, and implements them; the driver calls them from its feeder thread unless said otherwise.
+
+Contract (tested for every backend by tests/runners/test_contract.py):
+
+connect()       `_connect()`: reach or start the cluster, route telemetry payloads to `self._receiver.handle`.
+disconnect()    `_disconnect()`: release the connection; stop only what this runner started.
+threads()       `_backend_threads()`: worker threads now (sizes batches and bounds the batches in flight).
+put_task()      `_backend_put_task(payload, digest)`: make the pickled task available to workers once; the
+                handle it returns is passed to every `_backend_submit` of that task.
+submit()        `_backend_submit(batch, task_ref, payload, upstream_refs)`: run
+                `worker.run_batch(task_payload, payload, upstream_results, worker=name)` (or an equivalent loop
+                over `worker.run_one`) remotely; set `batch.ref` if its values stay remote; call
+                `self._batch_finished(batch)` (from any thread) once its summary can be collected.
+collect()       `_backend_collect(batches)`: per batch its `BatchSummary` (a summary with `lost` set when its
+                worker died), the exception it ended with, or None if not finished after all (the backend then
+                calls `_batch_finished` again).
+fetch()         `_backend_fetch(batches)`: the `BatchResult`s (values) of settled batches whose values stayed
+                remote, fetched together.
+worker_died()   `_backend_worker_died(exc)`: whether a batch's error means its worker died.
+release()       `_backend_release(batches)`: drop the remote copies of these batches' values.
+settled()       `_backend_settled(batches)`: optional hook, these batches' summaries were applied.
+
+A worker death is reported as a `BatchSummary(lost=reason)`. With `runs` holding the entries of the runs that
+finished before the death and `running` telling whether the next run had started, the driver keeps the finished
+ones, charges an attempt to the running one only, and resends the rest without using a retry; without that
+knowledge (`running=None`) it resends a multi-run batch one run per task to find the run that kills its worker.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .driver import Batch
+    from .worker import BatchResult, BatchSummary
+
+
+class RemoteBackend(ABC):
+    """The hooks a backend of `RemoteTaskRunner` implements (see the module docstring)."""
+
+    @abstractmethod
+    def _connect(self) -> None:
+        """Reach or start the cluster; subscribe `self._receiver.handle` to the telemetry transport."""
+
+    @abstractmethod
+    def _disconnect(self) -> None:
+        """Release the connection; stop the cluster only if this runner started it."""
+
+    @abstractmethod
+    def _backend_threads(self) -> int:
+        """Worker threads in the cluster now (for batch sizes and the in-flight bound)."""
+
+    @abstractmethod
+    def _backend_put_task(self, payload: bytes, digest: str) -> Any:
+        """Store a pickled task on the cluster once; return the handle passed to `_backend_submit`."""
+
+    @abstractmethod
+    def _backend_submit(self, batch: "Batch", task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
+        """Run the batch remotely, set `batch.ref` (and `batch.summary_ref`), and call
+        `self._batch_finished(batch)` from any thread once it is done."""
+
+    @abstractmethod
+    def _backend_collect(self, batches: list["Batch"]) -> list["BatchSummary | BaseException | None"]:
+        """The summaries of finished batches (or the error each ended with), fetched together. None for a batch
+        that turned out not to be finished after all; the backend calls `_batch_finished` for it again."""
+
+    @abstractmethod
+    def _backend_fetch(self, batches: list["Batch"]) -> list["BatchResult | BaseException"]:
+        """The BatchResults (values) of settled batches, fetched together."""
+
+    def _backend_worker_died(self, exc: BaseException) -> bool:
+        """Whether a batch's error means its worker died (the run may be retried)."""
+        return False
+
+    def _backend_settled(self, batches: list["Batch"]) -> None:
+        """Hook: these batches' summaries were applied."""
+
+    def _backend_release(self, batches: list["Batch"]) -> None:
+        """Hook: drop the cluster's copies of these batches' results."""
+
+
+__all__ = ["RemoteBackend"]
