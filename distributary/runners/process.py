@@ -76,8 +76,10 @@ def _exit_with_parent(driver_pid: int) -> None:
     threading.Thread(target=watch, name="distributary-watchdog", daemon=True).start()
 
 
-def _worker_main(conn: Connection, driver_pid: int, name: str, init: bytes | None) -> None:
-    """Entry point of a worker process: ready, then run batches until the driver says stop (or goes away)."""
+def _worker_main(conn: Connection, started: Any, driver_pid: int, name: str, init: bytes | None) -> None:
+    """Entry point of a worker process: ready, then run batches until the driver says stop (or goes away).
+    `started` (shared memory) counts the batches this worker has begun: the driver reads it when the worker dies
+    to know whether the batch at the head of its queue was running."""
     _exit_with_parent(driver_pid)
     lock = threading.Lock()
 
@@ -108,7 +110,7 @@ def _worker_main(conn: Connection, driver_pid: int, name: str, init: bytes | Non
             tasks[msg[1]] = msg[2]
             continue
         _, key, digest, payload = msg
-        send(("begin", key))
+        started.value += 1
         header, specs = pickle.loads(payload)
         task = load_task(digest, tasks[digest])
         if header.settings_env:
@@ -132,13 +134,13 @@ def _worker_main(conn: Connection, driver_pid: int, name: str, init: bytes | Non
 # Driver side
 # ---------------------------------------------------------------------------------------------------------------
 class _Worker:
-    __slots__ = ("name", "proc", "conn", "tasks", "queue", "begun", "entries", "ready", "reader")
+    __slots__ = ("name", "proc", "conn", "started", "finished", "tasks", "queue", "entries", "ready", "reader")
 
-    def __init__(self, name: str, proc: Any, conn: Connection):
-        self.name, self.proc, self.conn = name, proc, conn
+    def __init__(self, name: str, proc: Any, conn: Connection, started: Any):
+        self.name, self.proc, self.conn, self.started = name, proc, conn, started
+        self.finished = 0                   # batches it has finished (they finish in the order sent)
         self.tasks: set[str] = set()
         self.queue: deque[Batch] = deque()  # batches sent to it, in order; the first one runs
-        self.begun: str | None = None
         self.entries: list[tuple] = []      # outcomes of the first batch's runs so far
         self.ready = False
         self.reader: threading.Thread | None = None
@@ -237,11 +239,12 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
         self._seq += 1
         name = f"processes-{self._id[:6]}-w{self._seq}"
         ours, theirs = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, name=name, daemon=True,
-                                 args=(theirs, os.getpid(), name, self._init))
+        started = self._ctx.RawValue("q", 0)
+        proc = self._ctx.Process(target=_worker_main, name=name, daemon=True,  # type: ignore[attr-defined]
+                                 args=(theirs, started, os.getpid(), name, self._init))
         proc.start()
         theirs.close()
-        return _Worker(name, proc, ours)
+        return _Worker(name, proc, ours, started)
 
     def _await_ready(self, workers: list[_Worker]) -> None:
         """Wait until each worker says it is ready; fail clearly (never hang) when one exits first."""
@@ -355,15 +358,13 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
             kind = msg[0]
             if kind == "tel":
                 handle(msg[1])
-            elif kind == "begin":
-                w.begun = msg[1]
-                w.entries = []
             elif kind == "run":
                 w.entries.append(msg[2])
                 if msg[3]:
                     with self._wlock:
                         batch = w.queue.popleft()
-                        entries, w.entries, w.begun = w.entries, [], None
+                        entries, w.entries = w.entries, []
+                        w.finished += 1
                     batch.summary_ref = BatchSummary(batch.id, w.name, entries)
                     self._batch_finished(batch)
         self._died(w)
@@ -374,7 +375,8 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
             if w in self._workers:
                 self._workers.remove(w)
             lost, w.queue = list(w.queue), deque()
-            entries, begun = w.entries, w.begun
+            entries = w.entries
+            head_running = w.started.value > w.finished
         if self._stopping and not lost:
             return
         reason = f"worker process {w.name} (pid {w.proc.pid}) {_how(w.proc.exitcode)}"
@@ -382,7 +384,7 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
             engine_logger("runners").warning("The %s while idle; starting a new one.", reason)
         self._replace(w)
         for i, batch in enumerate(lost):
-            running = i == 0 and begun == batch.id
+            running = i == 0 and head_running
             batch.summary_ref = BatchSummary(batch.id, w.name, entries if running else [], lost=reason,
                                              running=running)
             self._batch_finished(batch)
