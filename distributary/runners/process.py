@@ -308,9 +308,6 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
     def _backend_threads(self) -> int:
         return self.max_workers
 
-    def _in_flight_limit(self) -> int:
-        return self.max_in_flight or 2 * self.max_workers
-
     def _backend_put_task(self, payload: bytes, digest: str) -> Any:
         self._digests[digest] = payload
         return digest
