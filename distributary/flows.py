@@ -129,8 +129,9 @@ class Flow(Generic[R]):
         params = self.validate(self._binder.bind(f"Flow {self.name!r}", args, kwargs))
         if self.isasync:
             return _run_async(self, params, return_state)
-        state = _drive_sync(_flow_steps(self, params), self)
-        return state if return_state else state.result()
+        out: list[Any] = []
+        state = _drive_sync(_flow_steps(self, params, out), self)
+        return state if return_state else _flow_result(state, out)
 
     def _make_runner(self) -> TaskRunner:
         spec = self.task_runner or settings.get("TASK_RUNNER")
@@ -153,7 +154,7 @@ def _type_hints(fn: Callable) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 # The flow run
 # ---------------------------------------------------------------------------------------------------------------
-def _flow_steps(flow: Flow, params: dict[str, Any]) -> Generator[tuple, Any, State]:
+def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None) -> Generator[tuple, Any, State]:
     parent = flow_run_ctx.get()
     run_id = uuid.uuid4()
     name = flow.flow_run_name(**params) if callable(flow.flow_run_name) else (
@@ -179,8 +180,12 @@ def _flow_steps(flow: Flow, params: dict[str, Any]) -> Generator[tuple, Any, Sta
         try:
             with runner:
                 try:
+                    if out is not None:
+                        out.clear()
                     value = yield (CALL, params)
-                    state = core.flow_state_from_return(value)
+                    state, returned = core.flow_state_from_return(value)
+                    if out is not None and not isinstance(returned, State):
+                        out.append(returned)
                 except (KeyboardInterrupt, SystemExit) as exc:
                     state = S.Crashed(message=f"Flow run {run.name!r} was interrupted by {type(exc).__name__}.",
                                       data=exc)
@@ -224,8 +229,18 @@ def _drive_sync(gen: Generator[tuple, Any, State], flow: Flow) -> State:
 
 async def _run_async(flow: Flow, params: dict[str, Any], return_state: bool) -> Any:
     caller = async_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError)
-    state = await drive_async(_flow_steps(flow, params), caller)
-    return state if return_state else state.result()
+    out: list[Any] = []
+    state = await drive_async(_flow_steps(flow, params, out), caller)
+    return state if return_state else _flow_result(state, out)
+
+
+def _flow_result(state: State, out: list[Any]) -> Any:
+    """What calling a flow returns, as in Prefect 3: what the function returned, with futures replaced by their
+    final states, unless that was a State (then the state's result, which raises for a failed one); if it
+    raised, its exception."""
+    if out:
+        return out[0]
+    return state.result()
 
 
 @overload

@@ -117,6 +117,8 @@ class State:
                 return None
             return self.data
         if t in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
+            if not raise_on_failure and _is_state_collection(self.data):
+                return self.data  # a run that failed because states it returned failed: those states
             exc = self.exception()
             if raise_on_failure:
                 raise exc
@@ -132,9 +134,10 @@ class State:
         """The exception a non-completed final state carries, made up from its message if it has none."""
         if isinstance(self.data, BaseException):
             return self.data
-        if self.data is not UNSET and self.result_ref is None and self.data is not None:
-            # A returned Failed(data=...) whose data is not an exception: Prefect raises FailedRun.
-            pass
+        if _is_state_collection(self.data):  # the first of the returned states that did not complete
+            for inner in self.data:
+                if inner.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
+                    return inner.exception()
         msg = self.message or f"Run ended in state {self.name}."
         cls = {StateType.CRASHED: errors.CrashedRun, StateType.CANCELLED: errors.CancelledRun}.get(
             self.type, errors.FailedRun)
@@ -163,6 +166,11 @@ class State:
         return (self.type, self.name, self.message, self.ts) == (other.type, other.name, other.message, other.ts)
 
     __hash__ = object.__hash__
+
+
+def _is_state_collection(value: Any) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset)) and bool(value) and all(
+        isinstance(v, State) for v in value)
 
 
 def Scheduled(message: str | None = None, name: str = "Scheduled", **kw: Any) -> State:

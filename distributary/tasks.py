@@ -11,6 +11,7 @@ from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
 from .engine import core
+from . import states as S
 from .errors import ConfigurationError
 
 R = TypeVar("R")
@@ -217,7 +218,7 @@ class Task(Generic[R]):
         if wait_for:
             wait_all(find_upstreams({}, wait_for))
         state = run_call(call)
-        return state if return_state else state.result()
+        return state if return_state else _call_result(call, state)
 
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run the task on the flow's task runner; returns a future at once."""
@@ -274,7 +275,16 @@ async def _await_call(call: Any, return_state: bool) -> Any:
     from .engine import run_call_async
 
     state = await run_call_async(call)
-    return state if return_state else state.result()
+    return state if return_state else _call_result(call, state)
+
+
+def _call_result(call: Any, state: Any) -> Any:
+    """What calling a task returns, as in Prefect 3: exactly what the function returned (also a State or a
+    collection of states); else (it raised, was cached, or did not run) the state's result, which raises."""
+    returned = call.returned
+    if returned is not S.UNSET:
+        return returned
+    return state.result()
 
 
 @overload

@@ -67,11 +67,18 @@ def test_should_retry():
 
 
 def test_flow_state_from_return():
-    assert core.flow_state_from_return(3).result() == 3
-    assert core.flow_state_from_return([S.Completed(data=1), S.Completed(data=2)]).is_completed()
-    mixed = core.flow_state_from_return({"a": S.Completed(data=1), "b": S.Failed(data=KeyError("k"))})
-    assert mixed.is_failed() and mixed.message == "1/2 states failed."
+    """Prefect 3's rule: only a list/tuple/set made entirely of states is aggregated."""
+    state, returned = core.flow_state_from_return(3)
+    assert state.result() == 3 and returned == 3
+    assert core.flow_state_from_return([S.Completed(data=1), S.Completed(data=2)])[0].is_completed()
+    both = [S.Completed(data=1), S.Failed(data=KeyError("k"))]
+    failed, returned = core.flow_state_from_return(both)
+    assert failed.is_failed() and failed.message == "1/2 states failed." and returned is both
     with pytest.raises(KeyError):
-        mixed.result()
-    returned = S.Failed(message="custom")
-    assert core.flow_state_from_return(returned) is returned
+        failed.result()
+    assert failed.result(raise_on_failure=False) is both
+    # A dict of states, or a mix of states and plain values, is not aggregated: the run completes.
+    assert core.flow_state_from_return({"a": S.Failed(data=KeyError("k"))})[0].is_completed()
+    assert core.flow_state_from_return(("bar", S.Failed()))[0].is_completed()
+    returned_state = S.Failed(message="custom")
+    assert core.flow_state_from_return(returned_state)[0] is returned_state

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 
+from ..states import UNSET
+
+
 class TaskCall:
     """One task run to execute: the task, its record, its (unresolved) arguments and the options it runs with.
     Remote runners pickle it (without `context`) and run it with `run_call` on a worker."""
 
     __slots__ = ("task", "task_run", "parameters", "wait_for", "result_options", "flow_parameters", "log_prints",
-                 "settings_env", "context")
+                 "settings_env", "context", "returned")
 
     def __init__(self, task: "Task", task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
                  result_options: ResultOptions | None, flow_parameters: dict[str, Any],
@@ -42,6 +45,7 @@ class TaskCall:
         self.log_prints = log_prints
         self.settings_env = settings_env
         self.context = context
+        self.returned: Any = UNSET  # what the function returned on its last attempt (a call returns it)
 
     def __getstate__(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__}

@@ -76,39 +76,60 @@ def should_retry(retries: int, run_count: int, state: State, condition: Callable
     return bool(condition())
 
 
+def is_state_collection(value: Any) -> bool:
+    """A non-empty list, tuple or set made only of states (Prefect aggregates exactly these)."""
+    return isinstance(value, (list, tuple, set, frozenset)) and bool(value) and all(
+        isinstance(v, State) for v in value)
+
+
+def aggregate_states(states: Any) -> State:
+    """The state of a run that returned a collection of states, with the collection as its data (Prefect 3's
+    rule: any cancelled -> Cancelled, else any failed or crashed -> Failed, else any not final -> Pending)."""
+    group = list(states)
+    total = len(group)
+    cancelled = sum(1 for s in group if s.is_cancelled())
+    failed = sum(1 for s in group if s.is_failed() or s.is_crashed())
+    not_final = sum(1 for s in group if not s.is_final())
+    if cancelled:
+        return S.Cancelled(message=f"{cancelled}/{total} states cancelled.", data=states)
+    if failed:
+        return S.Failed(message=f"{failed}/{total} states failed.", data=states)
+    if not_final:
+        return S.Pending(message=f"{not_final}/{total} states are not final.", data=states)
+    return S.Completed(message="All states completed.", data=states)
+
+
 def state_from_return(value: Any) -> State | None:
-    """If a run returned a State, that is its final state (Completed(data=x) -> result x)."""
+    """The final state a run's return value implies, or None for a plain value (then Completed with it).
+    A returned State is the final state (Completed(data=x) -> result x); a collection made only of states
+    decides by `aggregate_states`; anything else, mixes included, completes."""
     if isinstance(value, State):
         return value
+    if is_state_collection(value):
+        return aggregate_states(value)
     return None
 
 
-def flow_state_from_return(value: Any) -> State:
-    """Final state of a flow run from its return value. A returned State is used as is; returned futures or
-    states (also nested in lists, tuples, dicts) fail the flow if any of them did not complete. Returned futures
-    are replaced by their results; returned states are kept."""
+def flow_state_from_return(value: Any) -> tuple[State, Any]:
+    """(final state, what the call returns) for a flow run that returned `value`, as Prefect 3: futures in it
+    (also nested) are waited for and replaced by their final states; then a State is the final state, a
+    collection made only of states is aggregated, and anything else completes with the value as data.
+    Generators are consumed into lists."""
+    import types
+
     from ..futures import TaskRunFuture
     from .resolve import map_nested
-
-    if isinstance(value, State):
-        return value
-    found: list[State] = []
 
     def leaf(v: Any) -> Any:
         if isinstance(v, TaskRunFuture):
             v.wait()
-            found.append(v.state)
-            return v.state.result(raise_on_failure=False) if v.state.is_completed() else v.state
-        if isinstance(v, State):  # returned states stay states; they only decide the flow's outcome
-            found.append(v)
+            return v.state
         return v
 
-    resolved = map_nested(value, leaf)
-    if not found:
-        return S.Completed(data=value)
-    bad = [s for s in found if not s.is_completed()]
-    if bad:
-        exc = next((s.data for s in bad if isinstance(s.data, BaseException)), None)
-        msg = f"{len(bad)}/{len(found)} states failed."
-        return S.Failed(message=msg, data=exc if exc is not None else S.UNSET)
-    return S.Completed(message=f"All {len(found)} states completed.", data=resolved)
+    if isinstance(value, types.GeneratorType):
+        value = list(value)
+    resolved = leaf(value) if isinstance(value, TaskRunFuture) else map_nested(value, leaf)
+    final = state_from_return(resolved)
+    if final is None:
+        final = S.Completed(data=resolved)
+    return final, resolved

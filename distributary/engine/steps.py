@@ -70,8 +70,10 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
         while True:
             run.run_count += 1
             run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
+            call.returned = S.UNSET
             try:
                 value = yield (CALL, params)
+                call.returned = value
                 final = core.state_from_return(value)
                 if final is None:
                     final = _completed(value, opts, key, ctx)
@@ -84,6 +86,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 _finish(task, run, core.failed_state_for(exc, run.name), ctx)
                 raise
             except BaseException as exc:
+                call.returned = S.UNSET
                 failed = core.failed_state_for(exc, run.name)
             cond = task.retry_condition_fn
             if core.should_retry(retries, run.run_count, failed,
