@@ -20,7 +20,7 @@ from .. import settings
 from ..errors import RunStoreError, RunStoreRevisionError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0002_artifacts_variables"  # the newest revision in migrations/versions (a test checks it)
+HEAD = "0003_task_run_state_history"  # the newest revision in migrations/versions (a test checks it)
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server
 
 _engines: dict[str, Engine] = {}

@@ -69,6 +69,8 @@ class TaskRunRow(Base):
     state_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
     result_ref: Mapped[Any] = mapped_column(JSON, nullable=True)
     created: Mapped[float] = mapped_column(Float)
+    # [[type, name, message, timestamp] or [..., result_ref], ...], oldest first (revision 0003)
+    state_history: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class StateRow(Base):

@@ -360,13 +360,21 @@ class SqlRunStorage:
             return int(conn.execute(q).scalar() or 0)
 
     def count_states(self) -> int:
+        """How many states are recorded (every run's history)."""
+        hist = sa.func.json_array_length(task_run_t.c.state_history)
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(state_t)).scalar() or 0)
+            rows = int(conn.execute(sa.select(sa.func.count()).select_from(state_t)).scalar() or 0)
+            return rows + int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(hist), 0))).scalar() or 0)
 
     def read_states(self, run_id: uuid.UUID | str) -> list[O.State]:
         """A run's state history (task run or flow run), oldest first."""
-        q = sa.select(state_t).where(state_t.c.run_id == str(run_id)).order_by(state_t.c.timestamp, state_t.c.id)
+        rid = str(run_id)
         with self.engine.connect() as conn:
+            hist = conn.execute(sa.select(task_run_t.c.state_history).where(task_run_t.c.id == rid)).scalar()
+            if hist:
+                return [O.State(type=h[0], name=h[1], message=h[2], timestamp=_ts(h[3]),
+                                result_ref=h[4] if len(h) > 4 else None) for h in hist]
+            q = sa.select(state_t).where(state_t.c.run_id == rid).order_by(state_t.c.timestamp, state_t.c.id)
             return [O.State(type=r.type, name=r.name, message=r.message, timestamp=_ts(r.timestamp),
                             result_ref=r.result_ref) for r in conn.execute(q)]
 

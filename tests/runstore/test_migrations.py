@@ -77,3 +77,23 @@ def unused_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_task_runs_recorded_before_0003_keep_their_state_rows(store_url):
+    eng = db._create_engine(db.normalize_url(store_url))
+    db.upgrade(eng, "0002_artifacts_variables")
+    tid, now = str(uuid.uuid4()), time.time()
+    with eng.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO task_run (id, name, task_key, dynamic_key, run_count, total_run_time, state_type,"
+            " state_name, state_ts, created) VALUES (:id, 'old-0', 'm.old', '0', 1, 0.1, 'COMPLETED', 'Completed',"
+            " :t, :t)"), {"id": tid, "t": now})
+        for i, (typ, name) in enumerate([("PENDING", "Pending"), ("RUNNING", "Running"), ("COMPLETED", "Completed")]):
+            conn.execute(sa.text("INSERT INTO run_state (run_id, type, name, timestamp) VALUES (:r, :ty, :n, :t)"),
+                         {"r": tid, "ty": typ, "n": name, "t": now + i})
+    db.upgrade(eng)
+    storage = SqlRunStorage(engine=eng)
+    assert storage.read_task_run(tid).name == "old-0"
+    assert [s.type for s in storage.read_states(tid)] == ["PENDING", "RUNNING", "COMPLETED"]
+    assert storage.count_states() == 3
+    eng.dispose()
