@@ -94,7 +94,10 @@ def _create_engine(url: str) -> Engine:
         def _on_begin(conn: Any) -> None:
             # IMMEDIATE: take the write lock at the start, so two writers never deadlock on a lock upgrade
             # (which SQLite reports as "database is locked" without waiting for the busy timeout).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads (execution option `distributary_read`) begin deferred: in WAL mode they never wait for a
+            # writer, so `flow-run ls` or the client answer while runs are being recorded.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("distributary_read")
+                                 else "BEGIN IMMEDIATE")
         return eng
     if url.startswith("postgresql"):
         return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT})
@@ -137,7 +140,7 @@ def _migration_lock(eng: Engine) -> Iterator[None]:
 def _check(eng: Engine) -> str | None:
     """The database's revision, or a RunStoreError saying why it cannot be read."""
     try:
-        with eng.connect() as conn:
+        with eng.connect().execution_options(distributary_read=True) as conn:
             return current_revision(conn)
     except sa.exc.DatabaseError as exc:
         where = redact(str(eng.url))

@@ -166,6 +166,10 @@ class SqlRunStorage:
             sql += " ON CONFLICT (id) DO NOTHING"
         return sql
 
+    def _read(self) -> sa.Connection:
+        """A connection for reading: on SQLite it does not take the write lock (see `db._create_engine`)."""
+        return self.engine.connect().execution_options(distributary_read=True)
+
     def write(self, batch: Batch) -> None:
         """Write a batch in one transaction (bulk statements: a few per table)."""
         with self.engine.begin() as conn:
@@ -192,7 +196,7 @@ class SqlRunStorage:
                  S.FlowSort.UPDATED_DESC: flow_t.c.created.desc()}.get(S.FlowSort(sort) if sort else None,
                                                                       flow_t.c.created.desc())
         q = q.order_by(order, flow_t.c.name).offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [O.Flow(id=r.id, name=r.name, created=_ts(r.created)) for r in conn.execute(q)]
 
     def _flow_clauses(self, f: F.FlowFilter | None) -> list[Any]:
@@ -267,7 +271,7 @@ class SqlRunStorage:
                  S.FlowRunSort.NAME_ASC: c.name.asc(), S.FlowRunSort.NAME_DESC: c.name.desc(),
                  S.FlowRunSort.END_TIME_DESC: c.end_time.desc()}.get(sort, c.created.desc())
         q = q.order_by(order, c.created.desc(), c.id).offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [self._flow_run(r) for r in conn.execute(q)]
 
     def read_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun:
@@ -345,7 +349,7 @@ class SqlRunStorage:
                  S.TaskRunSort.NAME_DESC: c.name.desc(), S.TaskRunSort.END_TIME_DESC: c.end_time.desc()}.get(
             sort, c.created.desc())
         q = q.order_by(order, c.id).offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [self._task_run(r) for r in conn.execute(q)]
 
     def read_task_run(self, task_run_id: uuid.UUID | str) -> O.TaskRun:
@@ -356,20 +360,20 @@ class SqlRunStorage:
 
     def count_task_runs(self, task_run_filter: F.TaskRunFilter | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(task_run_t).where(*self._task_run_clauses(task_run_filter))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(q).scalar() or 0)
 
     def count_states(self) -> int:
         """How many states are recorded (every run's history)."""
         hist = sa.func.json_array_length(task_run_t.c.state_history)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = int(conn.execute(sa.select(sa.func.count()).select_from(state_t)).scalar() or 0)
             return rows + int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(hist), 0))).scalar() or 0)
 
     def read_states(self, run_id: uuid.UUID | str) -> list[O.State]:
         """A run's state history (task run or flow run), oldest first."""
         rid = str(run_id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             hist = conn.execute(sa.select(task_run_t.c.state_history).where(task_run_t.c.id == rid)).scalar()
             if hist:
                 return [O.State(type=h[0], name=h[1], message=h[2], timestamp=_ts(h[3]),
@@ -401,7 +405,7 @@ class SqlRunStorage:
         desc = sort is not None and S.LogSort(sort) == S.LogSort.TIMESTAMP_DESC
         q = q.order_by(c.timestamp.desc() if desc else c.timestamp.asc(), c.id.desc() if desc else c.id.asc())
         q = q.offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [O.Log(id=r.id, name=r.name, level=r.level, message=r.message, timestamp=_ts(r.timestamp),
                           flow_run_id=r.flow_run_id, task_run_id=r.task_run_id) for r in conn.execute(q)]
 
@@ -447,7 +451,7 @@ class SqlRunStorage:
         order = {S.ArtifactSort.UPDATED_DESC: c.updated.desc(), S.ArtifactSort.ID_DESC: c.id.desc(),
                  S.ArtifactSort.KEY_DESC: c.key.desc(), S.ArtifactSort.KEY_ASC: c.key.asc()}.get(sort, c.created.desc())
         q = q.order_by(order, c.created.desc()).offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = list(conn.execute(q))
         out: list[O.Artifact] = []
         seen: set[str] = set()
@@ -485,7 +489,7 @@ class SqlRunStorage:
         order = {S.VariableSort.CREATED_DESC: c.created.desc(), S.VariableSort.UPDATED_DESC: c.updated.desc(),
                  S.VariableSort.NAME_DESC: c.name.desc()}.get(sort, c.name.asc())
         q = q.order_by(order).offset(offset or 0).limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [O.Variable(id=r.id, name=r.name, value=r.value, tags=r.tags or [], created=_ts(r.created),
                                updated=_ts(r.updated)) for r in conn.execute(q)]
 
