@@ -130,7 +130,8 @@ class Task(Generic[R]):
                  result_storage: Any = None, result_serializer: Any = None, result_storage_key: str | None = None,
                  cache_result_in_memory: bool = True, timeout_seconds: float | None = None,
                  log_prints: bool | None = None, refresh_cache: bool | None = None,
-                 on_completion: Any = None, on_failure: Any = None,
+                 on_completion: Any = None, on_failure: Any = None, on_running: Any = None,
+                 on_commit: Any = None, on_rollback: Any = None,
                  retry_condition_fn: Callable[..., bool] | None = None, viz_return_value: Any = None):
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
@@ -170,6 +171,10 @@ class Task(Generic[R]):
         self.log_prints = log_prints
         self.on_completion = _check_hooks(f"{owner} on_completion", on_completion)
         self.on_failure = _check_hooks(f"{owner} on_failure", on_failure)
+        self.on_running = _check_hooks(f"{owner} on_running", on_running)
+        # Transaction hooks take the transaction (Prefect's `@task.on_commit` / `@task.on_rollback`).
+        self.on_commit_hooks = _check_hooks(f"{owner} on_commit", on_commit)
+        self.on_rollback_hooks = _check_hooks(f"{owner} on_rollback", on_rollback)
         self.viz_return_value = viz_return_value
         self._binder = Binder(fn)
         self._invoke = self._binder.invoke
@@ -179,18 +184,33 @@ class Task(Generic[R]):
     _OPTION_NAMES = ("name", "description", "tags", "version", "cache_policy", "cache_key_fn", "cache_expiration",
                      "task_run_name", "retries", "retry_delay_seconds", "retry_jitter_factor", "persist_result",
                      "result_storage", "result_serializer", "result_storage_key", "cache_result_in_memory",
-                     "timeout_seconds", "log_prints", "refresh_cache", "on_completion", "on_failure",
+                     "timeout_seconds", "log_prints", "refresh_cache", "on_completion", "on_failure", "on_running",
                      "retry_condition_fn", "viz_return_value")
 
     def with_options(self, **changes: Any) -> "Task[R]":
         """A copy of this task with some options changed."""
-        unknown = set(changes) - set(self._OPTION_NAMES)
+        unknown = set(changes) - set(self._OPTION_NAMES) - {"on_commit", "on_rollback"}
         if unknown:
             raise TypeError(f"with_options() got unknown option(s) {sorted(unknown)}; "
                             f"valid: {', '.join(self._OPTION_NAMES)}")
-        opts = {k: getattr(self, k) for k in self._OPTION_NAMES}
+        opts = self._options()
         opts.update(changes)
         return Task(self.fn, **opts)
+
+    def _options(self) -> dict[str, Any]:
+        opts = {k: getattr(self, k) for k in self._OPTION_NAMES}
+        opts["on_commit"], opts["on_rollback"] = self.on_commit_hooks, self.on_rollback_hooks
+        return opts
+
+    def on_commit(self, fn: Callable) -> Callable:
+        """Decorate a hook `fn(transaction)` run when the transaction this task's run completed in commits."""
+        self.on_commit_hooks = (*self.on_commit_hooks, *_check_hooks("on_commit", fn))
+        return fn
+
+    def on_rollback(self, fn: Callable) -> Callable:
+        """Decorate a hook `fn(transaction)` run when the transaction this task's run completed in rolls back."""
+        self.on_rollback_hooks = (*self.on_rollback_hooks, *_check_hooks("on_rollback", fn))
+        return fn
 
     def on_completion_hook(self, fn: Callable) -> Callable:
         self.on_completion = (*self.on_completion, *_check_hooks("on_completion", fn))
@@ -254,7 +274,7 @@ class Task(Generic[R]):
 
     def __reduce__(self):
         # Rebuild from the function and options (the Binder holds a Signature, which pickles poorly).
-        return (_rebuild_task, (self.fn, {k: getattr(self, k) for k in self._OPTION_NAMES}))
+        return (_rebuild_task, (self.fn, self._options()))
 
 
 def _rebuild_task(fn: Callable, options: dict[str, Any]) -> Task:

@@ -15,6 +15,7 @@ from ..errors import UpstreamTaskError
 from ..logging import engine_logger, reset_log_prints, set_log_prints
 from ..runs import TaskRun
 from ..states import State
+from ..transactions import get_transaction
 from . import caching, core
 from .calls import TaskCall
 from .drivers import CALL, SLEEP, async_caller, drive, drive_async, run_coro_sync, sync_caller
@@ -69,7 +70,9 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
         delays = task._retry_delays
         while True:
             run.run_count += 1
-            run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
+            running = run.set_state(S.Running() if run.run_count == 1 else S.Retrying()) or run.state
+            for hook in task.on_running:
+                run_hook(hook, task, run, running)
             call.returned = S.UNSET
             try:
                 value = yield (CALL, params)
@@ -78,7 +81,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 if final is None:
                     final = _completed(value, opts, key, ctx)
                 elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
-                    final.result_ref = caching.persist(opts, key, final.data, ctx)
+                    final.result_ref = _persist_returned(opts, key, final.data, ctx)
                 if not final.is_failed():
                     break
                 failed = final
@@ -114,8 +117,26 @@ def _serializable(opts: caching.ResultOptions) -> bool:
 def _completed(value: Any, opts: caching.ResultOptions | None, key: str | None, ctx: TaskRunContext) -> State:
     if opts is None:
         return S.Completed(data=value)
+    if opts.persist and _stage_in_transaction(opts, key, value, ctx):
+        return S.Completed(data=value)  # kept in memory: the store has it only once the transaction commits
     ref = caching.persist(opts, key, value, ctx) if opts.persist else None
     return S.Completed(data=value if opts.in_memory else S.UNSET, result_ref=ref)
+
+
+def _persist_returned(opts: caching.ResultOptions, key: str | None, value: Any, ctx: TaskRunContext) -> Any:
+    """Persist the data of a Completed state the function returned; None when staged in a transaction."""
+    if _stage_in_transaction(opts, key, value, ctx):
+        return None
+    return caching.persist(opts, key, value, ctx)
+
+
+def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: Any, ctx: TaskRunContext) -> bool:
+    """Inside a transaction that writes on commit, stage the write instead of doing it (True if staged)."""
+    txn = get_transaction()
+    if txn is None or not txn.defers_writes():
+        return False
+    txn.stage(lambda: caching.persist(opts, key, value, ctx))
+    return True
 
 
 def _finish(task: "Task", run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
@@ -129,6 +150,10 @@ def _finish(task: "Task", run: TaskRun, state: State, ctx: TaskRunContext | None
         state.is_failed() or state.is_crashed()) else ()
     for hook in hooks:
         run_hook(hook, task, run, state)
+    if state.is_completed() and (task.on_commit_hooks or task.on_rollback_hooks):
+        txn = get_transaction()
+        if txn is not None:
+            txn.add_hooks(task.on_commit_hooks, task.on_rollback_hooks)
     return state
 
 
