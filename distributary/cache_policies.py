@@ -24,24 +24,32 @@ CacheKeyFn = Callable[[Any, dict[str, Any]], Optional[str]]
 class CachePolicy:
     """Base of all cache policies. Subclass it and implement `compute_key`.
 
-    `key_storage` (a result store URL or `ResultStore`) and `isolation_level` ("READ_COMMITTED" or
-    "SERIALIZABLE") override where cache records live and whether computing a key takes a lease on it.
+    `key_storage` (a result store URL or `ResultStore`) is where the task's cache records (and, in distributary,
+    their data) live; `isolation_level` ("READ_COMMITTED" or "SERIALIZABLE") says whether computing a key takes
+    a lock on it, and `lock_manager` (see `distributary.locking`) which lock: without one, a lease in the store.
     """
 
     key_storage: Any = None
     isolation_level: Any = None
+    lock_manager: Any = None
 
     @classmethod
     def from_cache_key_fn(cls, cache_key_fn: CacheKeyFn) -> "CacheKeyFnPolicy":
         return CacheKeyFnPolicy(cache_key_fn=cache_key_fn)
 
-    def configure(self, key_storage: Any = None, isolation_level: Any = None) -> "CachePolicy":
-        """A copy with the given key storage and/or isolation level."""
+    def configure(self, key_storage: Any = None, lock_manager: Any = None,
+                  isolation_level: Any = None) -> "CachePolicy":
+        """A copy with the given key storage, lock manager and/or isolation level (Prefect 3's idiom:
+        `INPUTS.configure(isolation_level="SERIALIZABLE")`). A misspelt isolation level is refused."""
+        from .transactions import parse_isolation_level
+
         new = copy.copy(self)
         if key_storage is not None:
             new.key_storage = key_storage
+        if lock_manager is not None:
+            new.lock_manager = lock_manager
         if isolation_level is not None:
-            new.isolation_level = isolation_level
+            new.isolation_level = parse_isolation_level(isolation_level)
         return new
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
@@ -69,8 +77,8 @@ class CacheKeyFnPolicy(CachePolicy):
     cache_key_fn: Optional[CacheKeyFn] = None
 
     def __init__(self, cache_key_fn: Optional[CacheKeyFn] = None, *, key_storage: Any = None,
-                 isolation_level: Any = None) -> None:
-        super().__init__(key_storage=key_storage, isolation_level=isolation_level)
+                 isolation_level: Any = None, lock_manager: Any = None) -> None:
+        super().__init__(key_storage=key_storage, isolation_level=isolation_level, lock_manager=lock_manager)
         self.cache_key_fn = cache_key_fn
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
@@ -121,7 +129,8 @@ class CompoundCachePolicy(CachePolicy):
         if not any(isinstance(p, Inputs) for p in self.policies):
             return self
         return CompoundCachePolicy(policies=[*self.policies, Inputs(exclude=[other])],
-                                   key_storage=self.key_storage, isolation_level=self.isolation_level)
+                                   key_storage=self.key_storage, isolation_level=self.isolation_level,
+                                   lock_manager=self.lock_manager)
 
 
 @dataclass
@@ -153,7 +162,7 @@ class Inputs(CachePolicy):
     def __sub__(self, other: str) -> CachePolicy:
         _check_input_name(other)
         return Inputs(exclude=[*self.exclude, other], key_storage=self.key_storage,
-                      isolation_level=self.isolation_level)
+                      isolation_level=self.isolation_level, lock_manager=self.lock_manager)
 
 
 @dataclass
@@ -210,11 +219,12 @@ def _check_input_name(name: Any) -> None:
 
 
 def _merged_settings(a: CachePolicy, b: CachePolicy) -> dict[str, Any]:
-    for attr in ("key_storage", "isolation_level"):
+    for attr in ("key_storage", "isolation_level", "lock_manager"):
         x, y = getattr(a, attr), getattr(b, attr)
         if x is not None and y is not None and x != y:
             raise ConfigurationError(f"Cannot add cache policies with different {attr} ({x!r} and {y!r}).")
-    return {"key_storage": a.key_storage or b.key_storage, "isolation_level": a.isolation_level or b.isolation_level}
+    return {"key_storage": a.key_storage or b.key_storage, "isolation_level": a.isolation_level or b.isolation_level,
+            "lock_manager": a.lock_manager or b.lock_manager}
 
 
 INPUTS = Inputs()

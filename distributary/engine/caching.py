@@ -25,11 +25,11 @@ class ResultOptions:
     """Everything about results that applies to one task within one flow run. Picklable."""
 
     __slots__ = ("persist", "storage", "serializer", "storage_key", "cache_policy", "cache_expiration",
-                 "refresh_cache", "in_memory", "isolation", "lease_seconds")
+                 "refresh_cache", "in_memory", "isolation", "lease_seconds", "lock_manager")
 
     def __init__(self, persist: bool, storage: Any, serializer: Any, storage_key: str | None, cache_policy: Any,
                  cache_expiration: _dt.timedelta | None, refresh_cache: bool, in_memory: bool, isolation: Any,
-                 lease_seconds: float):
+                 lease_seconds: float, lock_manager: Any = None):
         self.persist = persist
         self.storage = storage
         self.serializer = serializer
@@ -40,6 +40,7 @@ class ResultOptions:
         self.in_memory = in_memory
         self.isolation = isolation
         self.lease_seconds = lease_seconds
+        self.lock_manager = lock_manager  # a distributary.locking manager; None: the store's leases
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -103,14 +104,15 @@ def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> R
 
         if policy is None and task.cache_policy is None:
             policy = cp.DEFAULT  # as in Prefect 3: persisted results are cached by the default policy
-        isolation = _first(current_isolation_level(), getattr(flow, "isolation_level", None))
+        isolation = _first(current_isolation_level(), getattr(policy, "isolation_level", None),
+                           getattr(flow, "isolation_level", None))
     if not persist and in_memory:
         opts = None
     else:
         opts = ResultOptions(
             persist=persist,
-            storage=_first(task.result_storage, flow.result_storage if flow is not None else None,
-                           settings.get("RESULTS_DEFAULT_STORAGE")),
+            storage=_first(getattr(policy, "key_storage", None), task.result_storage,
+                           flow.result_storage if flow is not None else None, settings.get("RESULTS_DEFAULT_STORAGE")),
             serializer=_first(task.result_serializer, flow.result_serializer if flow is not None else None,
                               settings.get("RESULTS_DEFAULT_SERIALIZER")),
             storage_key=task.result_storage_key,
@@ -120,6 +122,7 @@ def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> R
             in_memory=in_memory,
             isolation=isolation,
             lease_seconds=float(settings.get("RESULTS_LOCK_LEASE_SECONDS")),
+            lock_manager=getattr(policy, "lock_manager", None),
         )
     if flow_ctx is not None:
         flow_ctx._result_options_cache[id(task)] = opts

@@ -58,7 +58,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 run.cache_key = key
                 hit = caching.lookup(opts, key) if key is not None else None
                 if hit is None and key is not None and _serializable(opts):
-                    lease = opts.store().lease(key, ttl=opts.lease_seconds)
+                    lease = _lock(opts, key, run)
                     lease.__enter__()
                     hit = caching.lookup(opts, key)  # another run may have computed it while we waited
             except Exception as exc:
@@ -112,6 +112,29 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
 def _serializable(opts: caching.ResultOptions) -> bool:
     iso = opts.isolation
     return iso is not None and str(getattr(iso, "value", iso)).upper() == "SERIALIZABLE"
+
+
+def _lock(opts: caching.ResultOptions, key: str, run: TaskRun) -> Any:
+    """The lock SERIALIZABLE takes on a cache key: the policy's lock manager if it has one, else a store lease."""
+    manager = opts.lock_manager
+    if manager is None:
+        return opts.store().lease(key, ttl=opts.lease_seconds)
+    return _ManagedLock(manager, key, run.id.hex, opts.lease_seconds)
+
+
+class _ManagedLock:
+    __slots__ = ("manager", "key", "holder", "hold")
+
+    def __init__(self, manager: Any, key: str, holder: str, hold: float):
+        self.manager, self.key, self.holder, self.hold = manager, key, holder, hold
+
+    def __enter__(self) -> "_ManagedLock":
+        self.manager.acquire_lock(self.key, self.holder, acquire_timeout=None, hold_timeout=self.hold)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.manager.is_lock_holder(self.key, self.holder):
+            self.manager.release_lock(self.key, self.holder)
 
 
 def _completed(value: Any, opts: caching.ResultOptions | None, key: str | None, ctx: TaskRunContext) -> State:

@@ -14,7 +14,7 @@ import pytest
 
 from distributary import flow, task
 from distributary.cache_policies import INPUTS
-from distributary.errors import CacheKeyError
+from distributary.errors import CacheKeyError, ConfigurationError
 from distributary.results import load
 
 calls: list[str] = []
@@ -256,3 +256,51 @@ def test_serializable_isolation_lets_exactly_one_process_compute(tmp_path):
     results = sorted(o[0].strip() for o in outs)
     assert len(marker.read_text().splitlines()) == 1, outs
     assert results == ["Cached 40", "Cached 40", "Completed 40"], outs
+
+
+POLICY_WORKER = textwrap.dedent("""
+    import os, sys, time
+    from distributary import flow, task
+    from distributary.cache_policies import INPUTS
+    from distributary.locking import FileSystemLockManager
+
+    store, marker, locks = sys.argv[1], sys.argv[2], sys.argv[3]
+    policy = INPUTS.configure(isolation_level="SERIALIZABLE", key_storage=store,
+                              lock_manager=FileSystemLockManager(locks) if locks != "-" else None)
+
+    @task(cache_policy=policy)
+    def slow_compute(x: int) -> int:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(0.5)
+        return x * 10
+
+    @flow
+    def f():
+        state = slow_compute(4, return_state=True)
+        return state.name, state.result()
+
+    print(*f())
+""")
+
+
+@pytest.mark.parametrize("locks", ["store-leases", "filesystem-lock-manager"])
+def test_serializable_on_the_cache_policy_lets_one_of_eight_processes_compute(tmp_path, locks):
+    """Prefect 3's idiom `INPUTS.configure(isolation_level="SERIALIZABLE")`, with key_storage (and a lock
+    manager): eight racing processes, one computation."""
+    script = tmp_path / "worker.py"
+    script.write_text(POLICY_WORKER)
+    marker = tmp_path / "computed"
+    lock_arg = str(tmp_path / "locks") if locks == "filesystem-lock-manager" else "-"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "store"), str(marker), lock_arg],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert len(marker.read_text().splitlines()) == 1, outs
+    assert sorted(o[0].strip() for o in outs) == ["Cached 40"] * 7 + ["Completed 40"], outs
+
+
+def test_a_misspelt_isolation_level_is_refused():
+    from distributary.cache_policies import INPUTS
+
+    with pytest.raises(ConfigurationError, match="SERIALIZABLE"):
+        INPUTS.configure(isolation_level="SERIALISABLE")
