@@ -2,7 +2,7 @@
 
     python benchmarks/bench_runstore.py writes   [--tasks 100000]      # state changes/s into SQLite, DB size
     python benchmarks/bench_runstore.py map      [--tasks 100000]      # a .map() on threads, recording on vs off
-    python benchmarks/bench_runstore.py procs    [--procs 8 --tasks 10000] [--url postgresql://...]
+    python benchmarks/bench_runstore.py procs    [--procs 8 --tasks 10000] [--url postgresql://...] [--synthetic]
     python benchmarks/bench_runstore.py startup  [--repeat 10]         # one-task flow, fresh process, on vs off
 
 `writes` feeds the sink the events of one flow run with N task runs (created, Running, Completed: 3 state changes
@@ -129,14 +129,38 @@ print(time.perf_counter() - t0, len(locked))
 """
 
 
-def bench_procs(procs: int, n: int, url: str | None) -> dict:
+SYNTH_CODE = r"""
+import logging, sys, time
+sys.path.insert(0, sys.argv[2])
+from events import flow_with_tasks
+from distributary.runstore.sink import RunStoreSink
+
+locked = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        if "locked" in record.getMessage():
+            locked.append(record.getMessage())
+logging.getLogger("distributary").addHandler(Catch())
+n = int(sys.argv[1])
+fr, trs, ev = flow_with_tasks(n)
+t0 = time.perf_counter()
+sink = RunStoreSink()
+sink.handle(ev)
+assert sink.flush(600)
+print(time.perf_counter() - t0, len(locked))
+"""
+
+
+def bench_procs(procs: int, n: int, url: str | None, synthetic: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "DISTRIBUTARY_HOME": home, "PYTHONPATH": str(ROOT),
                "DISTRIBUTARY_LOGGING_LEVEL": "WARNING"}
         if url:
             env["DISTRIBUTARY_API_DATABASE_CONNECTION_URL"] = url
         t0 = time.perf_counter()
-        ps = [subprocess.Popen([sys.executable, "-c", PROC_CODE, str(n)], stdout=subprocess.PIPE,
+        argv = ([sys.executable, "-c", SYNTH_CODE, str(n), str(ROOT / "tests" / "runstore")] if synthetic
+                else [sys.executable, "-c", PROC_CODE, str(n)])
+        ps = [subprocess.Popen(argv, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(procs)]
         outs = [p.communicate(timeout=1800) for p in ps]
         wall = time.perf_counter() - t0
@@ -151,7 +175,8 @@ def bench_procs(procs: int, n: int, url: str | None) -> dict:
         count = st.count_task_runs()
         flows = len(st.read_flow_runs())
         st.engine.dispose()
-    return {"processes": procs, "tasks_each": n, "wall_s": round(wall, 2), "flow_runs": flows,
+    return {"processes": procs, "tasks_each": n, "synthetic_events": synthetic, "wall_s": round(wall, 2),
+            "flow_runs": flows,
             "task_runs_recorded": count, "expected": procs * n,
             "database_is_locked": locked_logs + locked_stderr}
 
@@ -194,13 +219,25 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--url", default=None, help="database URL for `procs` (default: a fresh SQLite file)")
+    p.add_argument("--pg", action="store_true", help="`procs`: start a PostgreSQL 15 server for the run")
+    p.add_argument("--synthetic", action="store_true",
+                   help="`procs`: each process feeds its sink the events of a flow run instead of running one")
     a = p.parse_args()
     if a.part == "writes":
         out = bench_writes(a.tasks or 100_000)
     elif a.part == "map":
         out = bench_map(a.tasks or 100_000, a.repeat)
     elif a.part == "procs":
-        out = bench_procs(a.procs, a.tasks or 10_000, a.url)
+        if a.pg:
+            from pg_server import PostgresServer
+
+            server = PostgresServer().start()
+            try:
+                out = bench_procs(a.procs, a.tasks or 10_000, server.create_database("bench"), a.synthetic)
+            finally:
+                server.stop()
+        else:
+            out = bench_procs(a.procs, a.tasks or 10_000, a.url, a.synthetic)
     else:
         out = bench_startup(a.repeat if a.repeat > 3 else 10)
     print(json.dumps(out, indent=2))

@@ -28,6 +28,7 @@ from .batch import Batch, flow_id_for, result_ref_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
+FAILING_GRACE = 2.0        # once the database has been away this long, flush() stops waiting for it
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -83,6 +84,8 @@ class RunStoreSink:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
+                if self._failing_since is not None and time.monotonic() - self._failing_since > FAILING_GRACE:
+                    break  # the database has been away a while: do not hold every flow's end for it
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
             ok = self._done >= target and self._held is None
             waiting = target - self._done
