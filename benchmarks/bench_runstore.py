@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -164,7 +163,7 @@ def bench_procs(procs: int, n: int, url: str | None, synthetic: bool = False) ->
                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(procs)]
         outs = [p.communicate(timeout=1800) for p in ps]
         wall = time.perf_counter() - t0
-        bad = [err for p, (out, err) in zip(ps, outs) if p.returncode]
+        bad = [err for p, (out, err) in zip(ps, outs, strict=True) if p.returncode]
         if bad:
             raise SystemExit(bad[0])
         locked_logs = sum(int(o.split()[1]) for o, _ in outs)

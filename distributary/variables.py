@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -35,10 +35,10 @@ class Variable(BaseModel):
 
     name: str
     value: Any = None
-    tags: Optional[list[str]] = Field(default=None)
+    tags: list[str] | None = Field(default=None)
 
     @classmethod
-    def set(cls, name: str, value: Any, tags: Optional[list[str]] = None, overwrite: bool = False) -> "Variable":
+    def set(cls, name: str, value: Any, tags: list[str] | None = None, overwrite: bool = False) -> Variable:
         """Create the variable; replacing an existing one needs `overwrite=True` (ValueError otherwise)."""
         from .runstore import get_storage
 
@@ -62,8 +62,8 @@ class Variable(BaseModel):
         return bool(get_storage().delete_variable_by_name(name))
 
     @classmethod
-    async def aset(cls, name: str, value: Any, tags: Optional[list[str]] = None,
-                   overwrite: bool = False) -> "Variable":
+    async def aset(cls, name: str, value: Any, tags: list[str] | None = None,
+                   overwrite: bool = False) -> Variable:
         return await asyncio.to_thread(cls.set, name, value, tags, overwrite)
 
     @classmethod

@@ -7,7 +7,8 @@ Exit codes: 0 success, 1 a not-found or failed operation (one line on stderr), 2
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import typer
 

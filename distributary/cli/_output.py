@@ -5,9 +5,9 @@ import contextlib
 import datetime as dt
 import enum
 import json
-import sys
 import uuid
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import typer
 
@@ -66,8 +66,8 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 def details(title: str, obj: Any) -> None:
     from rich.console import Console
-    from rich.pretty import Pretty
     from rich.panel import Panel
+    from rich.pretty import Pretty
 
     data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
     Console().print(Panel(Pretty(data), title=title))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Optional
 
 import typer
 
@@ -37,9 +36,9 @@ def flow_ls(limit: int = typer.Option(15, help="how many flows"), output: str = 
 
 
 @flow_run_app.command("ls")
-def flow_run_ls(flow_name: Optional[list[str]] = typer.Option(None, "--flow-name", help="only runs of this flow"),
-                state: Optional[list[str]] = typer.Option(None, "--state", help="state type (COMPLETED, FAILED, ...)"),
-                tag: Optional[list[str]] = typer.Option(None, "--tag", help="runs having every given tag"),
+def flow_run_ls(flow_name: list[str] | None = typer.Option(None, "--flow-name", help="only runs of this flow"),
+                state: list[str] | None = typer.Option(None, "--state", help="state type (COMPLETED, FAILED, ...)"),
+                tag: list[str] | None = typer.Option(None, "--tag", help="runs having every given tag"),
                 limit: int = typer.Option(15, help="how many runs"), output: str = OutputOpt) -> None:
     """List flow runs, newest first."""
     from ..schemas import filters as F
@@ -70,7 +69,7 @@ def flow_run_inspect(flow_run_id: str, output: str = OutputOpt) -> None:
 
 
 @flow_run_app.command("logs")
-def flow_run_logs(flow_run_id: str, tail: Optional[int] = typer.Option(None, "--tail", "-n",
+def flow_run_logs(flow_run_id: str, tail: int | None = typer.Option(None, "--tail", "-n",
                                                                        help="only the last N lines"),
                   output: str = OutputOpt) -> None:
     """Show the logs of a flow run (its task runs' logs included), oldest first."""
@@ -99,8 +98,8 @@ def flow_run_delete(flow_run_id: str) -> None:
 
 
 @task_run_app.command("ls")
-def task_run_ls(flow_run_id: Optional[str] = typer.Option(None, "--flow-run-id", help="only this flow run's"),
-                state: Optional[list[str]] = typer.Option(None, "--state", help="state type (COMPLETED, ...)"),
+def task_run_ls(flow_run_id: str | None = typer.Option(None, "--flow-run-id", help="only this flow run's"),
+                state: list[str] | None = typer.Option(None, "--state", help="state type (COMPLETED, ...)"),
                 limit: int = typer.Option(15, help="how many task runs"), output: str = OutputOpt) -> None:
     """List task runs, newest first."""
     from ..schemas import filters as F

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -32,7 +31,7 @@ def get(name: str) -> None:
 
 @app.command("set")
 def set_(name: str, value: str, overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing one"),
-         tag: Optional[list[str]] = typer.Option(None, "--tag")) -> None:
+         tag: list[str] | None = typer.Option(None, "--tag")) -> None:
     """Set variable NAME to VALUE (JSON; a bare word is taken as a string)."""
     from ..variables import Variable
 

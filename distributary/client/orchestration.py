@@ -40,7 +40,7 @@ class SyncDistributaryClient:
             self._storage = get_storage(self._url)
         return self._storage
 
-    def __enter__(self) -> "SyncDistributaryClient":
+    def __enter__(self) -> SyncDistributaryClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -149,7 +149,7 @@ def _make_async(name: str) -> Any:
     sync = getattr(SyncDistributaryClient, name)
 
     @functools.wraps(sync)
-    async def method(self: "DistributaryClient", *args: Any, **kwargs: Any) -> Any:
+    async def method(self: DistributaryClient, *args: Any, **kwargs: Any) -> Any:
         # database reads and writes block: run them off the event loop
         return await asyncio.to_thread(sync, self._sync, *args, **kwargs)
 
@@ -163,7 +163,7 @@ class DistributaryClient:
     def __init__(self, url: str | None = None):
         self._sync = SyncDistributaryClient(url)
 
-    async def __aenter__(self) -> "DistributaryClient":
+    async def __aenter__(self) -> DistributaryClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

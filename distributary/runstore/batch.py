@@ -59,7 +59,7 @@ class Batch:
             row[k] = None if row[k] is None else str(row[k])
         self.artifacts[aid] = row
 
-    def merge(self, other: "Batch") -> None:
+    def merge(self, other: Batch) -> None:
         self.flows.update(other.flows)
         self.flow_runs.update(other.flow_runs)
         self.task_runs.update(other.task_runs)
@@ -72,7 +72,7 @@ class Batch:
         return {f: getattr(self, f) for f in self.FIELDS}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Batch":
+    def from_dict(cls, d: dict[str, Any]) -> Batch:
         b = cls()
         for f in cls.FIELDS:
             if f in d:

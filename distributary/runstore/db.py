@@ -7,10 +7,10 @@ Every process on a machine opens the same SQLite file (`DISTRIBUTARY_HOME/runs.d
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -158,10 +158,9 @@ def upgrade(eng: Engine, revision: str = "head") -> None:
     rev = _check(eng)
     if rev == HEAD and revision == "head":
         return
-    from alembic.script import ScriptDirectory
-
-    from alembic.config import Config
     from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

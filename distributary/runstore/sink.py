@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..states import StateType
 from ..runs import ARTIFACT, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED, RunEvent
+from ..states import StateType
 from .batch import Batch, flow_id_for, result_ref_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk

@@ -18,7 +18,7 @@ from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
 from . import db
-from .batch import Batch, flow_id_for, result_ref_row
+from .batch import Batch, result_ref_row
 from .models import TABLES
 
 flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["task_run"]

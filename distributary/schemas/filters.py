@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,37 +13,37 @@ class FilterBase(BaseModel):
 
 
 class _IdAny(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class _NameAny(FilterBase):
-    any_: Optional[list[str]] = None
-    like_: Optional[str] = None
+    any_: list[str] | None = None
+    like_: str | None = None
 
 
 class _TagsAll(FilterBase):
-    all_: Optional[list[str]] = None
-    is_null_: Optional[bool] = None
+    all_: list[str] | None = None
+    is_null_: bool | None = None
 
 
 class _StateType(FilterBase):
-    any_: Optional[list[str]] = None
-    not_any_: Optional[list[str]] = None
+    any_: list[str] | None = None
+    not_any_: list[str] | None = None
 
 
 class _StateName(FilterBase):
-    any_: Optional[list[str]] = None
-    not_any_: Optional[list[str]] = None
+    any_: list[str] | None = None
+    not_any_: list[str] | None = None
 
 
 class _StateFilter(FilterBase):
-    type: Optional[_StateType] = None
-    name: Optional[_StateName] = None
+    type: _StateType | None = None
+    name: _StateName | None = None
 
 
 class _Time(FilterBase):
-    before_: Optional[dt.datetime] = None
-    after_: Optional[dt.datetime] = None
+    before_: dt.datetime | None = None
+    after_: dt.datetime | None = None
 
 
 FlowFilterId = FlowRunFilterId = TaskRunFilterId = ArtifactFilterId = _IdAny
@@ -57,88 +56,88 @@ FlowRunFilterStartTime = TaskRunFilterStartTime = _Time
 
 
 class FlowFilter(FilterBase):
-    id: Optional[_IdAny] = None
-    name: Optional[_NameAny] = None
+    id: _IdAny | None = None
+    name: _NameAny | None = None
 
 
 class FlowRunFilterParentFlowRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class FlowRunFilterFlowId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class FlowRunFilter(FilterBase):
-    id: Optional[_IdAny] = None
-    name: Optional[_NameAny] = None
-    tags: Optional[_TagsAll] = None
-    state: Optional[_StateFilter] = None
-    start_time: Optional[_Time] = None
-    flow_id: Optional[FlowRunFilterFlowId] = None
-    parent_flow_run_id: Optional[FlowRunFilterParentFlowRunId] = None
+    id: _IdAny | None = None
+    name: _NameAny | None = None
+    tags: _TagsAll | None = None
+    state: _StateFilter | None = None
+    start_time: _Time | None = None
+    flow_id: FlowRunFilterFlowId | None = None
+    parent_flow_run_id: FlowRunFilterParentFlowRunId | None = None
 
 
 class TaskRunFilterFlowRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
-    is_null_: Optional[bool] = None
+    any_: list[uuid.UUID] | None = None
+    is_null_: bool | None = None
 
 
 class TaskRunFilter(FilterBase):
-    id: Optional[_IdAny] = None
-    name: Optional[_NameAny] = None
-    tags: Optional[_TagsAll] = None
-    state: Optional[_StateFilter] = None
-    start_time: Optional[_Time] = None
-    flow_run_id: Optional[TaskRunFilterFlowRunId] = None
+    id: _IdAny | None = None
+    name: _NameAny | None = None
+    tags: _TagsAll | None = None
+    state: _StateFilter | None = None
+    start_time: _Time | None = None
+    flow_run_id: TaskRunFilterFlowRunId | None = None
 
 
 class LogFilterLevel(FilterBase):
-    ge_: Optional[int] = None
-    le_: Optional[int] = None
+    ge_: int | None = None
+    le_: int | None = None
 
 
 class LogFilterFlowRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class LogFilterTaskRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
-    is_null_: Optional[bool] = None
+    any_: list[uuid.UUID] | None = None
+    is_null_: bool | None = None
 
 
 class LogFilter(FilterBase):
-    level: Optional[LogFilterLevel] = None
-    timestamp: Optional[_Time] = None
-    flow_run_id: Optional[LogFilterFlowRunId] = None
-    task_run_id: Optional[LogFilterTaskRunId] = None
+    level: LogFilterLevel | None = None
+    timestamp: _Time | None = None
+    flow_run_id: LogFilterFlowRunId | None = None
+    task_run_id: LogFilterTaskRunId | None = None
 
 
 class ArtifactFilterKey(FilterBase):
-    any_: Optional[list[str]] = None
-    like_: Optional[str] = None
-    exists_: Optional[bool] = None
+    any_: list[str] | None = None
+    like_: str | None = None
+    exists_: bool | None = None
 
 
 class ArtifactFilterType(FilterBase):
-    any_: Optional[list[str]] = None
-    not_any_: Optional[list[str]] = None
+    any_: list[str] | None = None
+    not_any_: list[str] | None = None
 
 
 class ArtifactFilterFlowRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class ArtifactFilterTaskRunId(FilterBase):
-    any_: Optional[list[uuid.UUID]] = None
+    any_: list[uuid.UUID] | None = None
 
 
 class ArtifactFilter(FilterBase):
-    id: Optional[_IdAny] = None
-    key: Optional[ArtifactFilterKey] = None
-    type: Optional[ArtifactFilterType] = None
-    flow_run_id: Optional[ArtifactFilterFlowRunId] = None
-    task_run_id: Optional[ArtifactFilterTaskRunId] = None
+    id: _IdAny | None = None
+    key: ArtifactFilterKey | None = None
+    type: ArtifactFilterType | None = None
+    flow_run_id: ArtifactFilterFlowRunId | None = None
+    task_run_id: ArtifactFilterTaskRunId | None = None
 
 
 ArtifactCollectionFilter = ArtifactFilter
@@ -146,5 +145,5 @@ ArtifactCollectionFilterKey = ArtifactFilterKey
 
 
 class VariableFilter(FilterBase):
-    name: Optional[_NameAny] = None
-    tags: Optional[_TagsAll] = None
+    name: _NameAny | None = None
+    tags: _TagsAll | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,10 +17,10 @@ class ObjectBase(BaseModel):
 class State(ObjectBase):
     """One state of a run as recorded (the result itself stays in the result store: see `result_ref`)."""
     type: StateType
-    name: Optional[str] = None
-    message: Optional[str] = None
+    name: str | None = None
+    message: str | None = None
     timestamp: dt.datetime
-    result_ref: Optional[dict[str, Any]] = None
+    result_ref: dict[str, Any] | None = None
 
     def is_scheduled(self) -> bool:
         return self.type == StateType.SCHEDULED
@@ -60,20 +60,20 @@ class FlowRun(ObjectBase):
     id: uuid.UUID
     name: str
     flow_id: uuid.UUID
-    flow_version: Optional[str] = None
+    flow_version: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
-    parent_task_run_id: Optional[uuid.UUID] = None
-    parent_flow_run_id: Optional[uuid.UUID] = None
+    parent_task_run_id: uuid.UUID | None = None
+    parent_flow_run_id: uuid.UUID | None = None
     run_count: int = 0
-    expected_start_time: Optional[dt.datetime] = None
-    start_time: Optional[dt.datetime] = None
-    end_time: Optional[dt.datetime] = None
+    expected_start_time: dt.datetime | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
     total_run_time: dt.timedelta = dt.timedelta(0)
-    state: Optional[State] = None
-    state_type: Optional[StateType] = None
-    state_name: Optional[str] = None
-    created: Optional[dt.datetime] = None
+    state: State | None = None
+    state_type: StateType | None = None
+    state_name: str | None = None
+    created: dt.datetime | None = None
 
 
 class TaskRun(ObjectBase):
@@ -81,38 +81,38 @@ class TaskRun(ObjectBase):
     name: str
     task_key: str
     dynamic_key: str
-    cache_key: Optional[str] = None
-    flow_run_id: Optional[uuid.UUID] = None
+    cache_key: str | None = None
+    flow_run_id: uuid.UUID | None = None
     task_inputs: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     run_count: int = 0
-    start_time: Optional[dt.datetime] = None
-    end_time: Optional[dt.datetime] = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
     total_run_time: dt.timedelta = dt.timedelta(0)
-    state: Optional[State] = None
-    state_type: Optional[StateType] = None
-    state_name: Optional[str] = None
-    created: Optional[dt.datetime] = None
+    state: State | None = None
+    state_type: StateType | None = None
+    state_name: str | None = None
+    created: dt.datetime | None = None
 
 
 class Log(ObjectBase):
-    id: Optional[int] = None
+    id: int | None = None
     name: str
     level: int
     message: str
     timestamp: dt.datetime
-    flow_run_id: Optional[uuid.UUID] = None
-    task_run_id: Optional[uuid.UUID] = None
+    flow_run_id: uuid.UUID | None = None
+    task_run_id: uuid.UUID | None = None
 
 
 class Artifact(ObjectBase):
     id: uuid.UUID
-    key: Optional[str] = None
+    key: str | None = None
     type: str
-    description: Optional[str] = None
+    description: str | None = None
     data: Any = None
-    flow_run_id: Optional[uuid.UUID] = None
-    task_run_id: Optional[uuid.UUID] = None
+    flow_run_id: uuid.UUID | None = None
+    task_run_id: uuid.UUID | None = None
     created: dt.datetime
     updated: dt.datetime
 
@@ -133,5 +133,5 @@ class Variable(ObjectBase):
 
 class OrchestrationResult(ObjectBase):
     """What `set_flow_run_state` returns: the state now in effect and whether the proposal was accepted."""
-    state: Optional[State] = None
+    state: State | None = None
     status: str = "ACCEPT"

@@ -5,8 +5,16 @@ import time
 import uuid
 
 from distributary import states as S
-from distributary.runs import (ARTIFACT, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED,
-                               FlowRun, TaskRun)
+from distributary.runs import (
+    ARTIFACT,
+    FLOW_RUN_CREATED,
+    LOG,
+    RUN_FINISHED,
+    STATE_CHANGED,
+    TASK_RUNS_CREATED,
+    FlowRun,
+    TaskRun,
+)
 
 
 def new_flow_run(flow_name: str = "etl", tags=("nightly",), parameters=None) -> FlowRun:

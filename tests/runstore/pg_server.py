@@ -37,16 +37,18 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--no-sync"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-        self.proc = subprocess.Popen(
-            _as_postgres([str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100"]),
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "server.log", "wb"))
+        with open(self.dir / "server.log", "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                _as_postgres([str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k",
+                              str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+                              "max_connections=100"]),
+                stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -4,8 +4,15 @@ from __future__ import annotations
 import pytest
 
 from distributary import flow, task
-from distributary.artifacts import (Artifact, create_image_artifact, create_link_artifact, create_markdown_artifact,
-                                    create_progress_artifact, create_table_artifact, update_progress_artifact)
+from distributary.artifacts import (
+    Artifact,
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from distributary.client.orchestration import get_client
 from distributary.engine import transitions
 from distributary.errors import ArtifactError

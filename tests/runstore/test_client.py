@@ -9,8 +9,15 @@ from events import flow_with_tasks
 
 from distributary.client.orchestration import get_client
 from distributary.client.schemas.actions import VariableCreate
-from distributary.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
-                                                 FlowRunFilterStateType, LogFilter, LogFilterFlowRunId)
+from distributary.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from distributary.client.schemas.objects import FlowRun
 from distributary.client.schemas.sorting import FlowRunSort
 from distributary.engine import transitions
@@ -56,7 +63,7 @@ def test_sync_client_reads_runs_task_runs_logs(recorded):
         assert {t.id for t in task_runs} == {t.id for t in trs}
         assert client.read_task_run(trs[1].id).name == "add-1"
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[fr.id])))
-        assert [l.message for l in logs] == ["hello", "flow says"]
+        assert [rec.message for rec in logs] == ["hello", "flow says"]
         assert len(client.read_flow_runs(limit=2)) == 2 and len(client.read_flow_runs(limit=2, offset=2)) == 1
         with pytest.raises(ObjectNotFound):
             client.read_flow_run(uuid.uuid4())

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from events import flow_with_tasks
 
 from distributary.runstore.sink import RunStoreSink

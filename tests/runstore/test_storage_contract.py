@@ -62,9 +62,9 @@ class TestRunStorage:
         fr, trs, ev = flow_with_tasks(3)
         record(storage, ev, tmp_path)
         logs = storage.read_logs(F.LogFilter(flow_run_id=F.LogFilterFlowRunId(any_=[fr.id])))
-        assert [(l.message, l.task_run_id) for l in logs] == [("hello", trs[0].id), ("flow says", None)]
+        assert [(rec.message, rec.task_run_id) for rec in logs] == [("hello", trs[0].id), ("flow says", None)]
         errors = storage.read_logs(F.LogFilter(level=F.LogFilterLevel(ge_=40)))
-        assert [l.message for l in errors] == ["flow says"]
+        assert [rec.message for rec in errors] == ["flow says"]
 
     def test_keyed_artifacts_keep_every_version(self, storage, tmp_path):
         record(storage, [artifact_event("report", "# v1", created=1000.0), artifact_event("report", "# v2",

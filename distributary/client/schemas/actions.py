@@ -1,7 +1,7 @@
 """Prefect's `prefect.client.schemas.actions` models the client accepts."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -9,10 +9,10 @@ from pydantic import BaseModel, Field
 class VariableCreate(BaseModel):
     name: str
     value: Any = None
-    tags: Optional[list[str]] = Field(default=None)
+    tags: list[str] | None = Field(default=None)
 
 
 class VariableUpdate(BaseModel):
-    name: Optional[str] = None
+    name: str | None = None
     value: Any = None
-    tags: Optional[list[str]] = None
+    tags: list[str] | None = None
