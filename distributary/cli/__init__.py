@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # recent Typer vendors click
         from typer._click.exceptions import ClickException
     except ImportError:  # pragma: no cover - older Typer on click
-        from click.exceptions import ClickException
+        from click.exceptions import ClickException  # type: ignore[assignment]
     from typer import Abort
 
     from ..errors import DistributaryError
