@@ -1,7 +1,10 @@
 """Rows on their way to the run store (no SQLAlchemy here: the sink builds batches before the database is open)."""
 from __future__ import annotations
 
+import functools
+import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 FLOW_NAMESPACE = uuid.UUID("6f1d2c0e-4d8a-4c1b-9f0e-2f2b8a1f5d11")
@@ -78,3 +81,77 @@ class Batch:
             if f in d:
                 setattr(b, f, d[f])
         return b
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bulk statements: one SQL text for SQLite and PostgreSQL, run by the driver's executemany
+# ---------------------------------------------------------------------------------------------------------------
+# The JSON columns of each table (JSON values are encoded here, once). A test checks this against models.py.
+JSON_COLUMNS: dict[str, frozenset[str]] = {
+    "flow": frozenset(),
+    "flow_run": frozenset({"parameters", "tags", "result_ref"}),
+    "task_run": frozenset({"task_inputs", "tags", "result_ref", "state_history"}),
+    "run_state": frozenset({"result_ref"}),
+    "log": frozenset(),
+    "artifact": frozenset({"data"}),
+    "variable": frozenset({"value", "tags"}),
+}
+# table -> (how: "insert" | "upsert" | "ignore"), in the order a batch is written
+WRITE_ORDER = (("flow", "flows", "ignore"), ("flow_run", "flow_runs", "upsert"), ("task_run", "task_runs", "upsert"),
+               ("run_state", "states", "insert"), ("log", "logs", "insert"), ("artifact", "artifacts", "upsert"))
+KEEP_ON_UPSERT = ("created",)
+
+
+@functools.lru_cache(maxsize=128)
+def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str) -> str:
+    """INSERT, INSERT ... ON CONFLICT (id) DO NOTHING, or an upsert keeping `created`."""
+    mark = "%s" if dialect == "postgresql" else "?"
+    json_cols = JSON_COLUMNS[table]
+    values = ", ".join(f"CAST({mark} AS JSON)" if k in json_cols and dialect == "postgresql" else mark for k in keys)
+    sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES ({values})"
+    if how == "upsert":
+        sets = ", ".join(f"{k} = excluded.{k}" for k in keys if k != "id" and k not in KEEP_ON_UPSERT)
+        sql += f" ON CONFLICT (id) DO UPDATE SET {sets}" if sets else " ON CONFLICT (id) DO NOTHING"
+    elif how == "ignore":
+        sql += " ON CONFLICT (id) DO NOTHING"
+    return sql
+
+
+def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
+                    how: str) -> list[tuple[str, list[Any]]]:
+    """(sql, parameter rows) pairs for `rows` (grouped by their columns; JSON values encoded)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:  # every row of one executemany must have the same columns
+        groups.setdefault(tuple(r), []).append(r)
+    out = []
+    dumps = json.dumps
+    for keys, group in groups.items():
+        json_at = [i for i, k in enumerate(keys) if k in JSON_COLUMNS[table]]
+        params: list[Any]
+        if json_at:
+            params = []
+            for r in group:
+                vals = list(r.values())
+                for i in json_at:
+                    if vals[i] is not None:
+                        vals[i] = dumps(vals[i])
+                params.append(vals)
+        else:
+            params = [tuple(r.values()) for r in group]
+        out.append((bulk_sql(dialect, table, keys, how), params))
+    return out
+
+
+def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
+    """Run a batch's statements on a DB-API cursor inside the caller's transaction."""
+    for table, field, how in WRITE_ORDER:
+        rows = getattr(batch, field)
+        if rows:
+            for sql, params in bulk_statements(dialect, table, list(rows.values()) if isinstance(rows, dict)
+                                               else rows, how):
+                cursor.executemany(sql, params)
+    if batch.artifact_updates:
+        mark = "%s" if dialect == "postgresql" else "?"
+        data = f"CAST({mark} AS JSON)" if dialect == "postgresql" else mark
+        cursor.executemany(f"UPDATE artifact SET data = {data}, updated = {mark} WHERE id = {mark}",
+                           [(json.dumps(u["data"]), u["updated"], u["id"]) for u in batch.artifact_updates.values()])

@@ -18,29 +18,13 @@ from sqlalchemy.engine import Engine
 
 from .. import settings
 from ..errors import RunStoreError, RunStoreRevisionError
+from .urls import HEAD, database_url, normalize_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0003_task_run_state_history"  # the newest revision in migrations/versions (a test checks it)
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
-
-
-def database_url() -> str:
-    """The run store's URL: the setting, or the SQLite file under DISTRIBUTARY_HOME."""
-    url = settings.get("API_DATABASE_CONNECTION_URL")
-    if url:
-        return normalize_url(url)
-    return f"sqlite:///{settings.get('HOME') / 'runs.db'}"
-
-
-def normalize_url(url: str) -> str:
-    """Map Prefect-style URLs to the drivers installed here (postgresql+asyncpg:// -> postgresql+psycopg://)."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 def redact(url: str) -> str:

@@ -113,9 +113,9 @@ class RunStoreSink:
     # -- the writer ------------------------------------------------------------------------------------------
     def storage(self) -> Any:
         if self._storage is None:
-            from .storage import get_storage
+            from .sqlite_writer import open_writer
 
-            self._storage = get_storage(self._url)
+            self._storage = open_writer(self._url)
         return self._storage
 
     def _where(self) -> str:
@@ -123,6 +123,8 @@ class RunStoreSink:
             eng = getattr(self._storage, "engine", None)
             if eng is not None:
                 return eng.url.render_as_string(hide_password=True)
+            if getattr(self._storage, "url", None):
+                return str(self._storage.url)
             from .db import database_url, redact
 
             return redact(self._url or database_url())

@@ -3,8 +3,6 @@ implementation for SQLite and PostgreSQL (SQLAlchemy Core statements, bulk write
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -18,12 +16,11 @@ from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
 from . import db
-from .batch import Batch, result_ref_row
+from .batch import Batch, result_ref_row, write_batch
 from .models import TABLES
 
 flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["task_run"]
 state_t, log_t, artifact_t, variable_t = TABLES["run_state"], TABLES["log"], TABLES["artifact"], TABLES["variable"]
-_JSON_COLUMNS = {name: frozenset(c.name for c in t.columns if isinstance(c.type, sa.JSON)) for name, t in TABLES.items()}
 
 
 class RunStorage(Protocol):
@@ -121,67 +118,20 @@ class SqlRunStorage:
         self.dialect = self.engine.dialect.name
 
     # -- writes ------------------------------------------------------------------------------------------
-    # Bulk writes go straight to the driver's executemany with one SQL text for both backends (an INSERT, or an
-    # INSERT ... ON CONFLICT (id) DO UPDATE upsert): SQLAlchemy's per-row parameter processing would cost more
-    # than the database itself on 10^5-row batches. JSON values are encoded once here.
-    def _bulk(self, conn: sa.Connection, table: Any, rows: Sequence[dict[str, Any]], upsert: bool = False,
-              keep: Sequence[str] = ("created",), ignore: bool = False) -> None:
-        if not rows:
-            return
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for r in rows:  # every row of one executemany must have the same columns
-            groups.setdefault(tuple(r), []).append(r)
-        cur = conn.connection.driver_connection.cursor()
-        try:
-            for keys, group in groups.items():
-                sql = self._bulk_sql(table.name, keys, upsert, tuple(keep), ignore)
-                json_at = [i for i, k in enumerate(keys) if k in _JSON_COLUMNS[table.name]]
-                if json_at:
-                    dumps = json.dumps
-                    params = []
-                    for r in group:
-                        vals = list(r.values())
-                        for i in json_at:
-                            if vals[i] is not None:
-                                vals[i] = dumps(vals[i])
-                        params.append(vals)
-                else:
-                    params = [tuple(r.values()) for r in group]
-                cur.executemany(sql, params)
-        finally:
-            cur.close()
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - a handful of statements per storage
-    def _bulk_sql(self, table: str, keys: tuple[str, ...], upsert: bool, keep: tuple[str, ...],
-                  ignore: bool) -> str:
-        mark = "%s" if self.dialect == "postgresql" else "?"
-        json_cols = _JSON_COLUMNS[table]
-        values = ", ".join(f"CAST({mark} AS JSON)" if k in json_cols and self.dialect == "postgresql" else mark
-                           for k in keys)
-        sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES ({values})"
-        if upsert:
-            sets = ", ".join(f"{k} = excluded.{k}" for k in keys if k != "id" and k not in keep)
-            sql += f" ON CONFLICT (id) DO UPDATE SET {sets}" if sets else " ON CONFLICT (id) DO NOTHING"
-        elif ignore:
-            sql += " ON CONFLICT (id) DO NOTHING"
-        return sql
+    def write(self, batch: Batch) -> None:
+        """Write a batch in one transaction: a few bulk statements per table, through the driver's executemany
+        with one SQL text for both backends (`batch.write_batch`); SQLAlchemy's per-row parameter processing
+        would cost more than the database itself on 10^5-row batches."""
+        with self.engine.begin() as conn:
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                write_batch(cur, self.dialect, batch)
+            finally:
+                cur.close()
 
     def _read(self) -> sa.Connection:
         """A connection for reading: on SQLite it does not take the write lock (see `db._create_engine`)."""
         return self.engine.connect().execution_options(distributary_read=True)
-
-    def write(self, batch: Batch) -> None:
-        """Write a batch in one transaction (bulk statements: a few per table)."""
-        with self.engine.begin() as conn:
-            self._bulk(conn, flow_t, list(batch.flows.values()), ignore=True)
-            self._bulk(conn, flow_run_t, list(batch.flow_runs.values()), upsert=True)
-            self._bulk(conn, task_run_t, list(batch.task_runs.values()), upsert=True)
-            self._bulk(conn, state_t, batch.states)
-            self._bulk(conn, log_t, batch.logs)
-            self._bulk(conn, artifact_t, list(batch.artifacts.values()), upsert=True)
-            for upd in batch.artifact_updates.values():
-                conn.execute(sa.update(artifact_t).where(artifact_t.c.id == upd["id"]).values(
-                    data=upd["data"], updated=upd["updated"]))
 
     # -- flows -------------------------------------------------------------------------------------------
     def read_flows(self, flow_filter: F.FlowFilter | None = None, sort: S.FlowSort | None = None,

@@ -97,3 +97,14 @@ def test_task_runs_recorded_before_0003_keep_their_state_rows(store_url):
     assert [s.type for s in storage.read_states(tid)] == ["PENDING", "RUNNING", "COMPLETED"]
     assert storage.count_states() == 3
     eng.dispose()
+
+
+def test_the_writer_knows_the_json_columns_of_the_models():
+    import sqlalchemy as sa
+
+    from distributary.runstore.batch import JSON_COLUMNS
+    from distributary.runstore.models import TABLES
+
+    from_models = {name: frozenset(c.name for c in t.columns if isinstance(c.type, sa.JSON))
+                   for name, t in TABLES.items()}
+    assert from_models == JSON_COLUMNS

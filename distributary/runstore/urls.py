@@ -1,0 +1,31 @@
+"""Where the run store is and which schema revision this code writes (no SQLAlchemy here: the sink reads them
+before deciding whether it needs SQLAlchemy at all)."""
+from __future__ import annotations
+
+from .. import settings
+
+HEAD = "0003_task_run_state_history"  # the newest revision in migrations/versions (a test checks it)
+
+
+def database_url() -> str:
+    """The run store's URL: the setting, or the SQLite file under DISTRIBUTARY_HOME."""
+    url = settings.get("API_DATABASE_CONNECTION_URL")
+    if url:
+        return normalize_url(url)
+    return f"sqlite:///{settings.get('HOME') / 'runs.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Map Prefect-style URLs to the drivers installed here (postgresql+asyncpg:// -> postgresql+psycopg://)."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a `sqlite:///path` URL (None for other URLs and in-memory databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
