@@ -22,7 +22,7 @@ from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
 from .runs import FlowRun, flow_run_name, get_recorder
 from .states import State
-from .tasks import Binder, _check_hooks, check_retry_options, check_timeout
+from .tasks import Binder, _check_hooks, check_retry_options, check_timeout, bind_method, rewrap_method, unwrap_method
 
 R = TypeVar("R")
 
@@ -43,6 +43,7 @@ class Flow(Generic[R]):
                  log_prints: bool | None = None, on_completion: Any = None, on_failure: Any = None,
                  on_cancellation: Any = None, on_crashed: Any = None, on_running: Any = None,
                  isolation_level: Any = None):
+        fn, self._method_kind = unwrap_method(fn)
         if not callable(fn):
             raise TypeError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
@@ -87,7 +88,7 @@ class Flow(Generic[R]):
                             f"valid: {', '.join(self._OPTION_NAMES)}")
         opts = {k: getattr(self, k) for k in self._OPTION_NAMES}
         opts.update(changes)
-        return Flow(self.fn, **opts)
+        return Flow(rewrap_method(self), **opts)
 
     # -- parameters -------------------------------------------------------------------------------------------
     def validate(self, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +133,9 @@ class Flow(Generic[R]):
         out: list[Any] = []
         state = _drive_sync(_flow_steps(self, params, out), self)
         return state if return_state else _flow_result(state, out)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return bind_method(self, instance, owner)
 
     def _make_runner(self) -> TaskRunner:
         spec = self.task_runner or settings.get("TASK_RUNNER")

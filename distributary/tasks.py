@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import types
 from collections.abc import Callable, Iterable
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
@@ -54,6 +55,43 @@ def check_timeout(owner: str, timeout_seconds: Any) -> float | None:
     if not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0:
         raise ConfigurationError(f"{owner}: timeout_seconds must be a number > 0, got {timeout_seconds!r}.")
     return float(timeout_seconds)
+
+
+def unwrap_method(fn: Any) -> tuple[Any, str | None]:
+    """(function, kind) for a function, a staticmethod ("static") or a classmethod ("class")."""
+    if isinstance(fn, staticmethod):
+        return fn.__func__, "static"
+    if isinstance(fn, classmethod):
+        return fn.__func__, "class"
+    return fn, None
+
+
+def rewrap_method(obj: Any) -> Any:
+    """The function as it was decorated (for `with_options` copies)."""
+    kind = obj._method_kind
+    return classmethod(obj.fn) if kind == "class" else staticmethod(obj.fn) if kind == "static" else obj.fn
+
+
+def bind_method(obj: Any, instance: Any, owner: Any) -> Any:
+    """The descriptor protocol for tasks and flows defined in classes (as in Prefect 3): a classmethod binds the
+    class, a plain function accessed on an instance binds the instance, a staticmethod binds nothing."""
+    kind = obj._method_kind
+    if kind == "class":
+        target = owner if owner is not None else type(instance)
+    elif kind == "static" or instance is None:
+        return obj
+    else:
+        target = instance
+    bound = object.__new__(type(obj))  # not copy.copy: it would go through __reduce__ and rebuild
+    bound.__dict__.update(obj.__dict__)
+    bound.fn = types.MethodType(obj.fn, target)
+    bound._method_kind = "bound"
+    bound._binder = Binder(bound.fn)
+    if hasattr(bound, "_invoke"):
+        bound._invoke = bound._binder.invoke
+    if hasattr(bound, "_adapters"):
+        bound._adapters = None
+    return bound
 
 
 class Binder:
@@ -133,6 +171,7 @@ class Task(Generic[R]):
                  on_completion: Any = None, on_failure: Any = None, on_running: Any = None,
                  on_commit: Any = None, on_rollback: Any = None,
                  retry_condition_fn: Callable[..., bool] | None = None, viz_return_value: Any = None):
+        fn, self._method_kind = unwrap_method(fn)
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
         self.fn = fn
@@ -195,7 +234,10 @@ class Task(Generic[R]):
                             f"valid: {', '.join(self._OPTION_NAMES)}")
         opts = self._options()
         opts.update(changes)
-        return Task(self.fn, **opts)
+        return Task(rewrap_method(self), **opts)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return bind_method(self, instance, owner)
 
     def _options(self) -> dict[str, Any]:
         opts = {k: getattr(self, k) for k in self._OPTION_NAMES}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import types
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 run_hook(hook, task, run, running)
             call.returned = S.UNSET
             try:
-                value = yield (CALL, params)
+                value = _consume((yield (CALL, params)))
                 call.returned = value
                 final = core.state_from_return(value)
                 if final is None:
@@ -112,6 +113,18 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
 def _serializable(opts: caching.ResultOptions) -> bool:
     iso = opts.isolation
     return iso is not None and str(getattr(iso, "value", iso)).upper() == "SERIALIZABLE"
+
+
+def _consume(value: Any) -> Any:
+    """A generator a task returned is consumed into a list (its values are the task's result)."""
+    if isinstance(value, types.GeneratorType):
+        return list(value)
+    if inspect.isasyncgen(value):
+        async def collect() -> list[Any]:
+            return [v async for v in value]
+
+        return run_coro_sync(collect())
+    return value
 
 
 def _lock(opts: caching.ResultOptions, key: str, run: TaskRun) -> Any:
