@@ -79,6 +79,11 @@ class MissingResult(DistributaryError, LookupError):
     """A persisted result does not exist (any more) at the place a reference points to."""
 
 
+class CorruptResult(ResultStoreError):
+    """A persisted result's data does not match its record (size or checksum): it is damaged or incomplete.
+    A cache lookup treats it as a miss (with a warning) and recomputes; a direct load raises it."""
+
+
 class CacheKeyError(DistributaryError, TypeError):
     """A cache key could not be computed from a task's inputs."""
 

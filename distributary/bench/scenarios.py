@@ -217,10 +217,11 @@ def _cache(where: str) -> tuple[Callable, Callable]:
             store = resolve_store(url, storage_options=options or None)
             _on(cached_fanout_flow, backend)(n, store)  # fill the cache (not timed)
             fs = store.fs
-            paths = sorted(p for p in fs.find(store.base_path)
-                           if not p.endswith(".meta.json") and "/.locks/" not in p)
+            # Small results live inside their records: one file per result, which the raw side reads too.
+            paths = sorted(p for p in fs.find(store.base_path) if "/.locks/" not in p)
             if len(paths) != n:
-                raise RuntimeError(f"The cache run wrote {len(paths)} results for {n} tasks in {store.url}.")
+                raise RuntimeError(f"The cache run wrote {len(paths)} files for {n} tasks in {store.url} (expected "
+                                   "one record per result, each holding its small value).")
             opts = json.dumps(options, sort_keys=True)
             ctx._prepared[key] = (store, [(protocol, opts, p) for p in paths])
         return ctx._prepared[key]

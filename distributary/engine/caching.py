@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import settings
 from .. import states as S
-from ..errors import DistributaryError, MissingResult, ResultStoreError, SerializationError
+from ..errors import CorruptResult, DistributaryError, MissingResult, ResultStoreError, SerializationError
 from ..states import State
 
 if TYPE_CHECKING:
@@ -152,8 +152,9 @@ def format_storage_key(template: str, ctx: "TaskRunContext") -> str:
 
 
 def lookup(opts: ResultOptions, key: str) -> State | None:
-    """A Cached state if the store has an unexpired result under `key`, else None. Unreadable or corrupt
-    entries are misses (the store warns)."""
+    """A Cached state if the store has an unexpired result under `key`, else None. Unreadable records, and
+    data that is gone or does not match its record, are misses with a warning naming the key (the run then
+    recomputes and overwrites the entry)."""
     if opts.refresh_cache or opts.cache_policy is None and not opts.storage_key:
         return None
     store = opts.store()
@@ -168,6 +169,10 @@ def lookup(opts: ResultOptions, key: str) -> State | None:
     except MissingResult as exc:
         log.warning("Cache entry %r in %s has a record but no readable data (%s); recomputing.", key, store.url,
                     exc)
+        return None
+    except CorruptResult as exc:
+        log.warning("Cache entry %r in %s does not match its record (%s); treating it as a miss, recomputing "
+                    "and overwriting it.", key, store.url, exc)
         return None
     return S.Cached(data=value, result_ref=ref)
 

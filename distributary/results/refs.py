@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
-
-META_SUFFIX = ".meta.json"
+from .records import META_SUFFIX, shard
 
 
 @dataclass(frozen=True)
@@ -26,12 +25,13 @@ class ResultRef:
 
     @property
     def url(self) -> str:
-        """The URL of the data."""
+        """The result's logical URL, `<store URL>/<key>` (the same in every store format; `load()` takes it)."""
         return f"{self.store_url}/{self.key}"
 
     @property
     def record_url(self) -> str:
-        return self.url + META_SUFFIX
+        """The URL of the result's record (format 2 layout: `<store URL>/<shard>/<key>.meta.json`)."""
+        return f"{self.store_url}/{shard(self.key)}/{self.key}{META_SUFFIX}"
 
     def store(self) -> Any:
         from .store import store_for_ref
@@ -47,9 +47,11 @@ class ResultRef:
 
 
 def load(ref_or_url: "ResultRef | str", storage_options: dict[str, Any] | None = None) -> Any:
-    """Load a result from a `ResultRef`, or from the URL of its data (or of its `.meta.json` record).
+    """Load a result from a `ResultRef`, or from a URL: its logical URL `<store URL>/<key>` (`ResultRef.url`,
+    the same in every store format) or the URL of its `.meta.json` record in either layout.
 
-    The store is taken to be the folder holding the data; for keys with "/" in them pass the ResultRef instead.
+    The store is taken to be the folder holding the key (less the two shard folders of a format 2 record URL);
+    for keys with "/" in them pass the ResultRef instead.
     """
     if isinstance(ref_or_url, ResultRef):
         return ref_or_url.load()
@@ -59,4 +61,6 @@ def load(ref_or_url: "ResultRef | str", storage_options: dict[str, Any] | None =
     store_url, sep, key = url.rstrip("/").rpartition("/")
     if not sep or not key:
         raise ConfigurationError(f"{ref_or_url!r} is not the URL of a result (expected <store URL>/<key>).")
+    if ref_or_url.endswith(META_SUFFIX) and store_url.endswith("/" + shard(key)):
+        store_url = store_url[: -len(shard(key)) - 1]  # a format 2 record: <store>/<ab>/<cd>/<key>.meta.json
     return ResultRef(store_url or "/", key, dict(storage_options or {})).load()

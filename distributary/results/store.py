@@ -1,15 +1,22 @@
 """`ResultStore`: persisted results under one fsspec URL, and `resolve_store` to get one (cached per process).
 
-Layout under the store's base URL:
+Layout under the store's base URL (format 2; `shard(key)` is two levels of hash prefix, e.g. `3f/a9`):
 
-    {base}/{key}                 the data: the bytes a serializer produced
-    {base}/{key}.meta.json       the record: small JSON metadata (`ResultRecord`), written after the data
-    {base}/.locks/{key}.lock     a lease on the key (`ResultStore.lease`)
+    {base}/{shard}/{key}.meta.json          the record: small JSON (`ResultRecord`); a result of at most
+                                            `INLINE_MAX` (64 KiB) serialized bytes is inside it
+    {base}/{shard}/{key}.{unique}.data      the data of a larger result, under a name used once
+    {base}/.locks/{key}.lock                a lease on the key (`ResultStore.lease`)
 
-Data goes first, then the record, each atomically, so a record never describes half-written data; a cache
-check reads only the record. A data file without a record is invisible (a writer died between the two).
-When a result is overwritten, a reader may see the old record with the new data for a moment: the size and
-CRC32 checks catch it and the read is retried with the new record.
+Format 1 stores (`{base}/{key}.meta.json` beside the data `{base}/{key}`) stay readable: a lookup that finds no
+format 2 record reads the flat one.
+
+Writing: the data object first (fresh name, nobody reads it yet), then the record, atomically: the record write
+is the commit. An interrupted write or overwrite leaves the previous record and its data intact (and at most an
+unreferenced data object). After the commit the superseded data object is deleted; a reader that still held
+the old record finds its data gone, re-reads the record and loads the new result.
+
+Reading verifies the size and the XXH3-64 checksum of every data byte (format 1: its sampled CRC32) before the
+serializer sees them; a mismatch is `CorruptResult` (a cache lookup turns it into a miss with a warning).
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import json
 import os
 import threading
 import time
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -26,17 +34,17 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .. import settings
-from ..errors import ConfigurationError, DistributaryError, MissingDependencyError, MissingResult, ResultStoreError
+from ..errors import (ConfigurationError, CorruptResult, DistributaryError, MissingDependencyError, MissingResult,
+                      ResultStoreError)
 from ..integrations import storage as storage_glue
 from ..serializers import Serializer, get_serializer
-from .backends import FsspecBackend, LocalBackend, crc32_hex
-from .records import ResultRecord, utcnow
+from .backends import FsspecBackend, LocalBackend, checksum_matches
+from .records import DATA_SUFFIX, INLINE_MAX, META_SUFFIX, ResultRecord, shard, utcnow
 from .refs import ResultRef
 
 if TYPE_CHECKING:
     from .locks import Lease
 
-META_SUFFIX = ".meta.json"
 LOCKS_DIR = ".locks"
 _READ_RETRIES = 3
 
@@ -79,17 +87,33 @@ class ResultStore:
         return hash(self.url)
 
     # -- locations ------------------------------------------------------------------------------------------------
-    def path(self, key: str) -> str:
-        """The data path of `key` inside the file system."""
+    def record_path(self, key: str) -> str:
+        """The path of `key`'s (format 2) record inside the file system."""
         _check_key(key)
-        return f"{self.base_path}/{key}"
+        return f"{self.base_path}/{shard(key)}/{key}{META_SUFFIX}"
+
+    def data_path(self, record: ResultRecord) -> str | None:
+        """The path of the data object a record points to (None: the data is inside the record)."""
+        if record.inline is not None:
+            return None
+        if record.version < 2:
+            return f"{self.base_path}/{record.key}"
+        return f"{self.base_path}/{record.data_path}"
 
     def data_url(self, key: str) -> str:
+        """The logical URL of `key`'s result (`ResultRef.url`): `load()` resolves it in either layout."""
         _check_key(key)
         return f"{self.url}/{key}"
 
     def record_url(self, key: str) -> str:
-        return self.data_url(key) + META_SUFFIX
+        _check_key(key)
+        return f"{self.url}/{shard(key)}/{key}{META_SUFFIX}"
+
+    def _path_url(self, path: str) -> str:
+        return self.url + path[len(self.base_path):]
+
+    def _legacy_record_path(self, key: str) -> str:
+        return f"{self.base_path}/{key}{META_SUFFIX}"
 
     def lock_path(self, key: str) -> str:
         _check_key(key)
@@ -104,66 +128,113 @@ class ResultStore:
     # -- results --------------------------------------------------------------------------------------------------
     def write(self, key: str, value: Any, serializer: str | Mapping[str, Any] | Serializer | None = None, *,
               expiration: dt.datetime | dt.timedelta | float | None = None, task_identity: Any = None) -> ResultRef:
-        """Persist `value` under `key` (data first, then its record; each atomic) and return a `ResultRef`.
+        """Persist `value` under `key` and return a `ResultRef`: the data (inside the record when it is at most
+        `INLINE_MAX` bytes, else in a fresh object), then the record, atomically (the commit), then the
+        superseded data object is deleted.
 
         `serializer` is a name, spec or instance (default: the DISTRIBUTARY_RESULTS_DEFAULT_SERIALIZER setting).
         `expiration` is an absolute datetime, or a timedelta / seconds from now. Raises `SerializationError` for
         a value the serializer cannot handle and `ResultStoreError` when the store cannot be written.
         """
         serializer = get_serializer(serializer or settings.get("RESULTS_DEFAULT_SERIALIZER"))
-        path = self.path(key)
-        size, crc = self._io("write", self.data_url(key), self._backend.write_data, path, serializer, value)
-        record = ResultRecord(key=key, data_url=self.data_url(key), serializer=serializer.to_spec(), size=size,
-                              checksum=crc32_hex(crc), created=utcnow(), expiration=_expiration(expiration),
-                              task_identity=task_identity)
-        self._io("write", self.record_url(key), self._backend.write, path + META_SUFFIX, record.to_json())
+        record_path = self.record_path(key)
+        data_name = f"{shard(key)}/{key}.{uuid.uuid4().hex[:16]}{DATA_SUFFIX}"
+        data_path = f"{self.base_path}/{data_name}"
+        size, digest, inline = self._io("write", self._path_url(data_path), self._backend.write_data, data_path,
+                                        serializer, value, INLINE_MAX)
+        record = ResultRecord(key=key, data_url=None if inline is not None else self._path_url(data_path),
+                              serializer=serializer.to_spec(), size=size, checksum=digest, created=utcnow(),
+                              expiration=_expiration(expiration), task_identity=task_identity, inline=inline,
+                              data_path=None if inline is not None else data_name)
+        previous = self._read_record_at(key, record_path, quiet=True)
+        self._io("write", self._path_url(record_path), self._backend.write, record_path, record.to_json())
+        if isinstance(previous, ResultRecord):
+            old = self.data_path(previous)
+            if old is not None and old != data_path:
+                self._delete_quietly(old)
         return self.ref(key)
 
     def read_record(self, key: str) -> ResultRecord | None:
-        """The record of `key` (one small read), or None when there is none. A record that cannot be parsed
-        is reported with a warning and treated as absent (a cache miss)."""
-        url = self.record_url(key)
+        """The record of `key` (one small read; a second one for stores written in the flat format 1 layout), or
+        None when there is none. A record that cannot be parsed is reported with a warning and treated as absent
+        (a cache miss)."""
+        record = self._read_record_at(key, self.record_path(key))
+        if record is None:  # not there (an unreadable one is _UNREADABLE): perhaps a format 1 store
+            record = self._read_record_at(key, self._legacy_record_path(key), legacy=True)
+        return record if isinstance(record, ResultRecord) else None
+
+    def _read_record_at(self, key: str, path: str, legacy: bool = False, quiet: bool = False) -> Any:
+        url = self._path_url(path)
         try:
-            raw = self._io("read", url, self._backend.read, self.path(key) + META_SUFFIX)
+            raw = self._io("read", url, self._backend.read, path)
         except FileNotFoundError:
             return None
         try:
             record = ResultRecord.from_json(raw)
         except ValueError as exc:
-            warnings.warn(f"Ignoring the unreadable result record {url}: {exc}. Treating it as a cache miss; the "
-                          "next write of this key replaces it.", RuntimeWarning, stacklevel=2)
-            return None
+            if not quiet:
+                warnings.warn(f"Ignoring the unreadable result record {url}: {exc}. Treating it as a cache miss; "
+                              "the next write of this key replaces it.", RuntimeWarning, stacklevel=3)
+            return _UNREADABLE
         if record.key != key:
-            warnings.warn(f"Ignoring the result record {url}: it is for key {record.key!r}, not {key!r} (copied "
-                          "from elsewhere?). Treating it as a cache miss.", RuntimeWarning, stacklevel=2)
+            if not (legacy or quiet):  # a flat key such as "ab/cd/x" can meet the sharded record of key "x"
+                warnings.warn(f"Ignoring the result record {url}: it is for key {record.key!r}, not {key!r} "
+                              "(copied from elsewhere?). Treating it as a cache miss.", RuntimeWarning,
+                              stacklevel=3)
             return None
         return record
 
     def read_value(self, record: ResultRecord) -> Any:
-        """Load the value a record describes. Raises `MissingResult` when the data is gone and `ResultStoreError`
-        when it does not match its record (size or checksum) even after re-reading the record."""
+        """Load the value a record describes, after checking the size and checksum of its bytes. Raises
+        `MissingResult` when the data is gone, `CorruptResult` when it does not match its record, and
+        `ResultStoreError` when the serializer the record names cannot load it."""
         for attempt in range(_READ_RETRIES + 1):
-            url = self.data_url(record.key)
-            try:
-                data, crc = self._io("read", url, self._backend.read_data, self.path(record.key))
-            except FileNotFoundError:
-                raise MissingResult(f"The result {url} is gone: its record exists but its data does not (deleted, "
-                                    "or expired by a bucket lifecycle rule?). Recompute it, e.g. with "
-                                    "refresh_cache=True.") from None
-            if len(data) == record.size and crc32_hex(crc) == record.checksum:
-                return get_serializer(record.serializer).loads(data)
-            if attempt == _READ_RETRIES:
-                break
-            # Probably an overwrite between its data and its record: wait for the new record.
+            path = self.data_path(record)
+            if path is None:
+                data: Any = record.inline
+                url = self.record_url(record.key)
+            else:
+                url = self._path_url(path)
+                try:
+                    data = self._io("read", url, self._backend.read_data, path)
+                except FileNotFoundError:
+                    # Superseded by an overwrite since we read the record? Then the new record says where to look.
+                    newer = self.read_record(record.key)
+                    if newer is None or newer == record or attempt == _READ_RETRIES:
+                        raise MissingResult(
+                            f"The result {url} is gone: its record exists but its data does not (deleted, or "
+                            "expired by a bucket lifecycle rule?). Recompute it, e.g. with refresh_cache=True."
+                        ) from None
+                    record = newer
+                    continue
+            if len(data) == record.size and checksum_matches(record.checksum, data):
+                return self._loads(record, data, url)
+            if record.version >= 2 or attempt == _READ_RETRIES:
+                break  # format 2 data is never rewritten in place: a mismatch is damage, not a race
+            # Format 1: probably an overwrite between its data and its record: wait for the new record.
             time.sleep(0.05 * 2**attempt)
             newer = self.read_record(record.key)
             if newer is None:
                 raise MissingResult(f"The result {url} was deleted while it was being read.")
             record = newer
-        raise ResultStoreError(
-            f"The data at {url} does not match its record ({len(data)} bytes, {crc32_hex(crc)}; the record says "
-            f"{record.size} bytes, {record.checksum}): it is corrupt or truncated. Delete it (store.delete(key)) "
-            "or recompute it with refresh_cache=True.")
+        raise CorruptResult(
+            f"The data at {url} (key {record.key!r}) does not match its record ({len(data)} bytes; the record "
+            f"says {record.size} bytes, checksum {record.checksum}): it is corrupt or truncated. Delete it "
+            "(store.delete(key)) or recompute it with refresh_cache=True.")
+
+    def _loads(self, record: ResultRecord, data: Any, url: str) -> Any:
+        serializer = get_serializer(record.serializer)
+        try:
+            return serializer.loads(data)
+        except DistributaryError:
+            raise
+        except Exception as exc:
+            raise ResultStoreError(
+                f"The result {url} (key {record.key!r}) could not be loaded with the serializer its record names "
+                f"({record.serializer.get('type')!r}): {type(exc).__name__}: {exc}. The data matches its "
+                "checksum, so it was written by another serializer than the record says (a record edited or "
+                "copied from elsewhere?), or that serializer's version cannot read it. Delete the key "
+                "(store.delete(key)) or recompute it with refresh_cache=True.") from exc
 
     def load(self, key: str) -> Any:
         """The value stored under `key`; `MissingResult` if there is none."""
@@ -178,10 +249,21 @@ class ResultStore:
         return record is not None and not record.expired
 
     def delete(self, key: str) -> None:
-        """Remove the record, then the data, of `key` (missing ones are fine)."""
-        path = self.path(key)
-        self._io("delete", self.record_url(key), self._backend.delete, path + META_SUFFIX)
-        self._io("delete", self.data_url(key), self._backend.delete, path)
+        """Remove the record, then the data, of `key`, in both layouts (missing ones are fine)."""
+        for path, legacy in ((self.record_path(key), False), (self._legacy_record_path(key), True)):
+            record = self._read_record_at(key, path, legacy=legacy, quiet=True)
+            self._io("delete", self._path_url(path), self._backend.delete, path)
+            data = (self.data_path(record) if isinstance(record, ResultRecord)
+                    else f"{self.base_path}/{key}" if legacy else None)
+            if data is not None:
+                self._io("delete", self._path_url(data), self._backend.delete, data)
+
+    def _delete_quietly(self, path: str) -> None:
+        try:
+            self._io("delete", self._path_url(path), self._backend.delete, path)
+        except ResultStoreError as exc:
+            warnings.warn(f"Could not delete the superseded result data {self._path_url(path)}: {exc}",
+                          RuntimeWarning, stacklevel=3)
 
     def lease(self, key: str, ttl: float | None = None, timeout: float | None = None) -> "Lease":
         """A lease on `key`: a context manager that waits (polling with backoff) until no one else holds it, then
@@ -261,6 +343,9 @@ def _is_not_found(exc: BaseException) -> bool:
 
 
 _CHECKED_KEYS: set[str] = set()  # recently validated keys: one result's key is checked several times per read
+
+
+_UNREADABLE = object()  # a record file that exists but does not parse (not the same as no record)
 
 
 def _check_key(key: Any) -> None:

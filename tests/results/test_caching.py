@@ -168,8 +168,8 @@ def test_storage_key_template_in_memory_flag_and_flow_inheritance(tmp_path):
     f()
     state = out[0]
     assert state.data is not None and state.result() == "hello ada"  # loaded from the store
-    files = [p.name for p in (tmp_path / "flow-store").iterdir()]
-    assert any(n.startswith("ada-") and n.endswith(".pkl") for n in files), files
+    files = [p.name for p in (tmp_path / "flow-store").rglob("*.meta.json")]  # small: inside its record
+    assert any(n.startswith("ada-") and n.endswith(".pkl.meta.json") for n in files), files
 
 
 def test_persist_by_default_setting(tmp_path, monkeypatch):

@@ -2,8 +2,10 @@
 memory://, S3 on moto, GCS on fake-gcs-server, Azure on Azurite)."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -15,9 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from distributary.errors import LockTimeoutError, MissingResult, ResultStoreError
+from distributary.errors import CorruptResult, LockTimeoutError, MissingResult, ResultStoreError
 from distributary.results import ResultRecord, ResultRef, load, resolve_store
-from distributary.results.store import META_SUFFIX
+from distributary.results.backends import crc32_hex, sampled_crc32
+from distributary.results.records import INLINE_MAX, shard
 
 from conftest import StoreTarget, run_worker  # tests/results/conftest.py
 
@@ -45,27 +48,91 @@ def test_round_trip_every_serializer(store_url: StoreTarget) -> None:
         assert ref.load() == loaded if not isinstance(value, pa.Table) else ref.load().equals(value)
 
 
-def test_metadata_is_separate_small_and_read_in_one_small_read(store_url: StoreTarget) -> None:
+def _count_reads(store):  # every backend read, in order: ("record" | "data", path)
+    reads: list[tuple[str, str]] = []
+    backend = store._backend
+    original_read, original_read_data = backend.read, backend.read_data
+    backend.read = lambda path: reads.append(("record", path)) or original_read(path)  # type: ignore
+    backend.read_data = lambda path: reads.append(("data", path)) or original_read_data(path)  # type: ignore
+    return reads
+
+
+def _uncount_reads(store) -> None:
+    del store._backend.read, store._backend.read_data
+
+
+def test_large_result_has_its_own_object_and_a_small_record_read_in_one_small_read(store_url: StoreTarget) -> None:
     store = store_url.store()
     payload = b"p" * 2_000_000
     store.write("big", payload, "pickle", task_identity={"task_key": "mod.fn", "run": "r1"})
-    meta = store.fs.cat_file(store.path("big") + META_SUFFIX)
+    meta = store.fs.cat_file(store.record_path("big"))
     assert len(meta) < 1024
     record = ResultRecord.from_json(meta)
-    assert record.size >= len(payload) and record.checksum.startswith("crc32s:")
+    assert record.size >= len(payload) and record.checksum.startswith("xxh3:") and record.inline is None
     assert record.task_identity == {"task_key": "mod.fn", "run": "r1"}
-    assert record.data_url == store.data_url("big") and record.serializer["type"] == "pickle"
-
-    reads: list[str] = []
-    backend = store._backend
-    original_read, original_read_data = backend.read, backend.read_data
-    backend.read = lambda path: reads.append(path) or original_read(path)  # type: ignore[method-assign]
-    backend.read_data = lambda path: reads.append("DATA " + path) or original_read_data(path)  # type: ignore
+    assert record.serializer["type"] == "pickle" and record.data_url == store.url + "/" + record.data_path
+    assert record.data_path.startswith(shard("big") + "/big.") and record.data_path.endswith(".data")
+    reads = _count_reads(store)
     try:
         assert store.read_record("big") == record
-        assert reads == [store.path("big") + META_SUFFIX]
+        assert reads == [("record", store.record_path("big"))]
+        assert store.load("big") == payload and [kind for kind, _ in reads] == ["record", "record", "data"]
     finally:
-        del backend.read, backend.read_data
+        _uncount_reads(store)
+
+
+def test_small_result_lives_inside_its_record_one_read_per_hit(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    store.write("small", {"rows": list(range(1000))}, "json")
+    at_limit = b"x" * (INLINE_MAX - 200)
+    store.write("edge", at_limit, "pickle")
+    reads = _count_reads(store)
+    try:
+        assert store.load("small") == {"rows": list(range(1000))} and store.load("edge") == at_limit
+        assert [kind for kind, _ in reads] == ["record", "record"]  # one small read each, no data object
+    finally:
+        _uncount_reads(store)
+    files = [p for p in store.fs.find(store.base_path) if "/.locks/" not in p]
+    assert sorted(files) == sorted([store.record_path("small"), store.record_path("edge")])
+    assert store.record_path("small") == f"{store.base_path}/{shard('small')}/small.meta.json"
+    assert len(shard("small")) == 5 and shard("small")[2] == "/"  # ab/cd: sharded by a hash prefix
+
+
+def test_a_store_written_in_the_flat_format_1_layout_stays_readable(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    data = pickle.dumps({"old": True})
+    big = pickle.dumps(b"o" * 3_000_000)
+    if store_url.kind == "local":
+        store.fs.makedirs(store.base_path, exist_ok=True)
+    for key, payload in (("old-key", data), ("old-big", big)):  # exactly what distributary 0.x wrote
+        store.fs.pipe_file(f"{store.base_path}/{key}", payload)
+        view = memoryview(payload)
+        crc = sampled_crc32(len(payload), lambda offset, n: view[offset:offset + n])
+        store.fs.pipe_file(f"{store.base_path}/{key}.meta.json", json.dumps({
+            "version": 1, "key": key, "data_url": f"{store.url}/{key}", "serializer": {"type": "pickle"},
+            "size": len(payload), "checksum": crc32_hex(crc), "created": "2026-01-01T00:00:00+00:00",
+            "expiration": None, "task_identity": None}).encode())
+    assert store.exists("old-key") and store.load("old-key") == {"old": True}
+    assert store.load("old-big") == b"o" * 3_000_000
+    old_ref = ResultRef(store.url, "old-key", store_url.storage_options)
+    assert old_ref.load() == {"old": True} and load(f"{store.url}/old-key", store_url.storage_options) == {
+        "old": True}
+    store.fs.pipe_file(f"{store.base_path}/old-key", data.replace(b"old", b"new"))  # damage is still caught
+    with pytest.raises(CorruptResult, match="old-key"):
+        store.load("old-key")
+    store.write("old-key", "rewritten", "json")  # a new write goes to the sharded layout and shadows the old one
+    assert store.load("old-key") == "rewritten"
+    store.delete("old-key")  # deletes both layouts: the old value does not come back
+    assert store.read_record("old-key") is None
+    assert not store.fs.exists(f"{store.base_path}/old-key.meta.json")
+
+
+def test_ref_urls_load_across_layouts(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    ref = store.write("k", [1, 2], "json")
+    options = store_url.storage_options
+    assert ref.url == f"{store.url}/k" and ref.record_url == f"{store.url}/{shard('k')}/k.meta.json"
+    assert load(ref.url, options) == [1, 2] and load(ref.record_url, options) == [1, 2]
 
 
 def test_exists_and_expiration(store_url: StoreTarget) -> None:
@@ -82,7 +149,7 @@ def test_exists_and_expiration(store_url: StoreTarget) -> None:
     assert store.read_value(store.read_record("past")) == 2  # expired means "not a cache hit", data still loads
 
 
-def test_overwrite_replaces_value_and_record(store_url: StoreTarget) -> None:
+def test_overwrite_replaces_value_and_record_and_cleans_up_the_old_data(store_url: StoreTarget) -> None:
     store = store_url.store()
     store.write("k", {"v": 1}, "json")
     first = store.read_record("k")
@@ -91,13 +158,23 @@ def test_overwrite_replaces_value_and_record(store_url: StoreTarget) -> None:
     assert second.created >= first.created and second.serializer["type"] == "pickle"
     assert second.expiration is not None and second.size != first.size
     assert store.read_value(second) == ["second", "value", "is", "longer"]
-    assert store.read_value(first) == ["second", "value", "is", "longer"]  # stale record: re-read, not garbage
+    assert store.read_value(first) == {"v": 1}  # a stale inline record still describes its own value exactly
+
+    store.write("big", b"1" * 200_000, "pickle")
+    old = store.read_record("big")
+    store.write("big", b"2" * 300_000, "pickle")
+    new = store.read_record("big")
+    assert new.data_path != old.data_path and not store.fs.exists(store.data_path(old))  # superseded: deleted
+    assert store.read_value(old) == b"2" * 300_000  # a reader holding the old record finds the new result
+    store.write("big", "small now", "json")
+    assert not store.fs.exists(store.data_path(new)) and store.load("big") == "small now"
+    assert [p for p in store.fs.find(store.base_path) if "big" in p] == [store.record_path("big")]
 
 
 def test_corrupt_record_is_a_miss_with_a_warning(store_url: StoreTarget) -> None:
     store = store_url.store()
     store.write("k", 1, "json")
-    store.fs.pipe_file(store.path("k") + META_SUFFIX, b"{not json")
+    store.fs.pipe_file(store.record_path("k"), b"{not json")
     with pytest.warns(RuntimeWarning, match="unreadable result record"):
         assert store.read_record("k") is None
     with pytest.warns(RuntimeWarning):
@@ -108,21 +185,58 @@ def test_corrupt_record_is_a_miss_with_a_warning(store_url: StoreTarget) -> None
 
 def test_missing_or_damaged_data(store_url: StoreTarget) -> None:
     store = store_url.store()
-    store.write("k", list(range(100)), "json")
+    store.write("k", list(range(30_000)), "json")  # above the inline limit: its own object
     record = store.read_record("k")
-    original = store.fs.cat_file(store.path("k"))
-    store.fs.pipe_file(store.path("k"), b"[1,2,3]")  # truncated: caught by the size
-    with pytest.raises(ResultStoreError, match="does not match its record"):
+    path = store.data_path(record)
+    original = store.fs.cat_file(path)
+    store.fs.pipe_file(path, b"[1,2,3]")  # truncated: caught by the size
+    with pytest.raises(CorruptResult, match="does not match its record"):
         store.read_value(record)
-    store.fs.pipe_file(store.path("k"), original.replace(b"42", b"24"))  # same size, other bytes: the checksum
-    with pytest.raises(ResultStoreError, match="corrupt"):
+    store.fs.pipe_file(path, original.replace(b"42", b"24"))  # same size, other bytes: the checksum
+    with pytest.raises(CorruptResult, match="corrupt") as info:
         store.read_value(record)
-    store.fs.rm_file(store.path("k"))
-    with pytest.raises(MissingResult, match="gone") as info:
+    assert "'k'" in str(info.value) and isinstance(info.value, ResultStoreError)
+    store.fs.rm_file(path)
+    with pytest.raises(MissingResult, match="gone") as gone:
         store.read_value(record)
-    assert isinstance(info.value, LookupError) and store.url in str(info.value)
+    assert isinstance(gone.value, LookupError) and store.url in str(gone.value)
     with pytest.raises(MissingResult):
         store.load("never-written")
+
+    store.write("small", "an inline value", "json")  # damage inside a record's inline bytes is caught too
+    raw = json.loads(store.fs.cat_file(store.record_path("small")))
+    raw["inline"] = base64.b64encode(b'"an inline valuE"').decode()
+    store.fs.pipe_file(store.record_path("small"), json.dumps(raw).encode())
+    with pytest.raises(CorruptResult, match="small"):
+        store.load("small")
+
+
+def test_one_flipped_byte_anywhere_in_a_4_mib_result_is_detected(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    value = os.urandom(4 * 2**20)
+    store.write("four", value, "pickle")
+    record = store.read_record("four")
+    path = store.data_path(record)
+    original = store.fs.cat_file(path)
+    # Offsets between the blocks the old sampled CRC32 read, and the very first and last bytes.
+    for offset in (0, 100_000, 1_500_000, 2**21 + 12_345, len(original) - 1):
+        damaged = bytearray(original)
+        damaged[offset] ^= 0x01
+        store.fs.pipe_file(path, bytes(damaged))
+        with pytest.raises(CorruptResult, match="four"):
+            store.read_value(record)
+    store.fs.pipe_file(path, original)
+    assert store.read_value(record) == value
+
+
+def test_a_record_naming_another_serializer_says_so(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    store.write("k", b"\xff\xfe not utf-8 " * 10, "pickle")
+    raw = json.loads(store.fs.cat_file(store.record_path("k")))
+    raw["serializer"] = {"type": "json"}  # the record says JSON, the bytes are a pickle
+    store.fs.pipe_file(store.record_path("k"), json.dumps(raw).encode())
+    with pytest.raises(ResultStoreError, match=r"k\.meta\.json.*serializer its record names \('json'\)"):
+        store.load("k")
 
 
 def test_lease_is_exclusive_and_renewed_while_held(store_url: StoreTarget) -> None:

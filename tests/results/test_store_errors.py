@@ -34,10 +34,10 @@ def test_unreachable_endpoint_fails_fast_naming_the_url() -> None:
     options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}, **FAST_S3}
     store = resolve_store("s3://nowhere/results", options)
     started = time.monotonic()
-    with pytest.raises(ResultStoreError, match="s3://nowhere/results/k") as info:
+    with pytest.raises(ResultStoreError, match=r"s3://nowhere/results/\S*k") as info:
         store.write("k", 1, "json")
     assert "reachable" in str(info.value) and info.value.__cause__ is not None
-    with pytest.raises(ResultStoreError, match="s3://nowhere/results/k.meta.json"):
+    with pytest.raises(ResultStoreError, match=r"s3://nowhere/results/../../k.meta.json"):
         store.read_record("k")  # an unreachable store is an error, not a cache miss
     assert time.monotonic() - started < 20
 
@@ -46,7 +46,7 @@ def test_wrong_credentials_on_a_real_s3_server(seaweed_s3: Endpoint) -> None:
     bucket = _bucket("s3", seaweed_s3.storage_options)
     wrong = {**seaweed_s3.storage_options, "secret": "not-the-secret", **FAST_S3}
     store = resolve_store(f"s3://{bucket}/results", wrong)
-    with pytest.raises(ResultStoreError, match=f"s3://{bucket}/results/k") as info:
+    with pytest.raises(ResultStoreError, match=rf"s3://{bucket}/results/\S*k") as info:
         store.write("k", 1, "json")
     assert "credentials" in str(info.value)
     with pytest.raises(ResultStoreError, match="credentials"):
@@ -130,7 +130,7 @@ def test_writer_killed_mid_write_leaves_nothing_readable(tmp_path: Path, overwri
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not any(p.stat().st_size > 8 * 2**20 for p in root.glob(".big.*.tmp") if p.exists()):
+        while not any(p.stat().st_size > 8 * 2**20 for p in root.glob("*/*/big.*.data") if p.exists()):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the writer never started writing"
             time.sleep(0.005)
@@ -143,10 +143,10 @@ def test_writer_killed_mid_write_leaves_nothing_readable(tmp_path: Path, overwri
         assert store.load("big") == "the old value"
     else:
         assert store.read_record("big") is None and not store.exists("big")
-        assert not (root / "big").exists()
+        assert not list(root.rglob("big.meta.json"))  # only an unreferenced partial data object is left
         with pytest.raises(MissingResult):
             store.load("big")
-    store.write("big", "a new value", "json")  # the leftover temporary file is in nobody's way
+    store.write("big", "a new value", "json")  # the leftover partial data object is in nobody's way
     assert store.load("big") == "a new value"
 
 
