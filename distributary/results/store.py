@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 LOCKS_DIR = ".locks"
 _READ_RETRIES = 3
+log = logging.getLogger("distributary.results")
 
 
 class ResultStore:
@@ -71,6 +73,7 @@ class ResultStore:
             self.base_path = fs._strip_protocol(base_path).rstrip("/")
             self.url = fs.unstrip_protocol(self.base_path).rstrip("/")
         self._backend = LocalBackend() if self.is_local else FsspecBackend(fs)
+        self._leases: dict[tuple[str, int], Lease] = {}  # leases held here, by (key, thread): see write()
 
     # -- pickling: by URL and options, never by file system instance ---------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
@@ -138,6 +141,14 @@ class ResultStore:
         """
         serializer = get_serializer(serializer or settings.get("RESULTS_DEFAULT_SERIALIZER"))
         record_path = self.record_path(key)
+        lease = self._leases.get((key, threading.get_ident())) if self._leases else None
+        if lease is not None and not lease.still_held():
+            current = self._read_record_at(key, record_path, quiet=True)
+            if isinstance(current, ResultRecord) and current.created.timestamp() >= lease.acquired_at:
+                log.warning("Not writing the result of %r to %s: this run's lease on the key was lost and another "
+                            "run has written it since (at %s); keeping that newer result.", key, self.url,
+                            current.created.isoformat())
+                return self.ref(key)
         data_name = f"{shard(key)}/{key}.{uuid.uuid4().hex[:16]}{DATA_SUFFIX}"
         data_path = f"{self.base_path}/{data_name}"
         size, digest, inline = self._io("write", self._path_url(data_path), self._backend.write_data, data_path,

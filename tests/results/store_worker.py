@@ -28,6 +28,12 @@ def main(mode: str, *args: str) -> None:
             _log(log_path, "enter")
             time.sleep(float(hold))
             _log(log_path, "exit")
+    elif mode == "hold":  # take the lease with a long ttl, say so, then hang until killed
+        url, key = args
+        store = resolve_store(url)
+        with store.lease(key, ttl=120, timeout=60):
+            print("holding", flush=True)
+            time.sleep(600)
     elif mode == "write-big":
         url, key, nbytes = args
         value = os.urandom(1024) * (int(nbytes) // 1024)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -315,3 +316,91 @@ def test_racing_processes_hold_the_lease_one_at_a_time(store_url: StoreTarget, t
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, f"two holders at once: {spans}"
     assert resolve_store(store_url.url, store_url.storage_options or None)._lock_read("race") is None
+
+
+def _holder(store_url: StoreTarget, key: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("store_worker.py")), "hold",
+                             store_url.url, key], env=store_url.subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding", proc.communicate()
+    return proc
+
+
+@pytest.mark.parametrize("store_url", ["local", "s3", "gcs", "azure"], indirect=True)  # memory://: one process
+def test_a_sigkilled_holder_on_this_host_is_taken_over_at_once(store_url: StoreTarget, caplog) -> None:
+    store = store_url.store()
+    proc = _holder(store_url, "dead")
+    try:
+        body = json.loads(store._lock_read("dead"))
+        assert body["pid"] == proc.pid and body["host"] and body["start"]
+        with pytest.raises(LockTimeoutError):  # alive: its 120 s lease holds
+            store.lease("dead", ttl=5, timeout=0.5).acquire()
+    finally:
+        proc.kill()  # SIGKILL: it never releases, and its lease has ~2 minutes to run
+        proc.communicate()
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="distributary.results"):
+        with store.lease("dead", ttl=5, timeout=10) as taker:
+            assert taker.held and time.monotonic() - started < 3
+    assert any("is gone" in r.getMessage() and str(proc.pid) in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("store_url", ["local", "s3"], indirect=True)
+def test_a_waiter_logs_who_it_waits_for(store_url: StoreTarget, caplog, monkeypatch) -> None:
+    from distributary.results import locks
+
+    monkeypatch.setattr(locks, "WAIT_LOG_AFTER", 0.3)
+    store = store_url.store()
+    proc = _holder(store_url, "busy")
+    try:
+        with caplog.at_level(logging.INFO, logger="distributary.results"):
+            with pytest.raises(LockTimeoutError):
+                store.lease("busy", ttl=5, timeout=1.5).acquire()
+    finally:
+        proc.kill()
+        proc.communicate()
+    waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting")]
+    assert waiting and "'busy'" in waiting[0] and f":{proc.pid}:" in waiting[0], waiting
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage().startswith("Waiting"))
+
+
+def test_a_holder_that_lost_its_lease_does_not_overwrite_a_newer_result(store_url: StoreTarget, caplog) -> None:
+    store = store_url.store()
+    slow = store.lease("k", ttl=0.4)
+    outcome: list[object] = []
+
+    def slow_run() -> None:  # holds the lease, hangs past its ttl without renewing, then tries to write
+        slow.acquire()
+        slow._stop.set()
+        slow._renewer.join()
+        time.sleep(1.5)
+        outcome.append(slow.still_held())
+        store.write("k", "stale value from the hung holder", "json")
+        slow.release()
+
+    thread = threading.Thread(target=slow_run)
+    thread.start()
+    time.sleep(0.2)
+    with store.lease("k", ttl=5, timeout=10):  # the lease expires: this run takes it over and writes
+        store.write("k", "the newer value", "json")
+    with caplog.at_level(logging.WARNING, logger="distributary.results"):
+        thread.join()
+    assert outcome == [False] and slow.lost
+    assert store.load("k") == "the newer value"
+    assert any("lease on the key was lost" in r.getMessage() for r in caplog.records)
+
+
+def test_renewal_is_conditional(store_url: StoreTarget) -> None:
+    store = store_url.store()
+    lease = store.lease("k", ttl=30)
+    lease.acquire()
+    try:
+        assert lease.renew() and lease.still_held()
+        store._lock_delete("k")
+        other = store.lease("k", ttl=30)
+        other.acquire()  # someone else holds it now
+        assert not lease.renew() and lease.lost
+        assert json.loads(store._lock_read("k"))["holder"] == other.holder  # the loser did not overwrite it
+        other.release()
+    finally:
+        lease.release()
