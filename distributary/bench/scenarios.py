@@ -211,17 +211,26 @@ def _cache(where: str) -> tuple[Callable, Callable]:
     def store_for(ctx: Context, backend: Backend, n: int) -> tuple[Any, list[tuple[str, str, str]]]:
         key = ("cache", where, n)
         if key not in ctx._prepared:
-            from ..results import resolve_store
+            from ..results import ResultRecord, resolve_store
 
             url, protocol, options = ctx.store_url(where, f"cache-{n}-{uuid.uuid4().hex[:6]}")
             store = resolve_store(url, storage_options=options or None)
             _on(cached_fanout_flow, backend)(n, store)  # fill the cache (not timed)
             fs = store.fs
-            # Small results live inside their records: one file per result, which the raw side reads too.
-            paths = sorted(p for p in fs.find(store.base_path) if "/.locks/" not in p)
-            if len(paths) != n:
-                raise RuntimeError(f"The cache run wrote {len(paths)} files for {n} tasks in {store.url} (expected "
-                                   "one record per result, each holding its small value).")
+            records = sorted(p for p in fs.find(store.base_path) if p.endswith(".meta.json"))
+            if len(records) != n:
+                raise RuntimeError(f"The cache run wrote {len(records)} results for {n} tasks in {store.url}.")
+            # The raw side reads the same pickled values as plain objects, one per result (the store keeps each
+            # small value inside its record, so a hit is one read on both sides).
+            raw_url, _, _ = ctx.store_url(where, f"cache-raw-{n}-{uuid.uuid4().hex[:6]}")
+            raw_base = raw_url.split("://", 1)[-1]
+            paths = []
+            for i, path in enumerate(records):
+                record = ResultRecord.from_json(fs.cat_file(path))
+                target = f"{raw_base}/{i}"
+                fs.pipe_file(target, store._backend.read_data(store.data_path(record)) if record.inline is None
+                             else record.inline)
+                paths.append(target)
             opts = json.dumps(options, sort_keys=True)
             ctx._prepared[key] = (store, [(protocol, opts, p) for p in paths])
         return ctx._prepared[key]
