@@ -134,6 +134,15 @@ class Flow(Generic[R]):
         state = _drive_sync(_flow_steps(self, params, out), self)
         return state if return_state else _flow_result(state, out)
 
+    def visualize(self, *args: Any, **kwargs: Any) -> None:
+        """Not available: Prefect's `visualize()` runs the flow's code with every task call replaced by a
+        placeholder to draw the graph, which only matches the real run for flows whose shape does not depend
+        on task results. distributary records the real graph instead."""
+        raise NotImplementedError(
+            f"Flow {self.name!r}: flow.visualize() is not implemented in distributary. Run the flow and look at "
+            f"its task runs and their upstream inputs instead (`distributary task-run ls`, or "
+            f"get_client().read_task_runs(...)), which show the graph that actually ran.")
+
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         return bind_method(self, instance, owner)
 

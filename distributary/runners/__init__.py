@@ -57,11 +57,20 @@ def get_runner(spec: Any) -> TaskRunner:
                     f"{', '.join(runner_names())}; got {spec!r}.")
 
 
+# Helpers of the cluster runners, imported on first use: `from distributary.runners import DaskTaskRunner,
+# get_dask_client` is the one-line change from `from prefect_dask import DaskTaskRunner, get_dask_client`.
+_HELPERS = {"get_dask_client": ("dask", "get_dask_client"), "remote_options": ("ray", "remote_options")}
+
+
 def __getattr__(name: str) -> Any:
     if name in _CLASS_NAMES:
         return load_runner_class(_CLASS_NAMES[name])
+    if name in _HELPERS:
+        runner, attr = _HELPERS[name]
+        return getattr(importlib.import_module(load_runner_class(runner).__module__), attr)
     raise AttributeError(name)
 
 
-__all__ = ["TaskRunner", "register_runner", "get_runner", "runner_names", "ThreadPoolTaskRunner",
+__all__ = ["TaskRunner", "register_runner", "get_runner", "runner_names", "get_dask_client", "remote_options",
+           "ThreadPoolTaskRunner",
            "ProcessPoolTaskRunner", "DaskTaskRunner", "RayTaskRunner"]

@@ -13,8 +13,8 @@ import sys
 import threading
 from typing import Any, Callable
 
-from . import settings
-from .context import flow_run_ctx, task_run_ctx
+from .. import settings
+from ..context import flow_run_ctx, task_run_ctx
 
 ROOT = "distributary"
 _configured = False
@@ -89,7 +89,7 @@ def get_run_logger() -> logging.LoggerAdapter:
         run = fctx.flow_run
         return RunLoggerAdapter(logging.getLogger(f"{ROOT}.flow_runs"),
                                 {"run_name": run.name, "run_id": str(run.id), "run_kind": "flow"})
-    from .errors import DistributaryError
+    from ..errors import DistributaryError
 
     raise DistributaryError("get_run_logger() was called outside a flow run or task run; "
                             "use logging.getLogger(...) there instead.")
