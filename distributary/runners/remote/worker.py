@@ -306,8 +306,7 @@ class _LiveTaskRun(TaskRun):
     __slots__ = ("_live",)
 
     def set_state(self, state: State) -> None:
-        self.state = state
-        self.state_history.append(state)
+        super().set_state(state)
         live = self._live
         if live is not None:
             live[0].state(live[1], self.id.int, state)
