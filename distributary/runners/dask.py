@@ -7,14 +7,19 @@ scheduler, or any cluster manager), mirroring prefect-dask. Workers need distrib
 Values stay on the workers and move worker to worker; the driver gets one when `.result()` asks.
 A worker killed mid-run: Dask would re-run its task elsewhere; each batch marks its start in the scheduler's
 metadata, so a re-run after a death hands the decision back to the driver (retry the run or end it Crashed).
+A batch's summary (states, no values) reaches the driver as an event, so a run costs one Dask task.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import importlib
+import pickle
+import threading
 from collections.abc import Iterator
 from typing import Any
+
+import cloudpickle
 
 from ..context import flow_run_ctx
 from ..errors import ClusterConnectionError, ConfigurationError, DistributaryError, MissingDependencyError
@@ -29,9 +34,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("The 'dask' task runner (DaskTaskRunner)", "dask", exc) from exc
 
 TOPIC = "distributary-telemetry"  # one event topic for every runner: the scheduler keeps a bounded log per topic
+SUMMARIES = "distributary-summaries"  # event topic: (runner id, batch id, BatchSummary) pickled, per batch
 _META = "distributary-batches"    # scheduler metadata: [_META, runner id, batch key] -> STARTED | DONE
 STARTED, DONE = 1, 2
-_AGAIN = object()
 _LOCAL_DEFAULTS = {"processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
                    "worker_dashboard_address": "127.0.0.1:0"}
 
@@ -44,15 +49,28 @@ def _task_payload(payload: bytes) -> bytes:
     return payload
 
 
-def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, *upstreams: BatchResult) -> BatchResult:
+def _dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, batch_id: str,
+                   *upstreams: BatchResult) -> BatchResult:
     worker = get_worker()
     key = worker.get_current_task()
     if _earlier_attempt_died(worker, runner_id, key):
-        return BatchResult.lost_batch(str(key), "Dask re-ran the batch after the worker running it died",
-                                      worker.address)
-    telemetry_sender().set_transport(lambda channel, data: worker.log_event(TOPIC, data))
-    result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address)
-    _mark_done(worker, runner_id, key)
+        result = BatchResult.lost_batch(batch_id, "Dask re-ran the batch after the worker running it died",
+                                        worker.address)
+    else:
+        telemetry_sender().set_transport(lambda channel, data: worker.log_event(TOPIC, data))
+        result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address)
+        _mark_done(worker, runner_id, key)
+    # The summary goes to the driver as an event: it arrives before the task's completion (the worker sends both
+    # on its one stream to the scheduler, which forwards both on its one stream to the client), so a run costs one
+    # Dask task and the values stay on the worker.
+    worker.log_event(SUMMARIES, _dumps((runner_id, batch_id, result.take_summary())))
     return result
 
 
@@ -83,10 +101,6 @@ def _mark_done(worker: Any, runner_id: str, key: Any) -> None:
             engine_logger("runners").warning("Could not mark Dask batch %s done: %r", key, exc)
 
     worker.loop.add_callback(mark)
-
-
-def _take_summary(result: BatchResult) -> BatchSummary:
-    return result.take_summary()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,7 +189,10 @@ class DaskTaskRunner(RemoteTaskRunner):
                 self._close_own_cluster()
                 raise ClusterConnectionError(f"Could not connect to the Dask cluster {cluster!r} at "
                                              f"{getattr(cluster, 'scheduler_address', '?')}: {exc!r}") from exc
+        self._pending: dict[str, Batch] = {}
+        self._plock = threading.Lock()
         self._client.subscribe_topic(TOPIC, self._on_event)
+        self._client.subscribe_topic(SUMMARIES, self._on_summary)
 
     def _start_cluster(self) -> Any:
         cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
@@ -195,12 +212,29 @@ class DaskTaskRunner(RemoteTaskRunner):
         if isinstance(data, bytes):
             self._receiver.handle(data)
 
+    def _on_summary(self, event: tuple[float, Any]) -> None:
+        data = event[1]
+        if not isinstance(data, bytes):
+            return
+        runner_id, batch_id, summary = pickle.loads(data)
+        if runner_id == self._id:
+            self._summary_arrived(batch_id, summary)
+
+    def _summary_arrived(self, batch_id: str, summary: Any) -> None:
+        """The batch's outcome is known (its summary, or None when its task ended without one): once per batch."""
+        with self._plock:
+            batch = self._pending.pop(batch_id, None)
+        if batch is not None:
+            batch.summary_ref = summary
+            self._batch_finished(batch)
+
     def _disconnect(self) -> None:
         client, self._client = self._client, None
         try:
             if client is not None:
                 try:
                     client.unsubscribe_topic(TOPIC)
+                    client.unsubscribe_topic(SUMMARIES)
                     client.set_metadata([_META, self._id], None)
                 except Exception as exc:  # the scheduler may be gone already; nothing left to tidy then
                     engine_logger("runners").debug("Dask cleanup on %s failed: %r", self, exc)
@@ -222,37 +256,20 @@ class DaskTaskRunner(RemoteTaskRunner):
 
     def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
         key = f"distributary-{batch.task.name}-{batch.id}"
-        client = self._client
-        batch.ref = client.submit(_run_on_worker, task_ref, payload, self._id, *upstream_refs, key=key)
-        batch.summary_ref = client.submit(_take_summary, batch.ref, key=f"{key}-summary")
-        batch.summary_ref.add_done_callback(lambda _: self._batch_finished(batch))
+        batch.summary_ref = None
+        with self._plock:
+            self._pending[batch.id] = batch
+        batch.ref = self._client.submit(_run_on_worker, task_ref, payload, self._id, batch.id,
+                                        *upstream_refs, key=key)
+        # The summary event arrives before the task's completion (same scheduler connection, in order); a task
+        # that ends without one (an error, KilledWorker, cancelled) settles here.
+        batch.ref.add_done_callback(lambda f, b=batch: f.status != "finished" and self._summary_arrived(b.id, None))
 
     def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
-        out: list[Any] = [None] * len(batches)
-        ready = [i for i, b in enumerate(batches) if b.summary_ref.status == "finished"]
-        for i, b in enumerate(batches):
-            if b.summary_ref.status in ("lost", "pending"):
-                # Finished, then lost with its worker before we took it: Dask computes it again; wait for that.
-                out[i] = _AGAIN
-                b.summary_ref.add_done_callback(lambda _, b=b: self._batch_finished(b))
-        if ready:
-            try:
-                values = self._client.gather([batches[i].summary_ref for i in ready])
-                for i, v in zip(ready, values):
-                    out[i] = v
-            except Exception:  # one of them went away meanwhile: take them one by one
-                for i in ready:
-                    try:
-                        out[i] = batches[i].summary_ref.result()
-                    except BaseException as exc:
-                        out[i] = exc
-        for i, b in enumerate(batches):
-            if out[i] is _AGAIN:
-                out[i] = None
-                continue
-            if out[i] is None:
-                out[i] = _exception_of(b.summary_ref)
-            b.summary_ref = None
+        out: list[BatchSummary | BaseException | None] = []
+        for b in batches:
+            summary, b.summary_ref = b.summary_ref, None
+            out.append(summary if summary is not None else _exception_of(b.ref))
         return out
 
     def _backend_fetch(self, batches: list[Batch]) -> list[BatchResult | BaseException]:
