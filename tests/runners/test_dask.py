@@ -2,6 +2,7 @@
 faults. Real components only: `dask scheduler`/`dask worker` processes (dask_servers.py) or LocalClusters."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -483,3 +484,55 @@ def test_result_persisted_from_dask_is_a_cache_hit_in_another_process(dask_proce
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "([1, 4, 9], ['Cached', 'Cached', 'Cached'])" in out.stdout
+
+
+# -- re-executions after a worker death (issue 15) ----------------------------------------------------------------
+@task
+def pid_then(counter: str, fail_again: bool) -> int:
+    """Returns its pid the first time; a re-execution fails if `fail_again`, else returns the same kind of value."""
+    if bump(counter) > 1 and fail_again:
+        raise ValueError("a different outcome the second time")
+    return os.getpid()
+
+
+@pytest.mark.parametrize("fail_again", [False, True])
+def test_values_of_a_re_execution_are_used_only_if_it_ended_the_same_way(dask_processes, tmp_path, fail_again):
+    """The worker holding a completed run's value dies before the driver fetched it: Dask computes it again. The
+    re-execution is logged at WARNING; its value is used only if it ended as the run already had (Completed)."""
+    counter = str(tmp_path / "count")
+
+    @flow(task_runner=DaskTaskRunner(address=dask_processes.address))
+    def f():
+        fut = pid_then.submit(counter, fail_again)
+        fut.wait()
+        assert fut.state.is_completed()
+        os.kill(_worker_pid(fut), signal.SIGKILL)
+        try:
+            return ("value", fut.result())
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            return ("error", exc)
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("distributary.runners")
+    logger.addHandler(handler)
+    try:
+        kind, got = f()
+    finally:
+        logger.removeHandler(handler)
+        dask_processes.wait_for_workers()
+    assert calls(counter) == 2
+    assert any("run again by the cluster" in r.getMessage() or "ran them again" in r.getMessage()
+               for r in records)
+    if fail_again:
+        assert kind == "error" and "ended differently" in str(got)
+    else:
+        assert kind == "value" and isinstance(got, int)
+
+
+def _worker_pid(fut) -> int:
+    """The pid of the Dask worker that holds the future's batch (asked from the worker itself)."""
+    runner = current_runner()
+    address = fut.task_run.worker
+    return runner.client.run(os.getpid, workers=[address])[address]

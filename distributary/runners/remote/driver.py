@@ -28,7 +28,7 @@ from ..base import TaskRunner, gate
 from .backend import RemoteBackend
 from .batching import choose_batch_size
 from .telemetry import TelemetryReceiver
-from .worker import BatchHeader, BatchSummary, CallSpec, Settled, Upstream
+from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream
 
 if TYPE_CHECKING:
     from ...tasks import Task
@@ -568,10 +568,14 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                                     f"released them when the flow run ended. Call .result() inside the flow, keep "
                                     f"the future until the flow returns, or persist results (persist_result=True).")
             results = self._backend_fetch(todo)
-            failed = []
+            failed: list[tuple[Batch, Any]] = []
             for b, res in zip(todo, results):
                 if isinstance(res, BaseException) or res.lost is not None:
                     failed.append((b, res))
+                    continue
+                differs = _rerun_check(b, res)
+                if differs:
+                    failed.append((b, differs))
                     continue
                 for st, remote in zip(b.states or (), res.states):
                     if st.batch is b and st.data is S.UNSET:
@@ -580,9 +584,36 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         if failed:
             b, res = failed[0]
             cause = res if isinstance(res, BaseException) else None
-            why = repr(res) if cause is not None else f"the worker holding them died ({res.lost})"
+            if cause is not None:
+                why = repr(res)
+            elif isinstance(res, str):
+                why = res
+            else:
+                why = f"the worker holding them died ({res.lost})"
             raise MissingResult(f"The values of {len(b.runs)} task run(s) of {b.task.name!r} (batch {b.id}) "
                                 f"could not be fetched from the cluster: {why}") from cause
+
+
+def _rerun_check(batch: Batch, res: BatchResult) -> str | None:
+    """Values that come from a re-execution (the cluster computed the batch again after the worker holding its
+    values died; its states carry other timestamps) are counted and logged at WARNING; they are accepted only if
+    every run ended the same way as the outcome the driver already applied. Returns why they are refused."""
+    mine = list(batch.states or ())
+    if not res.states or all(a.ts == b.ts for a, b in zip(mine, res.states)):
+        return None
+    rerun = sum(1 for a, b in zip(mine, res.states) if a.ts != b.ts)
+    changed = [(a, b) for a, b in zip(mine, res.states) if a.type is not b.type or a.name != b.name]
+    log = engine_logger("runners")
+    if not changed:
+        log.warning("%d task run(s) of %r (batch %s) were run again by the cluster after the worker holding their "
+                    "values died; they ended the same way, so their values are used.", rerun, batch.task.name,
+                    batch.id)
+        return None
+    a, b = changed[0]
+    why = (f"the cluster ran them again after the worker holding their values died, and {len(changed)} of them "
+           f"ended differently (e.g. {a.name} before, {b.name} now); the values of the re-execution are refused")
+    log.warning("%d task run(s) of %r (batch %s): %s.", rerun, batch.task.name, batch.id, why)
+    return why
 
 
 __all__ = ["RemoteTaskRunner"]
