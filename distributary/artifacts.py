@@ -44,9 +44,16 @@ def _run_ids() -> tuple[str | None, str | None]:
 
 def _emit(data: dict[str, Any], in_run: bool) -> None:
     """Send an artifact event; outside a run, wait until it is written (so it can be read back at once)."""
+    from .context import flow_run_ctx
     from .engine import transitions
-    from .runstore import ensure_sink
+    from .runstore import ensure_sink, write_artifact_now
 
+    if in_run and flow_run_ctx.get() is None:
+        # a task on a remote worker (processes, Dask, Ray): no flow run in this process, which may be stopped as
+        # soon as the task returns; the artifact is written now (the task's states reach the driver's run store
+        # with its outcome)
+        write_artifact_now(data)
+        return
     if ensure_sink() is None:  # recording is off
         return
     transitions.artifact(data)

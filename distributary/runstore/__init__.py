@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sink import RunStoreSink, current_sink, ensure_sink, recording_enabled, stop_sink
+from .sink import RunStoreSink, current_sink, ensure_sink, recording_enabled, stop_sink, write_artifact_now
 
 
 def get_storage(url: str | None = None) -> Any:
@@ -27,4 +27,4 @@ def flush(timeout: float | None = 30.0) -> bool:
     return transitions.flush(timeout)
 
 
-__all__ = ["RunStoreSink", "ensure_sink", "current_sink", "stop_sink", "recording_enabled", "get_storage", "flush"]
+__all__ = ["RunStoreSink", "ensure_sink", "write_artifact_now", "current_sink", "stop_sink", "recording_enabled", "get_storage", "flush"]

@@ -48,9 +48,12 @@ def _text(value: Any) -> str | None:
 class RunStoreSink:
     """A `RunEventSink` writing to a `RunStorage` (by default the configured run store)."""
 
-    kinds = None  # every kind
+    kinds: frozenset[str] | None = None  # every kind
 
-    def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None):
+    def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None,
+                 kinds: frozenset[str] | None = None):
+        if kinds is not None:
+            self.kinds = kinds
         self._storage = storage
         self._url = url
         self._spool_dir = Path(spool_dir) if spool_dir else Path(settings.get("HOME")) / "spool"
@@ -393,6 +396,31 @@ def ensure_sink() -> RunStoreSink | None:
         _log.exception("The run store could not be started; this process's runs are not recorded.")
         return None
     return _sink
+
+
+_direct_writer: Any = None
+
+
+def write_artifact_now(data: dict[str, Any]) -> bool:
+    """Write one artifact event at once, in this thread (a task on a remote worker: the process may be stopped
+    as soon as the task returns, before a background writer would run). Failures are logged, never raised."""
+    global _direct_writer
+    if not recording_enabled():
+        return False
+    try:
+        with _sink_lock:
+            if _direct_writer is None:
+                from .sqlite_writer import open_writer
+
+                _direct_writer = open_writer(None)
+            batch = Batch()
+            batch.add_artifact(data)
+            _direct_writer.write(batch)
+        return True
+    except Exception as exc:
+        _log.error("The run store could not record artifact %s (%s): it is LOST.", data.get("key") or data["id"],
+                   str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        return False
 
 
 def current_sink() -> RunStoreSink | None:

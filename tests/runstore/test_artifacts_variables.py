@@ -83,3 +83,30 @@ def test_variables_prefect3_behaviour(run_home):
     with pytest.raises(VariableValueError, match="not JSON"):
         Variable.set("bad", object())
     assert Variable.unset("cfg") is True and Variable.unset("cfg") is False
+
+
+def test_artifacts_from_tasks_on_worker_processes_are_recorded(run_home):
+    import time
+
+    from distributary.task_runners import ProcessPoolTaskRunner
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    def on_workers():
+        return make_on_worker.map(range(4)).result()
+
+    assert on_workers() == [0, 1, 2, 3]
+    deadline = time.monotonic() + 20
+    got: list = []
+    while time.monotonic() < deadline:
+        got = get_client(sync_client=True).read_artifacts()
+        if len(got) == 4:
+            break
+        time.sleep(0.1)
+    assert sorted(a.data for a in got) == ["worker 0", "worker 1", "worker 2", "worker 3"]
+    assert all(a.task_run_id is not None for a in got)
+
+
+@task
+def make_on_worker(i: int) -> int:
+    create_markdown_artifact(f"worker {i}", key=f"w-{i}")
+    return i
