@@ -10,6 +10,12 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Flows record themselves in the run store under DISTRIBUTARY_HOME: the suite's runs go to a home of its own,
+# never into the user's ~/.distributary.
+if "DISTRIBUTARY_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["DISTRIBUTARY_HOME"] = tempfile.mkdtemp(prefix="distributary-tests-home-")
 
 from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
 

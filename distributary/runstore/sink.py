@@ -28,7 +28,6 @@ from .batch import Batch, flow_id_for, result_ref_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
-FAILING_GRACE = 2.0        # once the database has been away this long, flush() stops waiting for it
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -65,6 +64,7 @@ class RunStoreSink:
         self._held: Batch | None = None  # rows that failed to write, retried
         self._task_flow: dict[str, str] = {}  # task run id -> flow run id, for task-run logs
         self._failing_since: float | None = None
+        self._failures = 0  # failed writes so far
         self._lost = 0
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="distributary-runstore-writer", daemon=True)
@@ -82,16 +82,17 @@ class RunStoreSink:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._received
-            self._cond.notify_all()
+            failures_at_start = self._failures
+            self._cond.notify_all()  # a writer waiting to retry retries now
             while self._done < target or self._held is not None:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                if self._failing_since is not None and time.monotonic() - self._failing_since > FAILING_GRACE:
-                    break  # the database has been away a while: do not hold every flow's end for it
+                if self._failing_since is not None and self._failures > failures_at_start:
+                    break  # the database is still away (a retry made during this flush failed): do not wait
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
             ok = self._done >= target and self._held is None
-            waiting = target - self._done
+            waiting = max(0, target - self._done)
             held = len(self._held) if self._held is not None else 0
         if not ok:
             _log.warning("The run store (%s) has not yet written %d rows and %d run events; they are kept and "
@@ -171,6 +172,9 @@ class RunStoreSink:
         try:
             self.storage().write(batch)
         except Exception as exc:
+            with self._cond:
+                self._failures += 1
+                self._cond.notify_all()
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
                 _log.warning("The run store (%s) cannot be written (%s); keeping %d rows and retrying. Flows go "
