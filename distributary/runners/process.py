@@ -207,6 +207,8 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
         except ValueError as exc:
             raise ConfigurationError(f"ProcessPoolTaskRunner: unknown mp_context {method!r}; use one of "
                                      f"{multiprocessing.get_all_start_methods()}.") from exc
+        if method == "forkserver":
+            _preload_in_forkserver(self._ctx)
         self._wlock = threading.Lock()
         self._workers: list[_Worker] = []
         self._seq = 0
@@ -405,6 +407,16 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
         with self._wlock:
             self._workers.append(w)
         return None
+
+
+def _preload_in_forkserver(ctx: Any) -> None:
+    """Have the forkserver import this module once, so that each worker it forks starts without importing
+    distributary again (~0.1 s per worker). Applies when the forkserver starts (once per driver process)."""
+    from multiprocessing import forkserver
+
+    current = list(getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None) or ["__main__"])
+    if __name__ not in current:
+        ctx.set_forkserver_preload([*current, __name__])
 
 
 def _fail_start(what: str, cause: BaseException | None = None) -> None:
