@@ -365,7 +365,7 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
                         entries, w.entries = w.entries, []
                         w.finished += 1
                     batch.summary_ref = BatchSummary(batch.id, w.name, entries)
-                    self._batch_finished(batch)
+                    self._settle_here(batch)
         self._died(w)
 
     def _died(self, w: _Worker) -> None:

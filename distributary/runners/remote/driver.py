@@ -132,6 +132,12 @@ class _Feeder:
             self.ready_q.append(batch)
             self.cond.notify()
 
+    def settled(self, n: int) -> None:
+        """`n` in-flight batches were applied outside the feeder (by a backend's own thread)."""
+        with self.cond:
+            self.in_flight -= n
+            self.cond.notify()
+
     def finished(self, batch: Batch) -> None:
         with self.cond:
             self.done_q.append(batch)
@@ -372,6 +378,15 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
     def _batch_finished(self, batch: Batch) -> None:
         """Backends call this (from any thread) when a batch's summary can be collected."""
         self._pump.finished(batch)
+
+    def _settle_here(self, batch: Batch) -> None:
+        """Backends with a thread of their own per connection may apply a finished batch in that thread (one
+        thread hop less per run than `_batch_finished`); its summary must be collectable already."""
+        again = self._settle([batch])
+        if again:
+            self._pump.finished(batch)
+        else:
+            self._pump.settled(1)
 
     def _settle(self, batches: list[Batch]) -> int:
         """Apply finished batches' outcomes (feeder thread); returns how many are still in flight after all."""
