@@ -13,7 +13,7 @@ from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
 from . import settings
-from .engine import core
+from .engine import core, transitions
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
 from .engine import CALL, SLEEP, async_caller, drive, drive_async, run_hook, sync_caller
@@ -175,7 +175,17 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
     run = FlowRun(run_id, name, flow.name, params, frozenset(), S.Pending(),
                   parent.flow_run_id if parent is not None else None, flow.version)
     recorder = get_recorder()
-    recorder.flow_run_started(run)
+    transitions.ensure_recorder_sink()
+    transitions.flow_run_created(run)
+    try:
+        return (yield from _flow_attempts(flow, params, run, parent, recorder))
+    finally:
+        if parent is None:
+            transitions.flush()  # a top-level run ends with its events handed to every sink
+
+
+def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any,
+                   recorder: Any) -> Generator[tuple, Any, State]:
     log = engine_logger("flow_runs")
     extra = {"run_name": run.name}
     log.info("Beginning %sflow run %r for flow %r", "sub" if parent else "", run.name, flow.name, extra=extra)
@@ -185,7 +195,7 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
         run_hook(hook, flow, run, S.Running())
     while True:
         run.run_count += 1
-        run.set_state(S.Running() if run.run_count == 1 else S.Retrying())
+        transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
         runner = flow._make_runner()
         ctx = FlowRunContext(flow, run, runner, params, recorder, log_prints, settings.snapshot())
         token = flow_run_ctx.set(ctx)
@@ -212,9 +222,9 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
         finally:
             reset_log_prints(lp_token)
             flow_run_ctx.reset(token)
-        if state.is_failed() and run.run_count <= flow.retries:
+        if core.should_retry(flow.retries, run.run_count, state, None):
             delay = core.retry_delay(flow._retry_delays, run.run_count, None)
-            run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {flow.retries} in {delay:.3g}s"))
+            transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {flow.retries} in {delay:.3g}s"))
             log.warning("Flow run %r failed (%s); retrying in %.3gs", run.name, state.message, delay, extra=extra)
             if delay > 0:
                 yield (SLEEP, delay)
@@ -225,8 +235,8 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
 
 def _end(flow: Flow, run: FlowRun, state: State, log: Any) -> State:
     run.end_ts = time.time()
-    run.set_state(state)
-    get_recorder().flow_run_finished(run)
+    transitions.set_state(run, state)
+    transitions.run_finished(run)
     level = 20 if state.is_completed() else 40
     log.log(level, "Finished in state %r", state, extra={"run_name": run.name})
     hooks = (flow.on_completion if state.is_completed() else flow.on_failure if state.is_failed() else

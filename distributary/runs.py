@@ -76,8 +76,8 @@ class TaskRun:
         self.worker: str | None = None
 
     def set_state(self, state: State) -> None:
-        self.state = state
-        self.state_history.append(state)
+        """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""
+        _set_state(self, state)
 
     @property
     def start_time(self) -> _dt.datetime | None:
@@ -120,8 +120,8 @@ class FlowRun:
         self.task_runs: list[TaskRun] = []
 
     def set_state(self, state: State) -> None:
-        self.state = state
-        self.state_history.append(state)
+        """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""
+        _set_state(self, state)
 
     start_time = TaskRun.start_time
     end_time = TaskRun.end_time
@@ -131,7 +131,8 @@ class FlowRun:
 
 
 class RunRecorder:
-    """Keeps flow runs and task runs. Methods are called on the hot path and must return at once."""
+    """Keeps flow runs and task runs. Its methods are called by `RecorderSink` from the run-event dispatcher
+    (batched, in the order things happened; everything is delivered by the end of each top-level flow run)."""
 
     def flow_run_started(self, run: FlowRun) -> None:  # pragma: no cover - interface
         pass
@@ -140,6 +141,40 @@ class RunRecorder:
         pass
 
     def task_run_finished(self, run: TaskRun) -> None:  # pragma: no cover - interface
+        pass
+
+
+def _plain_set_state(run: Any, state: State) -> None:
+    run.state = state
+    run.state_history.append(state)
+
+
+# `distributary.engine.transitions` installs its `set_state` here when imported, so `run.set_state(s)` on a
+# record passes the seam too (this module is below the engine and cannot import it).
+_set_state = _plain_set_state
+
+
+class RecorderSink:
+    """The run-event sink that feeds the current `RunRecorder` (`get_recorder()`): `flow_run_created` calls
+    `flow_run_started`, `run_finished` calls `flow_run_finished` or `task_run_finished`."""
+
+    kinds: frozenset[str] | None = frozenset({FLOW_RUN_CREATED, RUN_FINISHED})
+
+    def handle(self, events: Sequence[RunEvent]) -> None:
+        recorder = _recorder
+        for kind, run, _ in events:
+            if kind == RUN_FINISHED:
+                if isinstance(run, TaskRun):
+                    recorder.task_run_finished(run)
+                else:
+                    recorder.flow_run_finished(run)
+            elif kind == FLOW_RUN_CREATED:
+                recorder.flow_run_started(run)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
         pass
 
 

@@ -16,6 +16,7 @@ from ..errors import DistributaryError, MappingLengthMismatch, MappingMissingIte
 from ..futures import TaskRunFuture
 from ..runs import TaskRun
 from .caching import ResultOptions, resolve_result_options
+from . import transitions
 from .resolve import unmapped
 
 if TYPE_CHECKING:
@@ -108,8 +109,11 @@ def make_calls(task: "Task", param_list: Sequence[dict[str, Any]], wait_for: Any
     calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags), params, wait_for, opts,
                       flow_params, log_prints, settings_env, context)
              for params, key in zip(param_list, keys)]
+    runs = [c.task_run for c in calls]
     if ctx is not None and ctx.flow_run is not None:
-        ctx.flow_run.task_runs.extend(c.task_run for c in calls)
+        ctx.flow_run.task_runs.extend(runs)
+    transitions.ensure_recorder_sink()
+    transitions.task_runs_created(runs)
     return calls
 
 

@@ -17,7 +17,7 @@ from ..logging import engine_logger, reset_log_prints, set_log_prints
 from ..runs import TaskRun
 from ..states import State
 from ..transactions import get_transaction
-from . import caching, core
+from . import caching, core, transitions
 from .calls import TaskCall
 from .drivers import CALL, SLEEP, async_caller, drive, drive_async, run_coro_sync, sync_caller
 from .resolve import resolve_parameters
@@ -71,7 +71,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
         delays = task._retry_delays
         while True:
             run.run_count += 1
-            running = run.set_state(S.Running() if run.run_count == 1 else S.Retrying()) or run.state
+            running = transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
             for hook in task.on_running:
                 run_hook(hook, task, run, running)
             call.returned = S.UNSET
@@ -96,7 +96,7 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
             if core.should_retry(retries, run.run_count, failed,
                                  (lambda: cond(task, run, failed)) if cond is not None else None):
                 delay = core.retry_delay(delays, run.run_count, task.retry_jitter_factor)
-                run.set_state(S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
+                transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
                 if delay > 0:
                     yield (SLEEP, delay)
                 continue
@@ -177,7 +177,8 @@ def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: A
 
 def _finish(task: "Task", run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
     run.end_ts = time.time()
-    run.set_state(state)
+    transitions.set_state(run, state)
+    transitions.run_finished(run)
     if state.is_failed() or state.is_crashed():
         _logger().error("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
     elif _logger().isEnabledFor(10):

@@ -17,8 +17,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from .. import runs as _runs
 from ..runs import (ARTIFACT, EVENT_KINDS, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED,
-                    RunEvent, RunEventSink)
+                    RecorderSink, RunEvent, RunEventSink)
 from ..states import State
 
 DISPATCH_INTERVAL = 0.05   # seconds between two deliveries when events trickle in
@@ -84,6 +85,29 @@ def artifact(data: dict[str, Any]) -> None:
         _put((ARTIFACT, None, data))
 
 
+class _LogHandler(logging.Handler):
+    """On the `distributary` logger: each record becomes a `log` event, only while a sink wants them."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock, no formatting unless a sink wants logs
+        if LOG in _wanted and record.name != _log.name:
+            from ..logging import record_to_dict
+
+            _put((LOG, None, record_to_dict(record)))
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does the work
+        self.handle(record)
+
+
+_log_handler = _LogHandler()
+
+
+def _install_log_handler() -> None:
+    root = logging.getLogger("distributary")
+    if _log_handler not in root.handlers:
+        root.addHandler(_log_handler)
+
+
 def wants(kind: str) -> bool:
     """Whether any sink wants events of `kind` (to skip building an event's payload)."""
     return kind in _wanted
@@ -99,6 +123,8 @@ def add_sink(sink: RunEventSink) -> None:
         if sink not in _sinks:
             _sinks = (*_sinks, sink)
         _recompute()
+    if LOG in _wanted:
+        _install_log_handler()
     _ensure_thread()
 
 
@@ -113,6 +139,21 @@ def remove_sink(sink: RunEventSink) -> None:
 
 def sinks() -> tuple[RunEventSink, ...]:
     return _sinks
+
+
+_recorder_sink: RecorderSink | None = None
+
+
+def ensure_recorder_sink() -> None:
+    """Register the sink that feeds `distributary.runs.get_recorder()` (once per process, on first use, so a
+    process that never runs a task starts no dispatcher thread)."""
+    global _recorder_sink
+    if _recorder_sink is None:
+        with _sinks_lock:
+            if _recorder_sink is not None:
+                return
+            sink = _recorder_sink = RecorderSink()
+        add_sink(sink)
 
 
 def _recompute() -> None:
@@ -189,5 +230,7 @@ def _dispatch_loop() -> None:
             deliver()
 
 
+_runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too
+
 __all__ = ["set_state", "set_states", "task_runs_created", "flow_run_created", "run_finished", "log_record",
-           "artifact", "wants", "add_sink", "remove_sink", "sinks", "deliver", "flush"]
+           "artifact", "wants", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import states as S
-from ..engine import TaskCall, run_call
+from ..engine import TaskCall, run_call, transitions
 from ..errors import ConfigurationError
 from ..futures import SettableFuture, TaskRunFuture
 from ..logging import engine_logger
@@ -46,7 +46,8 @@ class LocalFuture(SettableFuture):
             state = call.context.copy().run(run_call, call) if call.context is not None else run_call(call)
         except BaseException as exc:  # the engine only lets interrupts and its own bugs through
             state = S.Crashed(message=f"Task run {call.task_run.name!r} crashed: {exc!r}", data=exc)
-            call.task_run.set_state(state)
+            transitions.set_state(call.task_run, state)
+            transitions.run_finished(call.task_run)
             self.set_final(state)
             if not isinstance(exc, Exception):
                 raise
