@@ -66,8 +66,8 @@ def main() -> None:
         raw(client, 100)   # warm both paths: worker imports, connections
         fan_out(100)
         for n in [int(float(s)) for s in args.sizes.split(",")]:
-            base = measure("raw dask client.map+gather", n, lambda: raw(client, n), args.repeat, not args.no_memory)
-            ours = measure(f"distributary DaskTaskRunner(batch_size={args.batch_size})", n, lambda: fan_out(n),
+            base = measure("raw dask client.map+gather", n, lambda n=n: raw(client, n), args.repeat, not args.no_memory)
+            ours = measure(f"distributary DaskTaskRunner(batch_size={args.batch_size})", n, lambda n=n: fan_out(n),
                            args.repeat, not args.no_memory)
             mem_ratio = ours.peak_bytes / base.peak_bytes if base.peak_bytes else float("nan")
             rows.append([n, base.wall, ours.wall, ours.wall / base.wall, base.per_task_us, ours.per_task_us,

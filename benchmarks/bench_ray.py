@@ -89,8 +89,8 @@ def main() -> None:
         for n in [int(float(s)) for s in args.sizes.split(",")]:
             repeat = args.repeat_large if n >= 100_000 else args.repeat
             tm = not args.no_tracemalloc
-            base = measure_rss("raw ray.remote + ray.get", n, lambda: raw(n), repeat, tm)
-            ours = measure_rss("distributary RayTaskRunner", n, lambda: fan_out(n), repeat, tm)
+            base = measure_rss("raw ray.remote + ray.get", n, lambda n=n: raw(n), repeat, tm)
+            ours = measure_rss("distributary RayTaskRunner", n, lambda n=n: fan_out(n), repeat, tm)
             mib = 2**20
             rows.append([n, base.wall, ours.wall, ours.wall / base.wall, base.per_task_us, ours.per_task_us,
                          (ours.wall - base.wall) / n * 1e6, base.peak_rss_bytes / mib, ours.peak_rss_bytes / mib,

@@ -23,8 +23,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -106,7 +107,7 @@ def start_moto() -> tuple[subprocess.Popen, dict[str, Any]]:
             break
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("moto did not start (pip install 'moto[server]' s3fs)")
+                raise RuntimeError("moto did not start (pip install 'moto[server]' s3fs)") from None
             time.sleep(0.05)
     return proc, {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": url}}
 

@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     rows, records = [], []
     for n in [int(float(s)) for s in args.sizes.split(",")]:
-        base = measure("raw ThreadPoolExecutor", n, lambda: raw(n), args.repeat)
-        ours = measure("distributary threads", n, lambda: fan_out(n), args.repeat)
+        base = measure("raw ThreadPoolExecutor", n, lambda n=n: raw(n), args.repeat)
+        ours = measure("distributary threads", n, lambda n=n: fan_out(n), args.repeat)
         overhead_us = (ours.wall - base.wall) / n * 1e6
         mem_extra = (ours.peak_bytes - base.peak_bytes) / n
         rows.append([n, base.wall, ours.wall, ours.wall / base.wall, overhead_us, base.peak_bytes / n,

@@ -10,10 +10,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .context import get_run_context, tags
+from .engine.resolve import allow_failure, quote, unmapped
 from .flows import Flow, flow
 from .futures import as_completed, wait
 from .logging import get_run_logger
-from .engine.resolve import allow_failure, quote, unmapped
 from .states import State
 from .tasks import Task, task
 

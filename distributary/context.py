@@ -21,8 +21,8 @@ class FlowRunContext:
     __slots__ = ("flow", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
                  "_counter_lock", "_result_options_cache", "settings_env")
 
-    def __init__(self, flow: "Flow | None", flow_run: "FlowRun | None", task_runner: "TaskRunner",
-                 parameters: dict[str, Any], recorder: "RunRecorder", log_prints: bool = False,
+    def __init__(self, flow: Flow | None, flow_run: FlowRun | None, task_runner: TaskRunner,
+                 parameters: dict[str, Any], recorder: RunRecorder, log_prints: bool = False,
                  settings_env: dict[str, str] | None = None):
         self.flow = flow
         self.flow_run = flow_run
@@ -36,7 +36,7 @@ class FlowRunContext:
         self.settings_env = settings_env or {}
 
     @classmethod
-    def get(cls) -> "FlowRunContext | None":
+    def get(cls) -> FlowRunContext | None:
         """The flow run context of this thread or asyncio task, or None (Prefect's `FlowRunContext.get()`)."""
         return flow_run_ctx.get()
 
@@ -61,7 +61,7 @@ class TaskRunContext:
 
     __slots__ = ("task", "task_run", "parameters", "flow_parameters", "log_prints", "result_options")
 
-    def __init__(self, task: "Task", task_run: "TaskRun", parameters: dict[str, Any],
+    def __init__(self, task: Task, task_run: TaskRun, parameters: dict[str, Any],
                  flow_parameters: dict[str, Any], log_prints: bool, result_options: Any):
         self.task = task
         self.task_run = task_run
@@ -71,7 +71,7 @@ class TaskRunContext:
         self.result_options = result_options
 
     @classmethod
-    def get(cls) -> "TaskRunContext | None":
+    def get(cls) -> TaskRunContext | None:
         """The task run context of this thread or asyncio task, or None (Prefect's `TaskRunContext.get()`)."""
         return task_run_ctx.get()
 

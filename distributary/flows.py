@@ -13,10 +13,9 @@ from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
 from . import settings
-from .engine import core, transitions
 from . import states as S
 from .context import FlowRunContext, flow_run_ctx
-from .engine import CALL, SLEEP, async_caller, drive, drive_async, run_hook, sync_caller
+from .engine import CALL, SLEEP, async_caller, core, drive, drive_async, run_hook, sync_caller, transitions
 from .errors import FlowRunTimeoutError, ParameterTypeError, UnknownNameError
 from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
@@ -80,7 +79,7 @@ class Flow(Generic[R]):
         self._adapters: dict[str, Any] | None = None
         update_wrapper(self, fn)  # type: ignore[arg-type]
 
-    def with_options(self, **changes: Any) -> "Flow[R]":
+    def with_options(self, **changes: Any) -> Flow[R]:
         """A copy of this flow with some options changed, e.g. `flow.with_options(task_runner="dask")`."""
         unknown = set(changes) - set(self._OPTION_NAMES)
         if unknown:
@@ -178,14 +177,14 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
     transitions.ensure_recorder_sink()
     transitions.flow_run_created(run)
     try:
-        return (yield from _flow_attempts(flow, params, run, parent, recorder))
+        return (yield from _flow_attempts(flow, params, run, parent, recorder, out))
     finally:
         if parent is None:
             transitions.flush()  # a top-level run ends with its events handed to every sink
 
 
-def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any,
-                   recorder: Any) -> Generator[tuple, Any, State]:
+def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any, recorder: Any,
+                   out: list[Any] | None) -> Generator[tuple, Any, State]:
     log = engine_logger("flow_runs")
     extra = {"run_name": run.name}
     log.info("Beginning %sflow run %r for flow %r", "sub" if parent else "", run.name, flow.name, extra=extra)

@@ -20,7 +20,8 @@ import pickle
 import struct
 import sys
 import uuid
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import CacheKeyError
 
@@ -40,7 +41,7 @@ def stable_hash(*objects: Any) -> str:
     return h.hexdigest()
 
 
-def hash_parameters(parameters: Mapping[str, Any], exclude: frozenset[str] | set[str] | list[str] = ()) -> str:
+def hash_parameters(parameters: Mapping[str, Any], exclude: frozenset[str] | set[str] | list[str] | tuple[str, ...] = ()) -> str:
     """A stable hex digest of a task's arguments (name -> value), leaving out the names in `exclude`.
 
     When a value cannot be hashed, the `CacheKeyError` names the argument and says how to leave it out.

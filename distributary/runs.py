@@ -12,7 +12,7 @@ import random
 import threading
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .states import State
@@ -28,7 +28,7 @@ RUN_FINISHED = "run_finished"            # (kind, TaskRun | FlowRun, final State
 ARTIFACT = "artifact"                    # (kind, None, dict): an artifact created inside or outside a run
 EVENT_KINDS = frozenset({FLOW_RUN_CREATED, TASK_RUNS_CREATED, STATE_CHANGED, LOG, RUN_FINISHED, ARTIFACT})
 
-RunEvent = tuple  # (kind: str, run: TaskRun | FlowRun | None, payload: Any)
+RunEvent = tuple[str, Any, Any]  # (kind, run: TaskRun | FlowRun | None, payload)
 
 
 class RunEventSink(Protocol):
@@ -38,13 +38,14 @@ class RunEventSink(Protocol):
     `flush(timeout)` writes out what the sink holds, waiting at most `timeout` seconds, and returns whether
     everything was written; `close()` releases the sink."""
 
-    kinds: frozenset[str] | None
+    @property
+    def kinds(self) -> frozenset[str] | None: ...
 
     def handle(self, events: Sequence[RunEvent]) -> None: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
-    def close(self) -> None: ...
+    def close(self) -> object: ...
 
 
 def _dt_or_none(ts: float | None) -> _dt.datetime | None:
@@ -87,7 +88,7 @@ class TaskRun:
     def end_time(self) -> _dt.datetime | None:
         return _dt_or_none(self.end_ts)
 
-    def update_from(self, other: "TaskRun") -> None:
+    def update_from(self, other: TaskRun) -> None:
         """Take over what a worker recorded for this run (its copy came back with the outcome)."""
         for name in ("start_ts", "end_ts", "state", "state_history", "run_count", "cache_key", "worker"):
             setattr(self, name, getattr(other, name))
@@ -151,7 +152,7 @@ def _plain_set_state(run: Any, state: State) -> None:
 
 # `distributary.engine.transitions` installs its `set_state` here when imported, so `run.set_state(s)` on a
 # record passes the seam too (this module is below the engine and cannot import it).
-_set_state = _plain_set_state
+_set_state: Callable[[Any, State], Any] = _plain_set_state
 
 
 class RecorderSink:

@@ -40,7 +40,7 @@ class _Unset:
         return (_unset, ())
 
 
-def _unset() -> "_Unset":
+def _unset() -> _Unset:
     return UNSET
 
 
@@ -143,13 +143,13 @@ class State:
             self.type, errors.FailedRun)
         return cls(msg)
 
-    def copy(self, **changes: Any) -> "State":
+    def copy(self, **changes: Any) -> State:
         new = State(self.type, self.name, self.message, self.data, self.result_ref, self.ts)
         for k, v in changes.items():
             setattr(new, k, v)
         return new
 
-    def without_data(self) -> "State":
+    def without_data(self) -> State:
         """A copy that does not hold the value (for shipping state histories cheaply)."""
         data = self.data if isinstance(self.data, BaseException) else UNSET
         return State(self.type, self.name, self.message, data, self.result_ref, self.ts)

@@ -11,4 +11,5 @@ def __getattr__(name: str) -> Any:
     return _runner_attr(name)
 
 
-__all__ = ["TaskRunner", "ThreadPoolTaskRunner", "ProcessPoolTaskRunner", "DaskTaskRunner", "RayTaskRunner"]
+# The runners are loaded lazily by __getattr__ (so `import distributary` stays light).
+__all__ = ["TaskRunner", "ThreadPoolTaskRunner", "ProcessPoolTaskRunner", "DaskTaskRunner", "RayTaskRunner"]  # noqa: F822

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
-from .engine import core
 from . import states as S
+from .engine import core
 from .errors import ConfigurationError
 
 R = TypeVar("R")
@@ -176,7 +176,7 @@ class Task(Generic[R]):
             raise TypeError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.isasync = inspect.iscoroutinefunction(fn)
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.description = description or inspect.getdoc(fn)
         self.tags = frozenset(tags or ())
         self.version = version
@@ -226,7 +226,7 @@ class Task(Generic[R]):
                      "timeout_seconds", "log_prints", "refresh_cache", "on_completion", "on_failure", "on_running",
                      "retry_condition_fn", "viz_return_value")
 
-    def with_options(self, **changes: Any) -> "Task[R]":
+    def with_options(self, **changes: Any) -> Task[R]:
         """A copy of this task with some options changed."""
         unknown = set(changes) - set(self._OPTION_NAMES) - {"on_commit", "on_rollback"}
         if unknown:
@@ -275,7 +275,7 @@ class Task(Generic[R]):
         if self.isasync and _in_event_loop():
             return _await_call(call, return_state)
         from .engine import run_call
-        from .engine.resolve import wait_all, find_upstreams
+        from .engine.resolve import find_upstreams, wait_all
 
         if wait_for:
             wait_all(find_upstreams({}, wait_for))
@@ -284,7 +284,7 @@ class Task(Generic[R]):
 
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run the task on the flow's task runner; returns a future at once."""
-        from .runners.base import current_runner
+        from .runners import current_runner
 
         fut = current_runner().submit(self, self.bind(args, kwargs), wait_for=wait_for)
         if return_state:
@@ -295,7 +295,7 @@ class Task(Generic[R]):
     def map(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """One task run per element of the iterable arguments (others are broadcast; `unmapped(x)` broadcasts
         an iterable). Returns a FutureList."""
-        from .runners.base import current_runner
+        from .runners import current_runner
 
         futures = current_runner().map(self, self.bind_for_map(args, kwargs), wait_for=wait_for)
         if return_state:
@@ -350,7 +350,7 @@ def _call_result(call: Any, state: Any) -> Any:
 
 
 @overload
-def task(__fn: Callable[..., R]) -> Task[R]: ...
+def task(__fn: Callable[..., R], **options: Any) -> Task[R]: ...
 
 
 @overload

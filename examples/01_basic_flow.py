@@ -1,6 +1,7 @@
 """Seed example "Creating a Basic Flow" (only the import line differs from Prefect's)."""
-from distributary import flow, task
 import httpx
+
+from distributary import flow, task
 
 
 @task(log_prints=True)

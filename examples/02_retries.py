@@ -1,5 +1,6 @@
 """Seed example "Creating Tasks with Retries" (only the import lines differ from Prefect's)."""
 import httpx
+
 from distributary import flow, task
 from distributary.tasks import exponential_backoff
 

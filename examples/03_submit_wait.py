@@ -1,5 +1,6 @@
 """Seed example "Running Tasks Concurrently with Submit" (only the import lines differ from Prefect's)."""
 import time
+
 from distributary import flow, task
 from distributary.futures import wait
 

@@ -2,6 +2,7 @@
 
 Run it twice: the second process gets every result from the cache in DISTRIBUTARY_HOME/storage."""
 from datetime import timedelta
+
 from distributary import flow, task
 from distributary.cache_policies import INPUTS, TASK_SOURCE
 
@@ -36,6 +37,7 @@ def cached_workflow():
     # debug parameter is ignored in cache key
     data1 = fetch_with_debug("https://api.example.com", debug=False)
     data2 = fetch_with_debug("https://api.example.com", debug=True)  # Still cached
+    assert data1 == data2
 
     return result1, result2
 

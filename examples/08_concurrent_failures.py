@@ -1,5 +1,6 @@
 """Seed example "Handling Failures in Concurrent Work" (only the import lines differ from Prefect's)."""
 from typing import Any
+
 from distributary import flow, task
 from distributary.futures import wait
 from distributary.states import State

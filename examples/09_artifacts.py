@@ -1,13 +1,14 @@
 """Seed example "Creating Artifacts" (only the import lines differ from Prefect's)."""
+import time
+
 from distributary import flow, task
 from distributary.artifacts import (
-    create_markdown_artifact,
-    create_table_artifact,
     create_link_artifact,
+    create_markdown_artifact,
     create_progress_artifact,
+    create_table_artifact,
     update_progress_artifact,
 )
-import time
 
 
 @task

@@ -1,6 +1,8 @@
 """Seed example "Working with the REST API" (only the import line differs from Prefect's)."""
 import asyncio
+
 import requests
+
 from distributary.client.orchestration import get_client
 
 

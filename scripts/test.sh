@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# moto[server] and s3fs must resolve together (see ../shared/EMULATORS.md, P1): both come from ".[test]".
+# moto[server] and s3fs must resolve together (tests/README.md, P1): both come from ".[test]" (with ruff and mypy).
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m pip check
 if [ -f package-lock.json ]; then
@@ -16,6 +16,10 @@ fi
 export AZURITE_BIN="${AZURITE_BIN:-$PWD/node_modules/.bin/azurite-blob}"
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
+# Static checks first (configured in pyproject.toml): lint, types, the layer rules of ARCHITECTURE.md.
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/python scripts/import_graph.py   # figures; tests/test_layers.py enforces the rules
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-# Before any gcsfs import: its HNS probe hangs ~60 s per operation against emulators (EMULATORS.md P3).
+# Before any gcsfs import: its HNS probe hangs ~60 s per operation against emulators (tests/README.md, P3).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-# Ray on loopback, no token file in ~/.ray, no usage reporting (EMULATORS.md P9).
+# Ray on loopback, no token file in ~/.ray, no usage reporting (tests/README.md, P9).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -17,10 +17,8 @@ if "DISTRIBUTARY_HOME" not in os.environ:
 
     os.environ["DISTRIBUTARY_HOME"] = tempfile.mkdtemp(prefix="distributary-tests-home-")
 
-from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
-
-
 import pytest  # noqa: E402
+from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ and Azurite (Azure blob), each started once per session on free 127.0.0.1 ports 
 A missing server binary FAILS the tests that need it, with the command that installs it (never a silent skip).
 Each fixture yields an `Endpoint`: the fsspec `storage_options` that reach the server, plus the environment
 variables a subprocess needs to reach it with no explicit options (what a worker process would see).
-See /work/shared/EMULATORS.md for the pitfalls these settings avoid (P2-P13).
+See tests/README.md for the servers and the pitfalls these settings avoid (P2-P13).
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ class Server:
     def __init__(self, cmd: list[str], ready_url: str, log: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.log_path = log
-        self.log = open(log, "wb")
+        self.log = open(log, "wb")  # noqa: SIM115  the server's log, closed when it stops
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         try:

@@ -8,8 +8,19 @@ from typing import Any
 
 import pytest
 
-from distributary.cache_policies import (DEFAULT, FLOW_PARAMETERS, INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE,
-                                         CacheKeyFnPolicy, CachePolicy, CompoundCachePolicy, Inputs, NoCache)
+from distributary.cache_policies import (
+    DEFAULT,
+    FLOW_PARAMETERS,
+    INPUTS,
+    NO_CACHE,
+    RUN_ID,
+    TASK_SOURCE,
+    CacheKeyFnPolicy,
+    CachePolicy,
+    CompoundCachePolicy,
+    Inputs,
+    NoCache,
+)
 from distributary.errors import CacheKeyError, ConfigurationError
 
 FLOW_RUN = uuid.UUID(int=1)
@@ -24,7 +35,7 @@ def add_v2(x: int, y: int = 0) -> int:
 
 
 def ctx(fn: Any = add, task_key: str = "tests.add", flow_run_id: Any = FLOW_RUN,
-        task_run_id: Any = uuid.UUID(int=2)) -> SimpleNamespace:
+        task_run_id: Any = uuid.UUID(int=2)) -> SimpleNamespace:  # noqa: B008  an immutable constant
     return SimpleNamespace(task=SimpleNamespace(fn=fn, name=fn.__name__, task_key=task_key),
                            task_run=SimpleNamespace(id=task_run_id, flow_run_id=flow_run_id), parameters={})
 

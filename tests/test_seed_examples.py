@@ -136,11 +136,12 @@ def test_artifacts_example(run_home):
 
 
 def test_list_flows_example(run_home, capsys):
+    import uuid
+
     from distributary.engine import transitions
     from distributary.runs import FLOW_RUN_CREATED, FlowRun
     from distributary.runstore import ensure_sink
     from distributary.states import Pending
-    import uuid
 
     sink = ensure_sink()
     runs = [FlowRun(uuid.uuid4(), f"r{i}", name, {}, frozenset(), Pending()) for i, name in enumerate(["a", "b"])]

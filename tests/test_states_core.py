@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from distributary.engine import core
 from distributary import states as S
+from distributary.engine import core
 from distributary.errors import ConfigurationError, FailedRun, UnfinishedRun
 from distributary.tasks import exponential_backoff
 

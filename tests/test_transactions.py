@@ -31,6 +31,5 @@ def test_transaction_is_per_thread_context() -> None:
 
 
 def test_bad_isolation_level() -> None:
-    with pytest.raises(ConfigurationError, match="READ_COMMITTED"):
-        with transaction(isolation_level="EVENTUAL"):
-            pass
+    with pytest.raises(ConfigurationError, match="READ_COMMITTED"), transaction(isolation_level="EVENTUAL"):
+        pass

@@ -63,9 +63,8 @@ def test_values_nesting_and_commit_modes(tmp_path):
     with transaction(commit_mode=CommitMode.OFF) as off:
         pass
     assert not off.is_committed()
-    with pytest.raises(Exception, match="commit_mode"):
-        with transaction(commit_mode="SOMETIMES"):
-            pass
+    with pytest.raises(Exception, match="commit_mode"), transaction(commit_mode="SOMETIMES"):
+        pass
 
 
 def test_a_keyed_transaction_is_committed_for_later_ones(tmp_path):

@@ -18,8 +18,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..errors import ClusterConnectionError, ConfigurationError, MissingDependencyError
 from .spec import RunnerSpec
@@ -295,7 +296,8 @@ class DaskBackend(Backend):
     def make_runner(self) -> Any:
         from ..runners import load_runner_class
 
-        return load_runner_class("dask")(address=self.address)
+        cls: Any = load_runner_class("dask")
+        return cls(address=self.address)
 
     @contextmanager
     def raw(self) -> Iterator[RawPool]:
@@ -367,7 +369,8 @@ class RayBackend(Backend):
         from ..runners import load_runner_class
 
         # Ray is initialised in this process: the runner joins the same cluster and reuses the connection.
-        return load_runner_class("ray")(address=self.address)
+        cls: Any = load_runner_class("ray")
+        return cls(address=self.address)
 
     @contextmanager
     def raw(self) -> Iterator[RawPool]:
@@ -403,7 +406,7 @@ class MotoServer:
                                          exc) from exc
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  the server's log, closed when it stops
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.storage_options = {"key": "bench", "secret": "bench-secret", "client_kwargs": {"endpoint_url": self.url}}

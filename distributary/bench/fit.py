@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigurationError
 from .measure import Measurement
@@ -138,7 +139,7 @@ class Advice:
 
         cost = self.costs[self.runner_label]
         opts = dict(cost.options)
-        cls = load_runner_class(cost.kind)
+        cls: Any = load_runner_class(cost.kind)  # the concrete runner's own options
         if cost.kind in ("threads", "processes"):
             return cls(**opts)
         address = opts.pop("address", None)

@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 IMPLS = ("distributary", "raw", "prefect")
 _PACKAGES = ("distributary", "dask", "distributed", "ray", "fsspec", "s3fs", "pyarrow", "cloudpickle", "pydantic",
@@ -87,7 +88,7 @@ class Measurement:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 

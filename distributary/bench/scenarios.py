@@ -20,9 +20,10 @@ import json
 import os
 import pickle
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import flow, task
 from ..cache_policies import INPUTS, NO_CACHE
@@ -83,9 +84,8 @@ def raw_write_table(mib: int, protocol: str, options_json: str, path: str) -> st
     import pyarrow as pa
 
     table = make_table(mib)
-    with _fs(protocol, options_json).open(path, "wb") as f:
-        with pa.ipc.new_stream(f, table.schema) as writer:
-            writer.write_table(table)
+    with _fs(protocol, options_json).open(path, "wb") as f, pa.ipc.new_stream(f, table.schema) as writer:
+        writer.write_table(table)
     return path
 
 

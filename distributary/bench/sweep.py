@@ -14,9 +14,10 @@ import sys
 import tempfile
 import traceback
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import ConfigurationError, DistributaryError
 from .backends import Backend, MotoServer, make_backend
@@ -48,7 +49,7 @@ class SweepResult:
                 "measurements": [m.to_dict() for m in self.measurements]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SweepResult":
+    def from_dict(cls, data: dict[str, Any]) -> SweepResult:
         if data.get("schema") != SCHEMA:
             raise ConfigurationError(f"Not a distributary bench result (schema {data.get('schema')!r}, expected "
                                      f"{SCHEMA!r}).")
@@ -57,7 +58,7 @@ class SweepResult:
                    data.get("finished", ""), data.get("notes", []))
 
     @classmethod
-    def read(cls, path: str | Path) -> "SweepResult":
+    def read(cls, path: str | Path) -> SweepResult:
         path = Path(path)
         if not path.is_file():
             raise ConfigurationError(f"Bench result file {str(path)!r} does not exist.")
@@ -69,7 +70,7 @@ class SweepResult:
         return cls.from_dict(data)
 
     @classmethod
-    def merge(cls, parts: list["SweepResult"]) -> "SweepResult":
+    def merge(cls, parts: list[SweepResult]) -> SweepResult:
         """One result from sweeps run separately (e.g. one per runner, so a long sweep can be split or resumed).
         A point measured in several parts keeps the last part's figures."""
         if not parts:

@@ -9,8 +9,9 @@ MISSED or NOT MEASURED, with every figure it was judged on.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .measure import Measurement
 

@@ -13,8 +13,7 @@ Runners call `run_call(call)` in a worker thread or process, or `run_call_async(
 from __future__ import annotations
 
 from .calls import TaskCall, expand_map_parameters, make_call, make_calls, new_task_run
-from .drivers import (CALL, SLEEP, async_caller, call_with_timeout, drive, drive_async, run_coro_sync,
-                      sync_caller)
+from .drivers import CALL, SLEEP, async_caller, call_with_timeout, drive, drive_async, run_coro_sync, sync_caller
 from .steps import run_call, run_call_async, run_hook
 
 __all__ = ["TaskCall", "new_task_run", "make_call", "make_calls", "expand_map_parameters", "CALL", "SLEEP",

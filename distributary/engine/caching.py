@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import settings
 from .. import states as S
@@ -67,13 +67,13 @@ def _first(*values: Any) -> Any:
     return None
 
 
-def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> ResultOptions | None:
+def resolve_result_options(task: Task[Any], flow_ctx: FlowRunContext | None) -> ResultOptions | None:
     """The result options of `task` in `flow_ctx`, or None when the run neither persists nor caches (the fast
     path: no store is touched)."""
     if flow_ctx is not None:
         cached = flow_ctx._result_options_cache.get(id(task), _MISSING)
         if cached is not _MISSING:
-            return cached
+            return cast("ResultOptions | None", cached)
     flow = flow_ctx.flow if flow_ctx is not None else None
     policy: Any = None
     if task.cache_key_fn is not None or task.cache_policy is not None:
@@ -132,16 +132,18 @@ def resolve_result_options(task: "Task", flow_ctx: "FlowRunContext | None") -> R
 _MISSING = object()
 
 
-def compute_key(opts: ResultOptions, ctx: "TaskRunContext") -> str | None:
+def compute_key(opts: ResultOptions, ctx: TaskRunContext) -> str | None:
     """The key the run's result is stored under and looked up by (None: not cached)."""
     if opts.storage_key:
         return format_storage_key(opts.storage_key, ctx)
     if opts.cache_policy is None:
         return None
-    return opts.cache_policy.compute_key(task_ctx=ctx, inputs=ctx.parameters, flow_parameters=ctx.flow_parameters)
+    key: str | None = opts.cache_policy.compute_key(task_ctx=ctx, inputs=ctx.parameters,
+                                                    flow_parameters=ctx.flow_parameters)
+    return key
 
 
-def format_storage_key(template: str, ctx: "TaskRunContext") -> str:
+def format_storage_key(template: str, ctx: TaskRunContext) -> str:
     try:
         return template.format(parameters=ctx.parameters, task_run=ctx.task_run, task=ctx.task,
                                flow_parameters=ctx.flow_parameters)
@@ -177,7 +179,7 @@ def lookup(opts: ResultOptions, key: str) -> State | None:
     return S.Cached(data=value, result_ref=ref)
 
 
-def persist(opts: ResultOptions, key: str | None, value: Any, ctx: "TaskRunContext") -> Any:
+def persist(opts: ResultOptions, key: str | None, value: Any, ctx: TaskRunContext) -> Any:
     """Write `value` to the store; returns its ResultRef. Errors name the task run."""
     store = opts.store()
     run = ctx.task_run

@@ -11,12 +11,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import states as S
-from ..context import current_tags as _current_tags, flow_run_ctx
+from ..context import current_tags as _current_tags
+from ..context import flow_run_ctx
 from ..errors import DistributaryError, MappingLengthMismatch, MappingMissingIterable
-from ..futures import TaskRunFuture
 from ..runs import TaskRun
-from .caching import ResultOptions, resolve_result_options
 from . import transitions
+from .caching import ResultOptions, resolve_result_options
+from .futures import TaskRunFuture
 from .resolve import unmapped
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class TaskCall:
     __slots__ = ("task", "task_run", "parameters", "wait_for", "result_options", "flow_parameters", "log_prints",
                  "settings_env", "context", "returned")
 
-    def __init__(self, task: "Task", task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
+    def __init__(self, task: Task[Any], task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
                  result_options: ResultOptions | None, flow_parameters: dict[str, Any],
                  log_prints: bool, settings_env: dict[str, str] | None = None,
                  context: contextvars.Context | None = None):
@@ -64,7 +65,7 @@ class TaskCall:
             setattr(self, k, v)
 
 
-def new_task_run(task: "Task", parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
+def new_task_run(task: Task[Any], parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
                  tags: frozenset[str]) -> TaskRun:
     name = task.task_run_name
     if name is None:
@@ -84,11 +85,11 @@ def new_task_run(task: "Task", parameters: dict[str, Any], flow_run_id: uuid.UUI
 _global_keys = itertools.count()
 
 
-def make_call(task: "Task", parameters: dict[str, Any], wait_for: Any) -> TaskCall:
+def make_call(task: Task[Any], parameters: dict[str, Any], wait_for: Any) -> TaskCall:
     return make_calls(task, [parameters], wait_for)[0]
 
 
-def make_calls(task: "Task", param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
+def make_calls(task: Task[Any], param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
     """Task-run records and calls for `task` with each parameters dict, in the current flow run (if any)."""
     ctx = flow_run_ctx.get()
     n = len(param_list)
@@ -134,7 +135,7 @@ def _iterable(v: Any) -> bool:
     return True
 
 
-def expand_map_parameters(task: "Task", parameters: dict[str, Any]) -> list[dict[str, Any]]:
+def expand_map_parameters(task: Task[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
     """One parameters dict per mapped run. Iterable arguments are mapped over (they must have equal lengths);
     everything else, and anything wrapped in `unmapped(...)`, goes whole to every run. A single future is
     waited for and its result mapped over."""

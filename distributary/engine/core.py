@@ -117,7 +117,7 @@ def flow_state_from_return(value: Any) -> tuple[State, Any]:
     Generators are consumed into lists."""
     import types
 
-    from ..futures import TaskRunFuture
+    from .futures import TaskRunFuture
     from .resolve import map_nested
 
     def leaf(v: Any) -> Any:

@@ -20,9 +20,10 @@ from ..states import State
 # The two steps a run's generator yields to its driver.
 CALL = 0  # (CALL, params): call the user's function
 SLEEP = 1  # (SLEEP, seconds): wait before a retry
+Step = tuple[int, Any]
 
 
-def drive(gen: Generator[tuple, Any, State], call: Callable[[dict[str, Any]], Any]) -> State:
+def drive(gen: Generator[Step, Any, State], call: Callable[[dict[str, Any]], Any]) -> State:
     """Drive a run's steps in this thread: `call(params)` runs the user's function, sleeps block."""
     try:
         step = next(gen)
@@ -38,10 +39,11 @@ def drive(gen: Generator[tuple, Any, State], call: Callable[[dict[str, Any]], An
                 time.sleep(step[1])
                 step = next(gen)
     except StopIteration as stop:
-        return stop.value
+        final: State = stop.value
+        return final
 
 
-async def drive_async(gen: Generator[tuple, Any, State],
+async def drive_async(gen: Generator[Step, Any, State],
                       call: Callable[[dict[str, Any]], Awaitable[Any]]) -> State:
     """Drive a run's steps on the running event loop: `await call(params)`, sleeps do not block the loop."""
     try:
@@ -58,7 +60,8 @@ async def drive_async(gen: Generator[tuple, Any, State],
                 await asyncio.sleep(step[1])
                 step = next(gen)
     except StopIteration as stop:
-        return stop.value
+        final: State = stop.value
+        return final
 
 
 def sync_caller(fn: Callable[..., Any], timeout: float | None, run: Any,

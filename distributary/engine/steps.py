@@ -5,6 +5,7 @@ task run in this thread, `run_call_async(call)` on the running event loop.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import types
 from collections.abc import Generator
@@ -19,23 +20,23 @@ from ..states import State
 from ..transactions import get_transaction
 from . import caching, core, transitions
 from .calls import TaskCall
-from .drivers import CALL, SLEEP, async_caller, drive, drive_async, run_coro_sync, sync_caller
+from .drivers import CALL, SLEEP, Step, async_caller, drive, drive_async, run_coro_sync, sync_caller
 from .resolve import resolve_parameters
 
 if TYPE_CHECKING:
     from ..tasks import Task
 
-_log = None
+_log: logging.Logger | None = None
 
 
-def _logger():
+def _logger() -> logging.Logger:
     global _log
     if _log is None:
         _log = engine_logger("task_runs")
     return _log
 
 
-def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
+def _steps(call: TaskCall) -> Generator[Step, Any, State]:
     task = call.task
     run = call.task_run
     run.start_ts = time.time()
@@ -94,7 +95,8 @@ def _steps(call: TaskCall) -> Generator[tuple, Any, State]:
                 failed = core.failed_state_for(exc, run.name)
             cond = task.retry_condition_fn
             if core.should_retry(retries, run.run_count, failed,
-                                 (lambda: cond(task, run, failed)) if cond is not None else None):
+                                 # called at once, in this iteration
+                                 (lambda: cond(task, run, failed)) if cond is not None else None):  # noqa: B023
                 delay = core.retry_delay(delays, run.run_count, task.retry_jitter_factor)
                 transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
                 if delay > 0:
@@ -141,7 +143,7 @@ class _ManagedLock:
     def __init__(self, manager: Any, key: str, holder: str, hold: float):
         self.manager, self.key, self.holder, self.hold = manager, key, holder, hold
 
-    def __enter__(self) -> "_ManagedLock":
+    def __enter__(self) -> _ManagedLock:
         self.manager.acquire_lock(self.key, self.holder, acquire_timeout=None, hold_timeout=self.hold)
         return self
 
@@ -175,7 +177,7 @@ def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: A
     return True
 
 
-def _finish(task: "Task", run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
+def _finish(task: Task[Any], run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
     run.end_ts = time.time()
     transitions.set_state(run, state)
     transitions.run_finished(run)
@@ -210,7 +212,8 @@ def run_call(call: TaskCall) -> State:
     """Run a task run to its final state in this thread."""
     task = call.task
     if task.isasync:
-        return run_coro_sync(run_call_async(call))
+        state: State = run_coro_sync(run_call_async(call))
+        return state
     return drive(_steps(call), sync_caller(task._invoke, task.timeout_seconds, call.task_run))
 
 

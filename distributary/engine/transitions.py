@@ -18,8 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import runs as _runs
-from ..runs import (ARTIFACT, EVENT_KINDS, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED,
-                    RecorderSink, RunEvent, RunEventSink)
+from ..runs import (
+    ARTIFACT,
+    EVENT_KINDS,
+    FLOW_RUN_CREATED,
+    LOG,
+    RUN_FINISHED,
+    STATE_CHANGED,
+    TASK_RUNS_CREATED,
+    RecorderSink,
+    RunEvent,
+    RunEventSink,
+)
 from ..states import State
 
 DISPATCH_INTERVAL = 0.05   # seconds between two deliveries when events trickle in

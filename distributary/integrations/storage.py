@@ -16,7 +16,8 @@ Options passed explicitly always win over the environment.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # protocol -> (canonical protocol, distributary extra, package)
 PROTOCOLS: dict[str, tuple[str, str | None, str | None]] = {

@@ -11,7 +11,8 @@ import io
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import settings
 from ..context import flow_run_ctx, task_run_ctx
@@ -72,7 +73,7 @@ class RunLoggerAdapter(logging.LoggerAdapter):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = kwargs.get("extra")
-        kwargs["extra"] = {**self.extra, **extra} if extra else self.extra
+        kwargs["extra"] = {**(self.extra or {}), **extra} if extra else self.extra
         return msg, kwargs
 
 
@@ -86,9 +87,9 @@ def get_run_logger() -> logging.LoggerAdapter:
                                 {"run_name": run.name, "run_id": str(run.id), "run_kind": "task"})
     fctx = flow_run_ctx.get()
     if fctx is not None and fctx.flow_run is not None:
-        run = fctx.flow_run
+        frun = fctx.flow_run
         return RunLoggerAdapter(logging.getLogger(f"{ROOT}.flow_runs"),
-                                {"run_name": run.name, "run_id": str(run.id), "run_kind": "flow"})
+                                {"run_name": frun.name, "run_id": str(frun.id), "run_kind": "flow"})
     from ..errors import DistributaryError
 
     raise DistributaryError("get_run_logger() was called outside a flow run or task run; "

@@ -2,9 +2,12 @@
 `import distributary` loads neither dask nor ray."""
 from __future__ import annotations
 
+import atexit
 import importlib
+import threading
 from typing import Any
 
+from ..context import flow_run_ctx
 from ..errors import MissingDependencyError, UnknownNameError
 from .base import TaskRunner
 
@@ -57,6 +60,27 @@ def get_runner(spec: Any) -> TaskRunner:
                     f"{', '.join(runner_names())}; got {spec!r}.")
 
 
+_default_runner: TaskRunner | None = None
+_default_lock = threading.Lock()
+
+
+def current_runner() -> TaskRunner:
+    """The runner of the current flow run, or (outside flows) a process-wide thread runner."""
+    ctx = flow_run_ctx.get()
+    if ctx is not None:
+        return ctx.task_runner
+    global _default_runner
+    if _default_runner is None:
+        with _default_lock:
+            if _default_runner is None:
+                runner = load_runner_class("threads")()
+                runner.ensure_started()
+                atexit.register(runner.__exit__, None, None, None)
+                _default_runner = runner
+    assert _default_runner is not None
+    return _default_runner
+
+
 # Helpers of the cluster runners, imported on first use: `from distributary.runners import DaskTaskRunner,
 # get_dask_client` is the one-line change from `from prefect_dask import DaskTaskRunner, get_dask_client`.
 _HELPERS = {"get_dask_client": ("dask", "get_dask_client"), "remote_options": ("ray", "remote_options")}
@@ -71,6 +95,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["TaskRunner", "register_runner", "get_runner", "runner_names", "get_dask_client", "remote_options",
-           "ThreadPoolTaskRunner",
+__all__ = ["TaskRunner", "register_runner", "get_runner", "runner_names", "current_runner", "get_dask_client",
+           "remote_options", "ThreadPoolTaskRunner",
            "ProcessPoolTaskRunner", "DaskTaskRunner", "RayTaskRunner"]

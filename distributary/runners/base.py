@@ -5,15 +5,13 @@ Like `concurrent.futures.Executor`, whose subclasses only implement `submit`.
 """
 from __future__ import annotations
 
-import atexit
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..context import flow_run_ctx
 from ..engine.calls import TaskCall, expand_map_parameters, make_call, make_calls
-from ..futures import FutureList, TaskRunFuture
+from ..engine.futures import FutureList, TaskRunFuture
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -38,14 +36,14 @@ class TaskRunner(ABC):
         """Wait for submitted work and release resources. Must not shut down a cluster the runner did not start."""
 
     @abstractmethod
-    def submit_call(self, call: TaskCall) -> TaskRunFuture:
+    def submit_call(self, call: TaskCall) -> TaskRunFuture[Any]:
         """Schedule one task run; its arguments may hold futures of this runner, which it waits for first."""
 
-    def submit_calls(self, calls: Sequence[TaskCall]) -> list[TaskRunFuture]:
+    def submit_calls(self, calls: Sequence[TaskCall]) -> Sequence[TaskRunFuture[Any]]:
         """Schedule many task runs (from `.map()`); runners override this to batch."""
         return [self.submit_call(c) for c in calls]
 
-    def duplicate(self) -> "TaskRunner":
+    def duplicate(self) -> TaskRunner:
         """A new, unstarted runner with the same configuration (each flow run gets its own)."""
         return type(self)(**self._config())
 
@@ -64,7 +62,7 @@ class TaskRunner(ABC):
                     self.start()
                     self._started = True
 
-    def __enter__(self) -> "TaskRunner":
+    def __enter__(self) -> TaskRunner:
         self.ensure_started()
         return self
 
@@ -75,12 +73,12 @@ class TaskRunner(ABC):
             finally:
                 self._started = False
 
-    def submit(self, task: "Task", parameters: dict[str, Any], wait_for: Iterable[Any] | None = None,
-               dependencies: Any = None) -> TaskRunFuture:
+    def submit(self, task: Task[Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None,
+               dependencies: Any = None) -> TaskRunFuture[Any]:
         self.ensure_started()
         return self.submit_call(make_call(task, parameters, wait_for))
 
-    def map(self, task: "Task", parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
+    def map(self, task: Task[Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
         self.ensure_started()
         calls = make_calls(task, expand_map_parameters(task, parameters), wait_for)
         return FutureList(self.submit_calls(calls))
@@ -91,7 +89,7 @@ class TaskRunner(ABC):
 
 # ---------------------------------------------------------------------------------------------------------------
 # ---------------------------------------------------------------------------------------------------------------
-def gate(deps: list[TaskRunFuture], release: Callable[[], Any]) -> None:
+def gate(deps: list[TaskRunFuture[Any]], release: Callable[[], Any]) -> None:
     """Call `release()` once every future in `deps` is done (at once if they all are)."""
     remaining = [len(deps)]
     lock = threading.Lock()
@@ -105,25 +103,3 @@ def gate(deps: list[TaskRunFuture], release: Callable[[], Any]) -> None:
 
     for d in deps:
         d.add_done_callback(one_done)
-
-
-_default_runner: Any = None
-_default_lock = threading.Lock()
-
-
-def current_runner() -> TaskRunner:
-    """The runner of the current flow run, or (outside flows) a process-wide thread runner."""
-    ctx = flow_run_ctx.get()
-    if ctx is not None:
-        return ctx.task_runner
-    global _default_runner
-    if _default_runner is None:
-        with _default_lock:
-            if _default_runner is None:
-                from .thread import ThreadPoolTaskRunner
-
-                runner = ThreadPoolTaskRunner()
-                runner.ensure_started()
-                atexit.register(runner.__exit__, None, None, None)
-                _default_runner = runner
-    return _default_runner

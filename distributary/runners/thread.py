@@ -13,12 +13,13 @@ from typing import Any
 
 from .. import states as S
 from ..engine import TaskCall, run_call, transitions
-from ..errors import ConfigurationError
-from ..futures import SettableFuture, TaskRunFuture
-from ..logging import engine_logger
+from ..engine.futures import SettableFuture, TaskRunFuture
 from ..engine.resolve import find_upstreams
+from ..errors import ConfigurationError
+from ..logging import engine_logger
 from ..states import State
 from .base import TaskRunner, gate
+
 
 class LocalFuture(SettableFuture):
     """Future of a task run executed in this process. The run is executed once, by whichever thread claims it
@@ -26,7 +27,7 @@ class LocalFuture(SettableFuture):
 
     __slots__ = ("_call", "_claim", "_runner", "_deps")
 
-    def __init__(self, call: TaskCall, runner: "ThreadPoolTaskRunner | None"):
+    def __init__(self, call: TaskCall, runner: ThreadPoolTaskRunner | None):
         super().__init__(call.task_run)
         self._call: TaskCall | None = call
         self._claim = [True]

@@ -15,13 +15,14 @@ from __future__ import annotations
 import importlib
 import json as _json
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 from ..errors import ConfigurationError, MissingDependencyError, UnknownNameError
 from .base import Serializer
 
-Target = Union[str, Callable[..., Serializer]]
+Target = str | Callable[..., Serializer]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import zlib
-from typing import Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from ..errors import ConfigurationError, MissingDependencyError
 from .base import Serializer

@@ -18,7 +18,8 @@ import json
 import pathlib
 import sys
 import uuid
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ..errors import SerializationError
 from .base import Serializer
@@ -168,7 +169,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "path": lambda o: getattr(pathlib, o["cls"], pathlib.PurePath)(o["str"]),
     "enum": lambda o: _import_class(o["cls"])(o["value"]),
     "dataclass": lambda o: _new_dataclass(_import_class(o["cls"]), o["fields"]),
-    "pydantic": lambda o: _import_class(o["cls"]).model_validate_json(o["json"]),
+    "pydantic": lambda o: _import_class(o["cls"]).model_validate_json(o["json"]),  # type: ignore[attr-defined]
 }
 
 

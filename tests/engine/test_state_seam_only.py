@@ -9,9 +9,11 @@ PKG = Path(__file__).resolve().parents[2] / "distributary"
 
 # Records define their own fields (the first state in __init__; `set_state` forwards to the seam).
 RECORDS = {"runs.py"}
+# Other objects with a `.state`: a transaction's state (ACTIVE, COMMITTED, ...), not a run's.
+NOT_RUNS = {"transactions.py"}
 # Not converted yet: the remote runners are being rebuilt on runners/remote/ (issue 9, the "remote" part); their
 # owner moves these calls onto transitions.set_state / set_states. Remove each entry when its file is converted.
-KNOWN_EXCEPTIONS = {"runners/process.py", "runners/remote_runner.py", "runners/remote_worker.py"}
+KNOWN_EXCEPTIONS = {"runners/remote/worker.py"}
 
 
 def state_changes(tree: ast.AST) -> list[tuple[int, str]]:
@@ -37,7 +39,7 @@ def offenders() -> dict[str, list[tuple[int, str]]]:
     out = {}
     for path in sorted(PKG.rglob("*.py")):
         rel = path.relative_to(PKG).as_posix()
-        if rel.startswith("engine/") or rel in RECORDS:
+        if rel.startswith("engine/") or rel in RECORDS or rel in NOT_RUNS:
             continue
         hits = state_changes(ast.parse(path.read_text(), str(path)))
         if hits:

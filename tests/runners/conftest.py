@@ -3,11 +3,11 @@ suite (test_contract.py) runs once per kind. Cluster-backed kinds reuse one clus
 from __future__ import annotations
 
 import pytest
+from dask_servers import dask_processes, dask_runner  # noqa: E402,F401  (scheduler + 2 workers as processes)
+from ray_servers import ray_instance, ray_runner  # noqa: E402,F401  (one in-process Ray instance)
 
 from distributary.runners.process import ProcessPoolTaskRunner
 from distributary.runners.thread import ThreadPoolTaskRunner
-from dask_servers import dask_processes, dask_runner  # noqa: E402,F401  (scheduler + 2 workers as processes)
-from ray_servers import ray_instance, ray_runner  # noqa: E402,F401  (one in-process Ray instance)
 
 RUNNER_KINDS = ["threads", "processes"]
 RUNNER_KINDS.append("dask")

@@ -1,5 +1,5 @@
 """A Dask scheduler and two single-threaded workers as separate processes (`dask scheduler` / `dask worker`),
-started once per session on free 127.0.0.1 ports and stopped by process group (EMULATORS.md §3, P10, P12, P13).
+started once per session on free 127.0.0.1 ports and stopped by process group (tests/README.md, §3, P10, P12, P13).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class DaskProcesses:
         self.address = f"tcp://127.0.0.1:{port}"
         sched_file = workdir / "scheduler.json"
         dask_cli = [sys.executable, "-m", "dask"]
-        self.logs = [open(workdir / "scheduler.log", "wb"), open(workdir / "workers.log", "wb")]
+        self.logs = [open(workdir / "scheduler.log", "wb"), open(workdir / "workers.log", "wb")]  # noqa: SIM115  closed in stop()
         self.procs: list[subprocess.Popen] = []
         try:
             self.procs.append(subprocess.Popen(

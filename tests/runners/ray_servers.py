@@ -1,5 +1,5 @@
 """One Ray instance per test session, in the test process: `ray.init` with 2 CPUs, a custom resource ("gadget")
-for the remote_options tests, no dashboard, a 512 MiB object store, on 127.0.0.1 (EMULATORS.md P9).
+for the remote_options tests, no dashboard, a 512 MiB object store, on 127.0.0.1 (tests/README.md, P9).
 Runners join it by address, so no test starts or stops Ray. Never `ray stop` (it ends every Ray on the machine).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-# Before Ray starts: no token file in ~/.ray, no usage stats, bind 127.0.0.1 (EMULATORS.md P9).
+# Before Ray starts: no token file in ~/.ray, no usage stats, bind 127.0.0.1 (tests/README.md, P9).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import fsspec
-
 from cross_tasks import slow_square, worker_pid
+
 from distributary import flow
 from distributary.results import resolve_store
 

@@ -100,7 +100,7 @@ def test_sigkill_of_a_worker_mid_map_loses_nothing_charges_only_its_run_and_reru
     # Only the run that was running on the dead worker ran twice and used its retry; nothing that finished ran
     # again, and the runs queued on the dead worker were resent without using a retry.
     assert len(twice) <= 1 and set(twice) == charged
-    for x, pids in twice.items():
+    for pids in twice.values():
         assert killed[0] in pids and len(pids) == 2
     crash_logs = [r for r in records if r.levelno == logging.ERROR and "died while running" in r.getMessage()]
     assert len(crash_logs) == len(charged)

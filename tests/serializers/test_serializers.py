@@ -19,8 +19,15 @@ import pydantic
 import pytest
 
 from distributary.errors import ConfigurationError, MissingDependencyError, SerializationError, UnknownNameError
-from distributary.serializers import (CompressedSerializer, JSONSerializer, PickleSerializer, Serializer,
-                                      get_serializer, register_serializer, registered_serializers)
+from distributary.serializers import (
+    CompressedSerializer,
+    JSONSerializer,
+    PickleSerializer,
+    Serializer,
+    get_serializer,
+    register_serializer,
+    registered_serializers,
+)
 
 
 class Color(enum.Enum):

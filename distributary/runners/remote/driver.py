@@ -19,7 +19,7 @@ import cloudpickle
 from ... import states as S
 from ...engine import TaskCall, transitions
 from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
-from ...futures import SettableFuture, TaskRunFuture
+from ...engine.futures import SettableFuture, TaskRunFuture
 from ...logging import engine_logger
 from ...engine.resolve import find_upstreams, map_nested, needs_resolution
 from ...runs import TaskRun

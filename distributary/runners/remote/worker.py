@@ -17,7 +17,7 @@ import cloudpickle
 from ... import states as S
 from ...engine import TaskCall, run_call
 from ...errors import SerializationError
-from ...futures import TaskRunFuture
+from ...engine.futures import TaskRunFuture
 from ...engine.resolve import map_nested
 from ...runs import TaskRun
 from ...states import State
