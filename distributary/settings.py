@@ -1,8 +1,10 @@
 """Settings read from `DISTRIBUTARY_*` environment variables, resolved when asked for (never cached at import)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,26 @@ from typing import Any
 from .errors import ConfigurationError
 
 PREFIX = "DISTRIBUTARY_"
+# The settings of the task call or flow run in progress (`overlay`): read before os.environ.
+_overlay: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("distributary_settings",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def overlay(env: Mapping[str, str] | None) -> Iterator[None]:
+    """Within this context (this thread or task, and what it submits), `DISTRIBUTARY_*` values in `env` take
+    precedence over `os.environ`. Settings travel with a task call as data (its `settings_env` snapshot): a worker
+    runs the call inside `overlay(call.settings_env)` instead of changing its environment, so runs with different
+    settings can share a worker process."""
+    if not env:
+        yield
+        return
+    outer = _overlay.get()
+    token = _overlay.set({**outer, **env} if outer else dict(env))
+    try:
+        yield
+    finally:
+        _overlay.reset(token)
 
 
 def _bool(value: str) -> bool:
@@ -19,6 +41,13 @@ def _bool(value: str) -> bool:
     if v in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _delays(value: str) -> float | list[float]:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if len(parts) == 1:
+        return float(parts[0])
+    return [float(p) for p in parts]
 
 
 @dataclass(frozen=True)
@@ -33,7 +62,10 @@ class Setting:
         return PREFIX + self.name
 
     def value(self) -> Any:
-        raw = os.environ.get(self.env)
+        ov = _overlay.get()
+        raw = ov.get(self.env) if ov is not None else None
+        if raw is None:
+            raw = os.environ.get(self.env)
         if raw is None:
             raw = profile_value(self.env)
         if raw is None:
@@ -61,6 +93,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("RESULTS_DEFAULT_SERIALIZER", lambda: "cloudpickle", str, "serializer used when none is set"),
         Setting("RESULTS_LOCK_LEASE_SECONDS", lambda: 60.0, float, "lifetime of a SERIALIZABLE cache-key lock lease"),
         Setting("TASKS_DEFAULT_RETRIES", lambda: 0, int, "retries of tasks that do not set them"),
+        Setting("TASKS_DEFAULT_RETRY_DELAY_SECONDS", lambda: 0.0, _delays,
+                "seconds between retries of tasks that do not set them (a number or a comma-separated list)"),
         Setting("TASK_RUNNER", lambda: "threads", str, "runner of flows that do not set one"),
         Setting("RUNSTORE_ENABLED", lambda: True, _bool,
                 "record flow runs, task runs, logs and artifacts in the run store"),
@@ -81,6 +115,9 @@ def get(name: str) -> Any:
 def snapshot() -> dict[str, str]:
     """The `DISTRIBUTARY_*` variables set in this process, to ship to workers with a task."""
     env = {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+    ov = _overlay.get()
+    if ov:
+        env.update(ov)
     if profiles_path().exists():  # workers elsewhere have no profiles file: ship the profile's values too
         env = {**{k: str(v) for k, v in active_profile_settings().items()}, **env}
     return env

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from functools import update_wrapper
 from typing import Any, Generic, TypeVar, overload
 
+from . import settings
 from . import states as S
 from .engine import core
 from .errors import ConfigurationError
@@ -182,6 +183,10 @@ class Task(Generic[R]):
         self.version = version
         self.task_key = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', self.name)}"
         owner = f"Task {self.name!r}"
+        if retries is None:  # Prefect's task-retry defaults, read when the task is defined
+            retries = settings.get("TASKS_DEFAULT_RETRIES")
+        if retry_delay_seconds is None:
+            retry_delay_seconds = settings.get("TASKS_DEFAULT_RETRY_DELAY_SECONDS") or None
         self.retries, self._retry_delays = check_retry_options(owner, retries, retry_delay_seconds)
         self.retry_delay_seconds = retry_delay_seconds
         if retry_jitter_factor is not None and retry_jitter_factor < 0:

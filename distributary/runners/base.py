@@ -75,6 +75,9 @@ class TaskRunner(ABC):
 
     def submit(self, task: Task[Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None,
                dependencies: Any = None) -> TaskRunFuture[Any]:
+        """Schedule one run of `task` with `parameters`, after the futures in `wait_for` (and those nested in the
+        parameters) are done. `dependencies` is accepted for compatibility with Prefect's signature and ignored:
+        the runs to wait for are found in `parameters` and `wait_for`."""
         self.ensure_started()
         return self.submit_call(make_call(task, parameters, wait_for))
 
