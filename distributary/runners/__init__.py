@@ -3,49 +3,40 @@
 from __future__ import annotations
 
 import atexit
-import importlib
 import threading
 from typing import Any
 
+from .._registry import Registry
 from ..context import flow_run_ctx
-from ..errors import MissingDependencyError, UnknownNameError
 from .base import TaskRunner
 
-# name -> (dotted path "module:Class", extra to install or None)
-_REGISTRY: dict[str, tuple[str, str | None]] = {
+ENTRY_POINT_GROUP = "distributary.task_runners"  # third-party runners: name = "package.module:RunnerClass"
+
+_BUILTIN = {
     "threads": ("distributary.runners.thread:ThreadPoolTaskRunner", None),
     "processes": ("distributary.runners.process:ProcessPoolTaskRunner", None),
     "dask": ("distributary.runners.dask:DaskTaskRunner", "dask"),
     "ray": ("distributary.runners.ray:RayTaskRunner", "ray"),
 }
-_CLASS_NAMES = {path.rsplit(":", 1)[1]: name for name, (path, _) in _REGISTRY.items()}
+_runners: Registry[type[TaskRunner]] = Registry("task runner", ENTRY_POINT_GROUP,
+                                                hint="Or pass a TaskRunner instance.")
+for _name, (_path, _extra) in _BUILTIN.items():
+    _runners.register(_name, _path, _extra)
+_CLASS_NAMES = {path.rsplit(":", 1)[1]: name for name, (path, _) in _BUILTIN.items()}
 
 
-def register_runner(name: str, target: str, extra: str | None = None) -> None:
-    """Register a runner class (as "module:Class") under `name`. Existing names are never overwritten."""
-    if name in _REGISTRY and _REGISTRY[name][0] != target:
-        raise ValueError(f"A task runner named {name!r} is already registered ({_REGISTRY[name][0]}).")
-    _REGISTRY[name] = (target, extra)
+def register_runner(name: str, target: str | type[TaskRunner], extra: str | None = None) -> None:
+    """Register a runner class (or "module:Class", imported on first use) under `name`. A name already taken by
+    another target is refused. Packages can also register through the `distributary.task_runners` entry points."""
+    _runners.register(name, target, extra)
 
 
 def runner_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _runners.names()
 
 
 def load_runner_class(name: str) -> type[TaskRunner]:
-    try:
-        path, extra = _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"Unknown task runner {name!r}; valid names are: {', '.join(runner_names())}. "
-                               f"Or pass a TaskRunner instance.") from None
-    module, _, cls = path.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        if extra is not None and not isinstance(exc, MissingDependencyError):
-            raise MissingDependencyError(f"The {name!r} task runner", extra, exc) from exc
-        raise
-    return getattr(mod, cls)
+    return _runners.get(name)
 
 
 def get_runner(spec: Any) -> TaskRunner:
