@@ -9,7 +9,7 @@ import importlib
 import threading
 from typing import Any, Generic, TypeVar
 
-from .errors import MissingDependencyError, UnknownNameError
+from .errors import ConfigurationError, MissingDependencyError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -29,12 +29,20 @@ class Registry(Generic[T]):
         self._entry_points_read = False
 
     def register(self, name: str, target: T | str, extra: str | None = None, *, replace: bool = False) -> None:
-        """Register `target` under `name`; a different target under a taken name is refused unless `replace`."""
+        """Register `target` under `name`; a different target under a taken name is refused (ConfigurationError)
+        unless `replace`; the same target again does nothing."""
         with self._lock:
             old = self._targets.get(name)
             if old is not None and old[0] != target and not replace:
-                raise ValueError(f"A {self.kind} named {name!r} is already registered ({_describe(old[0])}).")
+                raise ConfigurationError(f"A {self.kind} named {name!r} is already registered "
+                                         f"({_describe(old[0])}); pick another name.")
             self._targets[name] = (target, extra)
+            self._loaded.pop(name, None)
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` (a no-op if it is not registered)."""
+        with self._lock:
+            self._targets.pop(name, None)
             self._loaded.pop(name, None)
 
     def names(self) -> list[str]:
@@ -85,12 +93,16 @@ def load_dotted(path: str, what: str, extra: str | None = None) -> Any:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        if extra is not None and not isinstance(exc, MissingDependencyError):
+        ours = (exc.name or "").startswith("distributary")  # our own module failing is not a missing extra
+        if extra is not None and not ours and not isinstance(exc, MissingDependencyError):
             raise MissingDependencyError(what, extra, exc) from exc
         raise
     obj = mod
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ConfigurationError(f"{what}: {module} has no attribute {attr!r}.") from exc
     return obj
 
 

@@ -27,9 +27,12 @@ def _install_throwaway_package(site, name: str) -> None:
     (info / "entry_points.txt").write_text(f"[distributary.task_runners]\nthird-party = {name}:ThirdPartyRunner\n")
 
 
-def test_a_runner_from_an_installed_package_is_found_by_name(tmp_path, monkeypatch):
+def test_a_runner_from_an_installed_package_is_found_by_name(tmp_path, monkeypatch, request):
     _install_throwaway_package(tmp_path, "dy_thirdparty_runner")
     monkeypatch.syspath_prepend(str(tmp_path))
+    from distributary.runners import _runners
+
+    request.addfinalizer(lambda: _runners.unregister("third-party"))
     assert "dy_thirdparty_runner" not in sys.modules  # imported on first use, not before
     cls = load_runner_class("third-party")
     assert cls.__name__ == "ThirdPartyRunner" and cls.__module__ == "dy_thirdparty_runner"
@@ -64,7 +67,7 @@ def test_dotted_paths_are_imported_on_first_use_and_missing_extras_name_the_inst
     with pytest.raises(MissingDependencyError) as err:
         reg.get("absent")
     assert 'pip install "distributary[fancy]"' in str(err.value)
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="already registered"):  # a ConfigurationError
         reg.register("json-dumps", "json:loads")
     with pytest.raises(UnknownNameError, match="valid names are: absent, json-dumps"):
         reg.get("nope")

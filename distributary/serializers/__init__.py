@@ -16,23 +16,20 @@ import importlib
 import json as _json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError, MissingDependencyError, UnknownNameError
+from .._registry import Registry
+from ..errors import ConfigurationError
 from .base import Serializer
 
 Target = str | Callable[..., Serializer]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    target: Target  # a Serializer subclass, a factory returning one, or "package.module:attribute"
-    install_hint: str | None  # the distributary extra that provides the target's dependencies
-
-
-_REGISTRY: dict[str, _Entry] = {}
-_INSTANCES: dict[str, Serializer] = {}
+ENTRY_POINT_GROUP = "distributary.serializers"  # third-party serializers: name = "package.module:Class"
+_REGISTRY: Registry[Callable[..., Serializer]] = Registry(
+    "serializer", ENTRY_POINT_GROUP,
+    hint="Register your own with distributary.serializers.register_serializer(name, SerializerClass).")
+_INSTANCES: dict[Any, Serializer] = {}
 _LOCK = threading.Lock()
 
 
@@ -49,19 +46,17 @@ def register_serializer(name: str, target: Target, install_hint: str | None = No
         raise ConfigurationError(f"A serializer name must be a non-empty string, got {name!r}.")
     if isinstance(target, str) and ":" not in target:
         raise ConfigurationError(f"Serializer target {target!r} must look like 'package.module:attribute'.")
+    try:
+        _REGISTRY.register(name, target, install_hint, replace=clobber)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} Or pass clobber=True to replace it.") from None
     with _LOCK:
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.target != target and not clobber:
-            raise ConfigurationError(
-                f"A serializer named {name!r} is already registered ({_describe(existing.target)}); "
-                f"pick another name, or pass clobber=True to replace it.")
-        _REGISTRY[name] = _Entry(target, install_hint)
         _INSTANCES.clear()
 
 
 def registered_serializers() -> list[str]:
     """The registered serializer names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_serializer(spec: str | Mapping[str, Any] | Serializer) -> Serializer:
@@ -107,30 +102,7 @@ def _instance_key(name: str, options: dict[str, Any]) -> Any:
 
 
 def _load_target(name: str) -> Callable[..., Serializer]:
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise UnknownNameError(
-            f"Unknown serializer {name!r}. Registered serializers: {', '.join(registered_serializers())}. "
-            "Register your own with distributary.serializers.register_serializer(name, SerializerClass).")
-    if not isinstance(entry.target, str):
-        return entry.target
-    module_name, _, attr = entry.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if entry.install_hint and not (exc.name or "").startswith("distributary"):
-            raise MissingDependencyError(f"The {name!r} serializer", entry.install_hint, exc) from exc
-        raise
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise ConfigurationError(f"Serializer {name!r}: {module_name} has no attribute {attr!r}.") from exc
-
-
-def _describe(target: Target) -> str:
-    if isinstance(target, str):
-        return target
-    return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
+    return _REGISTRY.get(name)
 
 
 _BUILTINS: dict[str, tuple[str, str | None]] = {
