@@ -21,7 +21,7 @@ from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
 from .runs import FlowRun, flow_run_name, get_recorder
 from .states import State
-from .tasks import Binder, _check_hooks, check_retry_options, check_timeout, bind_method, rewrap_method, unwrap_method
+from .tasks import Binder, _check_hooks, bind_method, check_retry_options, check_timeout, rewrap_method, unwrap_method
 
 R = TypeVar("R")
 

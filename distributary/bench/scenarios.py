@@ -228,8 +228,12 @@ def _cache(where: str) -> tuple[Callable, Callable]:
             for i, path in enumerate(records):
                 record = ResultRecord.from_json(fs.cat_file(path))
                 target = f"{raw_base}/{i}"
-                fs.pipe_file(target, store._backend.read_data(store.data_path(record)) if record.inline is None
-                             else record.inline)
+                data = record.inline
+                if data is None:  # not inline: the record's data file
+                    data_path = store.data_path(record)
+                    assert data_path is not None
+                    data = store._backend.read_data(data_path)
+                fs.pipe_file(target, data)
                 paths.append(target)
             opts = json.dumps(options, sort_keys=True)
             ctx._prepared[key] = (store, [(protocol, opts, p) for p in paths])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import threading
 from typing import Any
 
