@@ -1,5 +1,6 @@
 """The `store_url` fixture: one fresh, empty result store location per test, on every backend (local folder,
-memory://, S3 on moto, GCS on fake-gcs-server, Azure on Azurite). The store contract suite runs once per backend."""
+memory://, S3 on moto, S3 on SeaweedFS, GCS on fake-gcs-server, Azure on Azurite). The store contract suite runs
+once per backend."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-STORE_KINDS = ["local", "memory", "s3", "gcs", "azure"]
+STORE_KINDS = ["local", "memory", "s3", "seaweed", "gcs", "azure"]
 WORKER = Path(__file__).with_name("store_worker.py")
 
 
@@ -53,8 +54,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
     if kind == "memory":
         return StoreTarget(kind, f"memory://{uuid.uuid4().hex}/results")
     bucket = _bucket()
-    if kind == "s3":
-        server = request.getfixturevalue("moto_s3")
+    if kind in ("s3", "seaweed"):
+        server = request.getfixturevalue("moto_s3" if kind == "s3" else "seaweed_s3")
         _fresh_bucket("s3", server.storage_options, bucket)
         return StoreTarget(kind, f"s3://{bucket}/results", server.storage_options, server.env)
     if kind == "gcs":

@@ -1,5 +1,5 @@
 """The result store contract: every test runs against every backend of the `store_url` fixture (local folder,
-memory://, S3 on moto, GCS on fake-gcs-server, Azure on Azurite)."""
+memory://, S3 on moto and on SeaweedFS, GCS on fake-gcs-server, Azure on Azurite)."""
 from __future__ import annotations
 
 import base64
@@ -326,7 +326,7 @@ def _holder(store_url: StoreTarget, key: str) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("store_url", ["local", "s3", "gcs", "azure"], indirect=True)  # memory://: one process
+@pytest.mark.parametrize("store_url", ["local", "s3", "seaweed", "gcs", "azure"], indirect=True)  # memory:// is one process
 def test_a_sigkilled_holder_on_this_host_is_taken_over_at_once(store_url: StoreTarget, caplog) -> None:
     store = store_url.store()
     proc = _holder(store_url, "dead")
@@ -368,21 +368,24 @@ def test_a_holder_that_lost_its_lease_does_not_overwrite_a_newer_result(store_ur
     store = store_url.store()
     slow = store.lease("k", ttl=0.4)
     outcome: list[object] = []
+    acquired, written = threading.Event(), threading.Event()
 
     def slow_run() -> None:  # holds the lease, hangs past its ttl without renewing, then tries to write
         slow.acquire()
         slow._stop.set()
         slow._renewer.join()
-        time.sleep(1.5)
+        acquired.set()
+        assert written.wait(60)
         outcome.append(slow.still_held())
         store.write("k", "stale value from the hung holder", "json")
         slow.release()
 
     thread = threading.Thread(target=slow_run)
     thread.start()
-    time.sleep(0.2)
-    with store.lease("k", ttl=5, timeout=10):  # the lease expires: this run takes it over and writes
+    assert acquired.wait(60)
+    with store.lease("k", ttl=5, timeout=30):  # the lease expires: this run takes it over and writes
         store.write("k", "the newer value", "json")
+        written.set()
     with caplog.at_level(logging.WARNING, logger="distributary.results"):
         thread.join()
     assert outcome == [False] and slow.lost
