@@ -1,7 +1,9 @@
 """The drivers of a run's steps: the sync driver (this thread; sleeps block) and the async driver (the running
 event loop; sleeps do not block it), the callers that apply a timeout, and `run_coro_sync`.
 
-A run is a generator of steps (see `steps.py`); it yields only what differs between sync and async code: `CALL` (call the user's function) and `SLEEP`.
+A run is a generator of steps (see `steps.py`); it yields only what differs between sync and async code: `CALL`
+(call the user's function), `IO` (blocking store I/O: the async driver runs it in a thread, off the event loop)
+and `SLEEP`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from ..states import State
 # The two steps a run's generator yields to its driver.
 CALL = 0  # (CALL, params): call the user's function
 SLEEP = 1  # (SLEEP, seconds): wait before a retry
+IO = 2  # (IO, fn): blocking I/O (cache lookup, lock, persisting a result): fn() here, off the event loop if async
 Step = tuple[int, Any]
 
 
@@ -31,6 +34,13 @@ def drive(gen: Generator[Step, Any, State], call: Callable[[dict[str, Any]], Any
             if step[0] == CALL:
                 try:
                     value = call(step[1])
+                except BaseException as exc:
+                    step = gen.throw(exc)
+                    continue
+                step = gen.send(value)
+            elif step[0] == IO:
+                try:
+                    value = step[1]()
                 except BaseException as exc:
                     step = gen.throw(exc)
                     continue
@@ -52,6 +62,13 @@ async def drive_async(gen: Generator[Step, Any, State],
             if step[0] == CALL:
                 try:
                     value = await call(step[1])
+                except BaseException as exc:
+                    step = gen.throw(exc)
+                    continue
+                step = gen.send(value)
+            elif step[0] == IO:
+                try:
+                    value = await asyncio.to_thread(step[1])
                 except BaseException as exc:
                     step = gen.throw(exc)
                     continue

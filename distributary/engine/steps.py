@@ -9,6 +9,7 @@ import logging
 import time
 import types
 from collections.abc import Generator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import states as S
@@ -20,7 +21,7 @@ from ..states import State
 from ..transactions import get_transaction
 from . import caching, core, transitions
 from .calls import TaskCall
-from .drivers import CALL, SLEEP, Step, async_caller, drive, drive_async, run_coro_sync, sync_caller
+from .drivers import CALL, IO, SLEEP, Step, async_caller, drive, drive_async, run_coro_sync, sync_caller
 from .resolve import resolve_parameters
 
 if TYPE_CHECKING:
@@ -58,11 +59,13 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             try:
                 key = caching.compute_key(opts, ctx)
                 run.cache_key = key
-                hit = caching.lookup(opts, key) if key is not None else None
+                hit = (yield (IO, partial(caching.lookup, opts, key))) if key is not None else None
                 if hit is None and key is not None and _serializable(opts):
-                    lease = _lock(opts, key, run)
-                    lease.__enter__()
-                    hit = caching.lookup(opts, key)  # another run may have computed it while we waited
+                    lock = _lock(opts, key, run)
+                    yield (IO, lock.__enter__)
+                    lease = lock
+                    # another run may have computed it while we waited
+                    hit = yield (IO, partial(caching.lookup, opts, key))
             except Exception as exc:
                 return _finish(task, run, core.failed_state_for(exc, run.name), ctx)
             if hit is not None:
@@ -81,9 +84,9 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                 call.returned = value
                 final = core.state_from_return(value)
                 if final is None:
-                    final = _completed(value, opts, key, ctx)
+                    final = yield from _completed(value, opts, key, ctx)
                 elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
-                    final.result_ref = _persist_returned(opts, key, final.data, ctx)
+                    final.result_ref = yield from _persist_returned(opts, key, final.data, ctx)
                 if not final.is_failed():
                     break
                 failed = final
@@ -152,20 +155,22 @@ class _ManagedLock:
             self.manager.release_lock(self.key, self.holder)
 
 
-def _completed(value: Any, opts: caching.ResultOptions | None, key: str | None, ctx: TaskRunContext) -> State:
+def _completed(value: Any, opts: caching.ResultOptions | None, key: str | None,
+               ctx: TaskRunContext) -> Generator[Step, Any, State]:
     if opts is None:
         return S.Completed(data=value)
     if opts.persist and _stage_in_transaction(opts, key, value, ctx):
         return S.Completed(data=value)  # kept in memory: the store has it only once the transaction commits
-    ref = caching.persist(opts, key, value, ctx) if opts.persist else None
+    ref = (yield (IO, partial(caching.persist, opts, key, value, ctx))) if opts.persist else None
     return S.Completed(data=value if opts.in_memory else S.UNSET, result_ref=ref)
 
 
-def _persist_returned(opts: caching.ResultOptions, key: str | None, value: Any, ctx: TaskRunContext) -> Any:
+def _persist_returned(opts: caching.ResultOptions, key: str | None, value: Any,
+                      ctx: TaskRunContext) -> Generator[Step, Any, Any]:
     """Persist the data of a Completed state the function returned; None when staged in a transaction."""
     if _stage_in_transaction(opts, key, value, ctx):
         return None
-    return caching.persist(opts, key, value, ctx)
+    return (yield (IO, partial(caching.persist, opts, key, value, ctx)))
 
 
 def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: Any, ctx: TaskRunContext) -> bool:

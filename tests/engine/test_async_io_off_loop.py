@@ -1,0 +1,45 @@
+"""The async driver runs store I/O (cache lookups, locks, persisting results) off the event loop."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from distributary import flow, task
+from distributary.cache_policies import INPUTS
+
+
+def test_cached_async_tasks_do_not_stall_the_event_loop(tmp_path):
+    store = f"file://{tmp_path}/store"
+
+    @task(cache_policy=INPUTS, persist_result=True, result_storage=store)
+    async def square(x: int) -> list[int]:
+        return [x * x] * 2000  # a result worth writing
+
+    @flow
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(square(i) for i in range(200)))
+        return [r[0] for r in results]
+
+    async def main() -> tuple[list[int], list[int], float]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def heartbeat() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.02)
+        first = await many()   # computes and persists 200 results
+        second = await many()  # 200 cache hits read from the store
+        stop.set()
+        await beat
+        return first, second, max(gaps)
+
+    first, second, worst = asyncio.run(main())
+    assert first == second == [i * i for i in range(200)]
+    assert worst < 0.1, f"the event loop stalled for {worst * 1000:.0f} ms"
