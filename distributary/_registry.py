@@ -26,7 +26,7 @@ class Registry(Generic[T]):
         self._targets: dict[str, tuple[Any, str | None]] = {}
         self._loaded: dict[str, T] = {}
         self._lock = threading.Lock()
-        self._entry_points_read = False
+        self._missed: set[str] = set()  # names the entry points were searched for in vain
 
     def register(self, name: str, target: T | str, extra: str | None = None, *, replace: bool = False) -> None:
         """Register `target` under `name`; a different target under a taken name is refused (ConfigurationError)
@@ -38,6 +38,7 @@ class Registry(Generic[T]):
                                          f"({_describe(old[0])}); pick another name.")
             self._targets[name] = (target, extra)
             self._loaded.pop(name, None)
+            self._missed.discard(name)
 
     def unregister(self, name: str) -> None:
         """Forget `name` (a no-op if it is not registered)."""
@@ -74,7 +75,7 @@ class Registry(Generic[T]):
 
     def _from_entry_points(self, name: str) -> bool:
         """Register `name` from the entry points of `entry_point_group` (read once per miss). True if found."""
-        if self.entry_point_group is None:
+        if self.entry_point_group is None or name in self._missed:
             return False
         from importlib.metadata import entry_points
 
@@ -83,6 +84,8 @@ class Registry(Generic[T]):
             if ep.name not in self._targets:
                 self._targets[ep.name] = (ep.value, None)
             found = found or ep.name == name
+        if not found:
+            self._missed.add(name)
         return found
 
 

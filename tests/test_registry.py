@@ -71,3 +71,15 @@ def test_dotted_paths_are_imported_on_first_use_and_missing_extras_name_the_inst
         reg.register("json-dumps", "json:loads")
     with pytest.raises(UnknownNameError, match="valid names are: absent, json-dumps"):
         reg.get("nope")
+
+
+def test_storage_protocols_use_the_registry():
+    from distributary.integrations import storage
+
+    assert storage.canonical_protocol("s3a") == "s3" and storage.install_hint("gcs") == ("gcs", "gcsfs")
+    assert storage.canonical_protocol("webdav") == "webdav"  # other fsspec protocols pass through
+    storage.register_protocol("dy-test-proto", "s3", "s3", "s3fs")
+    try:
+        assert storage.canonical_protocol("dy-test-proto") == "s3"
+    finally:
+        storage._protocols.unregister("dy-test-proto")

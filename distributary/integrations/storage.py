@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .._registry import Registry
+
 # protocol -> (canonical protocol, distributary extra, package)
 PROTOCOLS: dict[str, tuple[str, str | None, str | None]] = {
     "file": ("file", None, None),
@@ -33,6 +35,24 @@ PROTOCOLS: dict[str, tuple[str, str | None, str | None]] = {
     "abfss": ("abfs", "azure", "adlfs"),
 }
 
+ENTRY_POINT_GROUP = "distributary.storage_protocols"  # name = "package.module:INFO", INFO as in PROTOCOLS
+_protocols: Registry[tuple[str, str | None, str | None]] = Registry("storage protocol", ENTRY_POINT_GROUP)
+for _name, _info in PROTOCOLS.items():
+    _protocols.register(_name, _info)
+
+
+def register_protocol(name: str, canonical: str | None = None, extra: str | None = None,
+                      package: str | None = None) -> None:
+    """Declare a storage protocol: its canonical name, the distributary extra and the package that provide it."""
+    _protocols.register(name, (canonical or name, extra, package))
+
+
+def _protocol_info(protocol: str) -> tuple[str, str | None, str | None]:
+    if protocol in _protocols:
+        return _protocols.get(protocol)
+    return (protocol, None, None)  # any other fsspec protocol, used as it is
+
+
 _SECRET_WORDS = ("secret", "password", "token", "credential", "connection_string", "sas", "private")
 _SECRET_NAMES = {"key", "account_key", "access_key", "aws_access_key_id", "sas_token"}
 _PUBLIC_TOKENS = {"anon", "google_default", "cloud", "browser"}
@@ -40,12 +60,12 @@ _PUBLIC_TOKENS = {"anon", "google_default", "cloud", "browser"}
 
 def canonical_protocol(protocol: str) -> str:
     """"s3a" -> "s3", "gcs" -> "gs", "az"/"abfss" -> "abfs"; other protocols unchanged."""
-    return PROTOCOLS.get(protocol, (protocol, None, None))[0]
+    return _protocol_info(protocol)[0]
 
 
 def install_hint(protocol: str) -> tuple[str | None, str | None]:
     """(distributary extra, package) that provide `protocol`, or (None, None) when unknown."""
-    _, extra, package = PROTOCOLS.get(protocol, (protocol, None, None))
+    _, extra, package = _protocol_info(protocol)
     return extra, package
 
 
