@@ -28,6 +28,8 @@ from .batch import Batch, flow_id_for, result_ref_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
+WRITE_INTERVAL = 1.0       # seconds the writer gathers events before writing them (flush() writes at once)
+WRITE_AT = 300_000         # ... or until this many events are waiting
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -65,6 +67,7 @@ class RunStoreSink:
         self._task_flow: dict[str, str] = {}  # task run id -> flow run id, for task-run logs
         self._failing_since: float | None = None
         self._failures = 0  # failed writes so far
+        self._flush_requested = False
         self._lost = 0
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="distributary-runstore-writer", daemon=True)
@@ -83,6 +86,7 @@ class RunStoreSink:
         with self._cond:
             target = self._received
             failures_at_start = self._failures
+            self._flush_requested = True
             self._cond.notify_all()  # a writer waiting to retry retries now
             while self._done < target or self._held is not None:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -142,9 +146,19 @@ class RunStoreSink:
             with self._cond:
                 while not self._pending and self._held is None and not self._closed:
                     self._cond.wait()
+                # Coalesce: a run created, started and finished within one interval is one row built and
+                # written once, and the writer competes less with a busy flow for the interpreter.
+                deadline = time.monotonic() + WRITE_INTERVAL
+                while (not self._flush_requested and not self._closed and len(self._pending) < WRITE_AT
+                       and self._held is None):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 if self._closed and not self._pending and self._held is None:
                     return
                 events, self._pending = self._pending, []
+                self._flush_requested = False
             # a held batch stays `_held` until it is written, so flush() never reports it done early
             batch = self._held if self._held is not None else Batch()
             try:
