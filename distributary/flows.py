@@ -166,6 +166,14 @@ def _type_hints(fn: Callable) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 # The flow run
 # ---------------------------------------------------------------------------------------------------------------
+def _record_runs() -> None:
+    """Register the run store's sink when recording is on (once per process; the run store is imported on the
+    first flow run, not with distributary)."""
+    from .runstore import ensure_sink
+
+    ensure_sink()
+
+
 def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None) -> Generator[tuple, Any, State]:
     parent = flow_run_ctx.get()
     run_id = uuid.uuid4()
@@ -175,6 +183,7 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
                   parent.flow_run_id if parent is not None else None, flow.version)
     recorder = get_recorder()
     transitions.ensure_recorder_sink()
+    _record_runs()
     transitions.flow_run_created(run)
     try:
         return (yield from _flow_attempts(flow, params, run, parent, recorder, out))

@@ -30,6 +30,7 @@ MAX_HELD = 1_000_000       # rows kept in memory while the database is away; bey
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
 WRITE_INTERVAL = 1.0       # seconds the writer gathers events before writing them (flush() writes at once)
 WRITE_AT = 300_000         # ... or until this many events are waiting
+FLUSH_MAX = 60.0           # the longest flush() waits, even with no timeout
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -82,19 +83,20 @@ class RunStoreSink:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait (at most `timeout` s) until every event handed so far is written. False if not all were."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # bounded even when asked to wait for ever: a database that does not answer never holds a flow's end
+        deadline = time.monotonic() + (FLUSH_MAX if timeout is None else timeout)
         with self._cond:
             target = self._received
             failures_at_start = self._failures
             self._flush_requested = True
             self._cond.notify_all()  # a writer waiting to retry retries now
             while self._done < target or self._held is not None:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
                 if self._failing_since is not None and self._failures > failures_at_start:
                     break  # the database is still away (a retry made during this flush failed): do not wait
-                self._cond.wait(0.05 if left is None else min(left, 0.05))
+                self._cond.wait(min(left, 0.05))
             ok = self._done >= target and self._held is None
             waiting = max(0, target - self._done)
             held = len(self._held) if self._held is not None else 0
