@@ -59,13 +59,7 @@ def flow_run_ls(flow_name: list[str] | None = typer.Option(None, "--flow-name", 
 @flow_run_app.command("inspect")
 def flow_run_inspect(flow_run_id: str, output: str = OutputOpt) -> None:
     """Show a flow run with its state history."""
-    cl = client()
-    run = cl.read_flow_run(_uuid(flow_run_id, "flow run"))
-    data = run.model_dump(mode="json")
-    data["state_history"] = [s.model_dump(mode="json") for s in cl.read_flow_run_states(run.id)]
-    if check_output(output) == "json":
-        return emit_json(data)
-    details(f"Flow run {run.name}", data)
+    _inspect("flow run", flow_run_id, output)
 
 
 @flow_run_app.command("logs")
@@ -117,10 +111,16 @@ def task_run_ls(flow_run_id: str | None = typer.Option(None, "--flow-run-id", he
 @task_run_app.command("inspect")
 def task_run_inspect(task_run_id: str, output: str = OutputOpt) -> None:
     """Show a task run with its state history."""
+    _inspect("task run", task_run_id, output)
+
+
+def _inspect(what: str, run_id: str, output: str) -> None:
+    """A flow run or task run with its state history, as a panel or JSON."""
     cl = client()
-    run = cl.read_task_run(_uuid(task_run_id, "task run"))
+    kind = what.replace(" ", "_")
+    run = getattr(cl, f"read_{kind}")(_uuid(run_id, what))
     data = run.model_dump(mode="json")
-    data["state_history"] = [s.model_dump(mode="json") for s in cl.read_task_run_states(run.id)]
+    data["state_history"] = [s.model_dump(mode="json") for s in getattr(cl, f"read_{kind}_states")(run.id)]
     if check_output(output) == "json":
         return emit_json(data)
-    details(f"Task run {run.name}", data)
+    details(f"{what.capitalize()} {run.name}", data)
