@@ -113,3 +113,23 @@ def test_another_process_reads_the_runs(run_home):
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
                               "DISTRIBUTARY_HOME": str(run_home)})
     assert out.stdout.strip() == "['COMPLETED']", out.stderr
+
+
+def test_unreachable_postgres_the_flow_runs_and_says_its_runs_were_not_recorded(run_home, monkeypatch, capfd):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DISTRIBUTARY_API_DATABASE_CONNECTION_URL", f"postgresql://postgres@127.0.0.1:{port}/x")
+
+    @flow
+    def unrecorded():
+        return double(4)
+
+    t0 = time.monotonic()
+    assert unrecorded() == 8
+    assert time.monotonic() - t0 < 15
+    messages = capfd.readouterr().err
+    assert "cannot be written" in messages and f"127.0.0.1:{port}" in messages
+    assert "not yet written" in messages
