@@ -184,7 +184,7 @@ class LocalBackend:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         tmp = _temp_name(path)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)  # RDWR: checksum samples are read back
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
