@@ -37,6 +37,7 @@ from ..errors import ConfigurationError, WorkerCrashedError
 from ..logging import engine_logger
 from .remote import (Batch, BatchResult, BatchSummary, RemoteTaskRunner, install_log_forwarding, load_task,
                      run_one, telemetry_sender)
+from .remote.worker import unpack_batch
 from .remote.telemetry import _channel
 
 READY_TIMEOUT = 120.0   # seconds a new worker process may take to start (imports, initializer)
@@ -111,7 +112,7 @@ def _worker_main(conn: Connection, started: Any, driver_pid: int, name: str, ini
             continue
         _, key, digest, payload = msg
         started.value += 1
-        header, specs = pickle.loads(payload)
+        _, header, specs = unpack_batch(payload)
         task = load_task(digest, tasks[digest])
         if header.settings_env:
             os.environ.update(header.settings_env)

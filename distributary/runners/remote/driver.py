@@ -28,7 +28,7 @@ from ..base import TaskRunner, gate
 from .backend import RemoteBackend
 from .batching import choose_batch_size
 from .telemetry import TelemetryReceiver
-from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream
+from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream, pack_batch
 
 if TYPE_CHECKING:
     from ...tasks import Task
@@ -204,6 +204,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         self._counter = itertools.count()
         self._receiver = TelemetryReceiver(self._id, self._live_state)
         self._tasks: dict[int, tuple[Any, str, Any]] = {}
+        self._headers: dict[tuple, tuple] = {}
         self._live: dict[int, weakref.ref] = {}
         self._open: set[Batch] = set()
         self._holding: list[Batch] = []  # settled batches whose values are still on the cluster
@@ -297,21 +298,20 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         slots: dict[int, int] = {}
         specs = [self._spec(c, refs, slots) for c in batch.calls or ()]
         c0, r0 = batch.calls[0], batch.runs[0]  # type: ignore[index]
-        header = BatchHeader(batch.id, digest, c0.result_options, c0.flow_parameters, c0.log_prints,
-                             c0.settings_env, r0.flow_run_id, r0.tags, self._id)
         try:
-            payload = cloudpickle.dumps((header, specs), protocol=5)
+            header = self._header(digest, c0, r0)
+        except Exception as exc:
+            self._fail_all(batch, SerializationError(
+                f"Task {batch.task.name!r} cannot be sent to a worker: its flow parameters or result options "
+                f"cannot be pickled ({exc!r})."))
+            return False
+        try:
+            payload = pack_batch(batch.id, header, specs)
         except Exception:
             specs = self._drop_unpicklable(batch, specs)
             if not specs:
                 return False
-            try:
-                payload = cloudpickle.dumps((header, specs), protocol=5)
-            except Exception as exc:
-                self._fail_all(batch, SerializationError(
-                    f"Task {batch.task.name!r} cannot be sent to a worker: its flow parameters or result options "
-                    f"cannot be pickled ({exc!r})."))
-                return False
+            payload = pack_batch(batch.id, header, specs)
         for run, ref in zip(batch.runs, batch.futures):
             self._live[run.id.int] = ref
         try:
@@ -320,6 +320,21 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             self._crash(batch, f"could not be submitted to the cluster: {exc!r}", exc)
             return False
         return True
+
+    def _header(self, digest: str, c0: TaskCall, r0: TaskRun) -> bytes:
+        """The pickled BatchHeader shared by the batches of one task in one flow run (pickled once)."""
+        key = (digest, id(c0.result_options), id(c0.flow_parameters), c0.log_prints, id(c0.settings_env),
+               r0.flow_run_id, r0.tags)
+        hit = self._headers.get(key)
+        if hit is not None and hit[1] is c0.result_options and hit[2] is c0.flow_parameters \
+                and hit[3] is c0.settings_env:
+            return hit[0]
+        data = cloudpickle.dumps(BatchHeader("", digest, c0.result_options, c0.flow_parameters, c0.log_prints,
+                                             c0.settings_env, r0.flow_run_id, r0.tags, self._id), protocol=5)
+        if len(self._headers) >= 64:
+            self._headers.clear()
+        self._headers[key] = (data, c0.result_options, c0.flow_parameters, c0.settings_env)
+        return data
 
     def _spec(self, call: TaskCall, refs: list[Any], slots: dict[int, int]) -> CallSpec:
         run = call.task_run

@@ -191,6 +191,27 @@ def load_task(digest: str, payload: bytes) -> "Task":
 # ---------------------------------------------------------------------------------------------------------------
 # Running a batch
 # ---------------------------------------------------------------------------------------------------------------
+_HEADERS: dict[bytes, BatchHeader] = {}
+
+
+def pack_batch(batch_id: str, header: bytes, specs: list[CallSpec]) -> bytes:
+    """A batch as shipped: its id, its pickled header (the same bytes for every batch of one task in one flow
+    run, so workers unpickle it once) and its calls. Raises if a call's arguments cannot be pickled."""
+    return cloudpickle.dumps((batch_id, header, specs), protocol=5)
+
+
+def unpack_batch(payload: bytes) -> tuple[str, BatchHeader, list[CallSpec]]:
+    """(batch id, header, calls) of a batch made by `pack_batch`; headers are cached per process."""
+    batch_id, data, specs = pickle.loads(payload)
+    header = _HEADERS.get(data)
+    if header is None:
+        header = pickle.loads(data)
+        if len(_HEADERS) >= 64:
+            _HEADERS.clear()
+        _HEADERS[data] = header
+    return batch_id, header, specs
+
+
 def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[BatchResult] = (),
               worker: str | None = None) -> BatchResult:
     """Run every call of a batch in this thread with `engine.run_call`; never raises.
@@ -198,7 +219,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     Each task run keeps its own states, retries, cache lookups, persistence and hooks; a failing run only fails
     itself. `upstreams` are the results of the batches whose values the calls' Upstream placeholders point at.
     """
-    header, specs = pickle.loads(batch_payload)
+    batch_id, header, specs = unpack_batch(batch_payload)
     task = load_task(header.task_digest, task_payload)
     if header.settings_env:
         os.environ.update(header.settings_env)
@@ -218,7 +239,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
             _channel.reset(token)
         if sender is not None:
             sender.flush(header.channel)  # this batch's log records leave before its outcome does
-    return BatchResult(header.batch_id, states, BatchSummary(header.batch_id, worker, entries))
+    return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries))
 
 
 def run_one(task: "Task", header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
@@ -314,4 +335,4 @@ class _LiveTaskRun(TaskRun):
 
 
 __all__ = ["CallSpec", "BatchHeader", "Upstream", "Settled", "SettledFuture", "BatchSummary", "BatchResult",
-           "load_task", "run_batch", "run_one", "link_upstreams"]
+           "load_task", "run_batch", "run_one", "link_upstreams", "pack_batch", "unpack_batch"]
