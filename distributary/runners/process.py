@@ -35,10 +35,18 @@ import cloudpickle
 
 from ..errors import ConfigurationError, WorkerCrashedError
 from ..logging import engine_logger
-from .remote import (Batch, BatchResult, BatchSummary, RemoteTaskRunner, install_log_forwarding, load_task,
-                     run_one, telemetry_sender)
-from .remote.worker import unpack_batch
+from .remote import (
+    Batch,
+    BatchResult,
+    BatchSummary,
+    RemoteTaskRunner,
+    install_log_forwarding,
+    load_task,
+    run_one,
+    telemetry_sender,
+)
 from .remote.telemetry import _channel
+from .remote.worker import unpack_batch
 
 READY_TIMEOUT = 120.0   # seconds a new worker process may take to start (imports, initializer)
 WATCHDOG_INTERVAL = 1.0

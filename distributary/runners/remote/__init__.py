@@ -55,10 +55,30 @@ from __future__ import annotations
 from .backend import RemoteBackend
 from .batching import MAX_BATCH, PER_THREAD, choose_batch_size, plan_batches
 from .driver import Batch, RemoteFuture, RemoteState, RemoteTaskRunner
-from .telemetry import (LOG, STATE, TELEMETRY_INTERVAL, TelemetryReceiver, TelemetrySender, decode_telemetry,
-                        encode_telemetry, install_log_forwarding, telemetry_sender)
-from .worker import (BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, SettledFuture, Upstream,
-                     link_upstreams, load_task, run_batch, run_one)
+from .telemetry import (
+                        LOG,
+                        STATE,
+                        TELEMETRY_INTERVAL,
+                        TelemetryReceiver,
+                        TelemetrySender,
+                        decode_telemetry,
+                        encode_telemetry,
+                        install_log_forwarding,
+                        telemetry_sender,
+)
+from .worker import (
+                        BatchHeader,
+                        BatchResult,
+                        BatchSummary,
+                        CallSpec,
+                        Settled,
+                        SettledFuture,
+                        Upstream,
+                        link_upstreams,
+                        load_task,
+                        run_batch,
+                        run_one,
+)
 
 __all__ = ["RemoteTaskRunner", "RemoteBackend", "RemoteFuture", "RemoteState", "Batch", "TelemetryReceiver",
            "choose_batch_size", "plan_batches", "PER_THREAD", "MAX_BATCH", "BatchHeader", "BatchResult",

@@ -57,27 +57,27 @@ class RemoteBackend(ABC):
         """Store a pickled task on the cluster once; return the handle passed to `_backend_submit`."""
 
     @abstractmethod
-    def _backend_submit(self, batch: "Batch", task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
+    def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
         """Run the batch remotely, set `batch.ref` (and `batch.summary_ref`), and call
         `self._batch_finished(batch)` from any thread once it is done."""
 
     @abstractmethod
-    def _backend_collect(self, batches: list["Batch"]) -> list["BatchSummary | BaseException | None"]:
+    def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
         """The summaries of finished batches (or the error each ended with), fetched together. None for a batch
         that turned out not to be finished after all; the backend calls `_batch_finished` for it again."""
 
     @abstractmethod
-    def _backend_fetch(self, batches: list["Batch"]) -> list["BatchResult | BaseException"]:
+    def _backend_fetch(self, batches: list[Batch]) -> list[BatchResult | BaseException]:
         """The BatchResults (values) of settled batches, fetched together."""
 
     def _backend_worker_died(self, exc: BaseException) -> bool:
         """Whether a batch's error means its worker died (the run may be retried)."""
         return False
 
-    def _backend_settled(self, batches: list["Batch"]) -> None:
+    def _backend_settled(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: these batches' summaries were applied."""
 
-    def _backend_release(self, batches: list["Batch"]) -> None:
+    def _backend_release(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: drop the cluster's copies of these batches' results."""
 
 

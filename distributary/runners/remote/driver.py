@@ -18,10 +18,10 @@ import cloudpickle
 
 from ... import states as S
 from ...engine import TaskCall, transitions
-from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
 from ...engine.futures import SettableFuture, TaskRunFuture
-from ...logging import engine_logger
 from ...engine.resolve import find_upstreams, map_nested, needs_resolution
+from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
+from ...logging import engine_logger
 from ...runs import TaskRun
 from ...states import State, StateType
 from ..base import TaskRunner, gate
@@ -96,11 +96,11 @@ class Batch:
     __slots__ = ("id", "runner", "task", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
                  "__weakref__")
 
-    def __init__(self, runner: "RemoteTaskRunner", calls: Sequence[TaskCall],
+    def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
                  futures: Sequence[weakref.ref]):
         self.id = f"{runner._id[:8]}-{next(runner._counter)}"
         self.runner = runner
-        self.task: "Task" = calls[0].task
+        self.task: Task = calls[0].task
         self.calls: list[TaskCall] | None = list(calls)
         self.runs: list[TaskRun] = [c.task_run for c in calls]
         self.futures = list(futures)
@@ -117,7 +117,7 @@ class Batch:
 class _Feeder:
     """The one driver thread that sends ready batches (at most `limit` in flight) and applies finished ones."""
 
-    def __init__(self, runner: "RemoteTaskRunner"):
+    def __init__(self, runner: RemoteTaskRunner):
         self.runner = runner
         self.cond = threading.Condition()
         self.ready_q: deque[Batch] = deque()
@@ -272,7 +272,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         else:
             self._pump.ready(batch)
 
-    def _task_ref(self, task: "Task") -> tuple[Any, str]:
+    def _task_ref(self, task: Task) -> tuple[Any, str]:
         hit = self._tasks.get(id(task))
         if hit is not None and hit[0] is task:
             return hit[2], hit[1]

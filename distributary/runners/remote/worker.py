@@ -16,9 +16,9 @@ import cloudpickle
 
 from ... import states as S
 from ...engine import TaskCall, run_call
-from ...errors import SerializationError
 from ...engine.futures import TaskRunFuture
 from ...engine.resolve import map_nested
+from ...errors import SerializationError
 from ...runs import TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
@@ -145,7 +145,7 @@ class BatchResult:
         self._taken = False
 
     @classmethod
-    def lost_batch(cls, batch_id: str, reason: str, worker: str | None = None) -> "BatchResult":
+    def lost_batch(cls, batch_id: str, reason: str, worker: str | None = None) -> BatchResult:
         """The result of a batch that must not run again here (its worker died mid-run); the driver decides."""
         return cls(batch_id, [], BatchSummary(batch_id, worker, [], reason), reason)
 
@@ -158,7 +158,7 @@ class BatchResult:
         self._taken = True
         return summary
 
-    def split(self) -> tuple["BatchResult", BatchSummary]:
+    def split(self) -> tuple[BatchResult, BatchSummary]:
         """(result without summary, summary): for backends that return both as separate objects."""
         summary = self.take_summary()
         self.summary = None
@@ -168,12 +168,12 @@ class BatchResult:
 # ---------------------------------------------------------------------------------------------------------------
 # The task definition: shipped once per runner, unpickled once per worker process
 # ---------------------------------------------------------------------------------------------------------------
-_TASKS: collections.OrderedDict[str, "Task"] = collections.OrderedDict()
+_TASKS: collections.OrderedDict[str, Task] = collections.OrderedDict()
 _TASKS_MAX = 256
 _tasks_lock = threading.Lock()
 
 
-def load_task(digest: str, payload: bytes) -> "Task":
+def load_task(digest: str, payload: bytes) -> Task:
     """The task pickled in `payload`, unpickled once per process and then taken from a cache by `digest`."""
     with _tasks_lock:
         task = _TASKS.get(digest)
@@ -242,8 +242,8 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries))
 
 
-def run_one(task: "Task", header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
-             worker: str | None, sender: "TelemetrySender | None") -> tuple[State, tuple]:
+def run_one(task: Task, header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
+             worker: str | None, sender: TelemetrySender | None) -> tuple[State, tuple]:
     run_id, name, dynamic_key, run_count, params, linked = spec
     if linked:
         params = link_upstreams(params, upstreams)
@@ -297,7 +297,7 @@ def _discard(_: Any) -> None:
     return None
 
 
-def _sendable(state: State, run: TaskRun, task: "Task") -> State:
+def _sendable(state: State, run: TaskRun, task: Task) -> State:
     """Fail the run now if its value or exception could never leave this worker (better than a transfer error
     later, far from the task). Out-of-band pickling (protocol 5) keeps this cheap for arrays."""
     data = state.data
