@@ -46,7 +46,7 @@ from .remote import (
     telemetry_sender,
 )
 from .remote.telemetry import _channel
-from .remote.worker import unpack_batch
+from .remote.worker import unpack_batch, watch_live_states
 
 READY_TIMEOUT = 120.0   # seconds a new worker process may take to start (imports, initializer)
 WATCHDOG_INTERVAL = 1.0
@@ -126,6 +126,7 @@ def _worker_main(conn: Connection, started: Any, driver_pid: int, name: str, ini
             os.environ.update(header.settings_env)
         token = _channel.set(header.channel)
         install_log_forwarding()
+        watch_live_states()
         try:
             last = len(specs) - 1
             for i, spec in enumerate(specs):

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ... import states as S
-from ...engine import TaskCall, run_call
+from ...engine import TaskCall, run_call, transitions
 from ...engine.futures import TaskRunFuture
 from ...engine.resolve import map_nested
 from ...errors import SerializationError
-from ...runs import TaskRun
+from ...runs import STATE_CHANGED, TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
 
@@ -227,6 +227,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     token = _channel.set(header.channel) if sender is not None else None
     if sender is not None:
         install_log_forwarding()
+        watch_live_states()
     states: list[State] = []
     entries: list[tuple] = []
     try:
@@ -321,6 +322,33 @@ def _sendable(state: State, run: TaskRun, task: Task) -> State:
         return failed
 
 
+class _LiveStates:
+    """The worker process's run-event sink: state changes of the task runs running here (through the
+    transition seam) go to the telemetry sender as live states."""
+
+    kinds = frozenset({STATE_CHANGED})
+
+    def handle(self, events: Sequence[tuple]) -> None:
+        for _, run, state in events:
+            live = run._live if type(run) is _LiveTaskRun else None
+            if live is not None:
+                live[0].state(live[1], run.id.int, state)
+
+
+_live_sink: _LiveStates | None = None
+
+
+def watch_live_states() -> None:
+    """Ship the live states of task runs in this process to the driver (idempotent; backends call it before
+    running batches with telemetry)."""
+    global _live_sink
+    if _live_sink is None:
+        with _tasks_lock:
+            if _live_sink is None:
+                _live_sink = _LiveStates()
+                transitions.add_sink(_live_sink)
+
+
 class _LiveTaskRun(TaskRun):
     """A task run on a worker that reports its state changes to the telemetry sender."""
 
@@ -335,4 +363,4 @@ class _LiveTaskRun(TaskRun):
 
 
 __all__ = ["CallSpec", "BatchHeader", "Upstream", "Settled", "SettledFuture", "BatchSummary", "BatchResult",
-           "load_task", "run_batch", "run_one", "link_upstreams", "pack_batch", "unpack_batch"]
+           "load_task", "run_batch", "run_one", "link_upstreams", "pack_batch", "unpack_batch", "watch_live_states"]
