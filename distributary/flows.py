@@ -5,6 +5,7 @@ Mirrors `prefect.flows`.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
@@ -185,11 +186,7 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
     transitions.ensure_recorder_sink()
     _record_runs()
     transitions.flow_run_created(run)
-    try:
-        return (yield from _flow_attempts(flow, params, run, parent, recorder, out))
-    finally:
-        if parent is None:
-            transitions.flush()  # a top-level run ends with its events handed to every sink
+    return (yield from _flow_attempts(flow, params, run, parent, recorder, out))
 
 
 def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any, recorder: Any,
@@ -255,13 +252,23 @@ def _end(flow: Flow, run: FlowRun, state: State, log: Any) -> State:
 
 
 def _drive_sync(gen: Generator[tuple, Any, State], flow: Flow) -> State:
-    return drive(gen, sync_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError))
+    top = flow_run_ctx.get() is None
+    try:
+        return drive(gen, sync_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError))
+    finally:
+        if top:
+            transitions.flush()  # a top-level run ends with its events handed to every sink
 
 
 async def _run_async(flow: Flow, params: dict[str, Any], return_state: bool) -> Any:
     caller = async_caller(flow._binder.invoke, flow.timeout_seconds, flow, FlowRunTimeoutError)
     out: list[Any] = []
-    state = await drive_async(_flow_steps(flow, params, out), caller)
+    top = flow_run_ctx.get() is None
+    try:
+        state = await drive_async(_flow_steps(flow, params, out), caller)
+    finally:
+        if top:  # the sinks may wait for their writers: off the event loop
+            await asyncio.to_thread(transitions.flush)
     return state if return_state else _flow_result(state, out)
 
 
