@@ -9,7 +9,13 @@ from distributary.cache_policies import INPUTS
 
 
 def test_cached_async_tasks_do_not_stall_the_event_loop(tmp_path):
-    store = f"file://{tmp_path}/store"
+    # Blocking I/O on the loop stalls every attempt; the shared 2-core machine's scheduling noise does not, so the
+    # measurement is repeated (a fresh store each time) and one clean attempt is enough.
+    worst = [_worst_gap(f"file://{tmp_path}/store-{attempt}") for attempt in range(3)]
+    assert min(worst) < 0.1, f"the event loop stalled for {[round(w * 1000) for w in worst]} ms"
+
+
+def _worst_gap(store: str) -> float:
 
     @task(cache_policy=INPUTS, persist_result=True, result_storage=store)
     async def square(x: int) -> int:
@@ -47,4 +53,4 @@ def test_cached_async_tasks_do_not_stall_the_event_loop(tmp_path):
 
     first, second, worst = asyncio.run(main())
     assert first == second == [i * i for i in range(200)]
-    assert worst < 0.1, f"the event loop stalled for {worst * 1000:.0f} ms"
+    return worst
