@@ -33,6 +33,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import settings
 from ..errors import ConfigurationError, WorkerCrashedError
 from ..logging import engine_logger
 from .remote import (
@@ -122,20 +123,19 @@ def _worker_main(conn: Connection, started: Any, driver_pid: int, name: str, ini
         started.value += 1
         _, header, specs = unpack_batch(payload)
         task = load_task(digest, tasks[digest])
-        if header.settings_env:
-            os.environ.update(header.settings_env)
         token = _channel.set(header.channel)
         install_log_forwarding()
         watch_live_states()
         try:
             last = len(specs) - 1
-            for i, spec in enumerate(specs):
-                state, entry = run_one(task, header, spec, (), name, sender)
-                history = entry[4]
-                history[-1] = state  # the value travels with the outcome: no second round trip
-                if i == last:
-                    sender.flush(header.channel)  # this batch's log records arrive before its last outcome
-                send(("run", key, entry[:5] + (False,), i == last))
+            with settings.overlay(header.settings_env):  # settings travel as data, not in os.environ
+                for i, spec in enumerate(specs):
+                    state, entry = run_one(task, header, spec, (), name, sender)
+                    history = entry[4]
+                    history[-1] = state  # the value travels with the outcome: no second round trip
+                    if i == last:
+                        sender.flush(header.channel)  # this batch's log records arrive before its last outcome
+                    send(("run", key, entry[:5] + (False,), i == last))
         finally:
             _channel.reset(token)
 

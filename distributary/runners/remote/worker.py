@@ -4,7 +4,6 @@ they were computed, and report live states through telemetry. No dask or ray in 
 from __future__ import annotations
 
 import collections
-import os
 import pickle
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from ... import settings
 from ... import states as S
 from ...engine import TaskCall, run_call, transitions
 from ...engine.futures import TaskRunFuture
@@ -221,8 +221,6 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     """
     batch_id, header, specs = unpack_batch(batch_payload)
     task = load_task(header.task_digest, task_payload)
-    if header.settings_env:
-        os.environ.update(header.settings_env)
     sender = telemetry_sender() if header.channel else None
     token = _channel.set(header.channel) if sender is not None else None
     if sender is not None:
@@ -231,10 +229,11 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     states: list[State] = []
     entries: list[tuple] = []
     try:
-        for spec in specs:
-            state, entry = run_one(task, header, spec, upstreams, worker, sender)
-            states.append(state)
-            entries.append(entry)
+        with settings.overlay(header.settings_env):  # settings travel as data: the process env is left alone
+            for spec in specs:
+                state, entry = run_one(task, header, spec, upstreams, worker, sender)
+                states.append(state)
+                entries.append(entry)
     finally:
         if token is not None:
             _channel.reset(token)
