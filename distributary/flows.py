@@ -201,10 +201,15 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
     while True:
         run.run_count += 1
         transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
-        runner = flow._make_runner()
+        try:
+            runner = flow._make_runner()
+        except Exception as exc:  # an unknown or broken runner ends the run Failed, never left Running
+            return _end(flow, run, S.Failed(message=f"Flow run {run.name!r} could not make its task runner: "
+                                                    f"{type(exc).__name__}: {exc}", data=exc), log)
         ctx = FlowRunContext(flow, run, runner, params, recorder, log_prints, settings.snapshot())
         token = flow_run_ctx.set(ctx)
         lp_token = set_log_prints(log_prints)
+        state = None
         try:
             with runner:
                 try:
@@ -224,6 +229,12 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
                 except BaseException as exc:
                     state = S.Failed(message=f"Flow run encountered an exception. {type(exc).__name__}: {exc}",
                                      data=exc)
+        except Exception as exc:  # the runner failed to start (or to shut down before a state was reached)
+            if state is None:
+                state = S.Failed(message=f"Flow run {run.name!r}: its task runner {runner!r} failed: "
+                                         f"{type(exc).__name__}: {exc}", data=exc)
+            else:
+                log.error("The task runner %r failed to shut down: %r", runner, exc, extra=extra)
         finally:
             reset_log_prints(lp_token)
             flow_run_ctx.reset(token)

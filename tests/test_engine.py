@@ -370,3 +370,21 @@ def test_task_log_prints_false_overrides_the_flows_true(capsys, caplog):
     assert "logged print from the task" not in out
     assert any("logged print from the task" in r.getMessage() for r in caplog.records)
     assert not any("plain print" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unknown_task_runner_setting_ends_the_run_failed_not_running(monkeypatch):
+    """Issue 15 item 12: DISTRIBUTARY_TASK_RUNNER set to an unknown name."""
+    from distributary.errors import UnknownNameError
+
+    monkeypatch.setenv("DISTRIBUTARY_TASK_RUNNER", "threadz")
+
+    @flow
+    def f():
+        return 1
+
+    state = f(return_state=True)
+    assert state.is_failed() and "threadz" in state.message
+    run = list(get_recorder().flow_runs)[-1]
+    assert run.state.is_failed() and run.end_ts is not None
+    with pytest.raises(UnknownNameError, match="threadz"):
+        f()
