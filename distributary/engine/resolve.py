@@ -195,36 +195,32 @@ def _resolve_top(v: Any, allow: bool) -> Any:
     return v
 
 
+def _resolve_one(v: Any, allow: bool) -> Any:
+    """One value: an annotation is applied, a future, state or result reference resolved, anything else kept."""
+    tv = type(v)
+    if tv is quote:
+        return v.value
+    if tv is allow_failure:
+        return resolve_value(v.value, allow=True)
+    if tv is unmapped:
+        return resolve_value(v.value, allow)
+    if tv is opaque:
+        return _resolve_top(v.value, allow)
+    return _resolve_leaf(v, allow)
+
+
+_ANNOTATIONS = frozenset({quote, allow_failure, unmapped, opaque})
+
+
 def resolve_value(obj: Any, allow: bool = False) -> Any:
     """Replace futures, states and result references in `obj` by their values. `quote` is unwrapped, `allow_failure`
     lets failed upstreams through as their exceptions. Raises `UpstreamTaskError` for a failed upstream."""
     t = type(obj)
     if t in _ATOMIC:
         return obj
-    if t is quote:
-        return obj.value
-    if t is allow_failure:
-        return resolve_value(obj.value, allow=True)
-    if t is unmapped:
-        return resolve_value(obj.value, allow)
-    if t is opaque:
-        return _resolve_top(obj.value, allow)
-    if isinstance(obj, (TaskRunFuture, State)) or _is_result_ref(obj):
-        return _resolve_leaf(obj, allow)
-
-    def leaf(v: Any) -> Any:
-        tv = type(v)
-        if tv is quote:
-            return v.value
-        if tv is allow_failure:
-            return resolve_value(v.value, allow=True)
-        if tv is unmapped:
-            return resolve_value(v.value, allow)
-        if tv is opaque:
-            return _resolve_top(v.value, allow)
-        return _resolve_leaf(v, allow)
-
-    return map_nested(obj, leaf, _quote_stop=False)
+    if t in _ANNOTATIONS or isinstance(obj, (TaskRunFuture, State)) or _is_result_ref(obj):
+        return _resolve_one(obj, allow)
+    return map_nested(obj, lambda v: _resolve_one(v, allow), _quote_stop=False)
 
 
 def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
