@@ -56,6 +56,7 @@ class Setting:
     default: Callable[[], Any]
     parse: Callable[[str], Any] = str
     help: str = ""
+    secret: bool = False  # `config view` shows it masked
 
     @property
     def env(self) -> str:
@@ -103,6 +104,19 @@ SETTINGS: dict[str, Setting] = {
         Setting("RUNSTORE_BUSY_TIMEOUT", lambda: 30.0, float, "seconds a SQLite writer waits for the file lock"),
         Setting("RUNSTORE_EXIT_TIMEOUT", lambda: 10.0, float,
                 "seconds a process waits at exit for its run records to be written (the rest is spooled)"),
+        Setting("API_URL", lambda: "", lambda v: v.strip().rstrip("/"),
+                "URL of a distributary server's API (http://host:4200/api); empty: the embedded run store"),
+        Setting("API_AUTH_STRING", lambda: "", str, "user:password the client sends to a server that requires it",
+                secret=True),
+        Setting("API_REQUEST_TIMEOUT", lambda: 30.0, float, "seconds the client waits for one API request"),
+        Setting("SERVER_API_HOST", lambda: "127.0.0.1", str, "address `distributary server start` listens on"),
+        Setting("SERVER_API_PORT", lambda: 4200, int, "port `distributary server start` listens on"),
+        Setting("SERVER_API_AUTH_STRING", lambda: "", str,
+                "user:password the server requires on every request (basic auth); empty: no auth", secret=True),
+        Setting("SERVER_CORS_ALLOWED_ORIGINS", lambda: "", str,
+                "comma-separated origins allowed to call the API from a browser (`*` for any); empty: none"),
+        Setting("SERVER_API_MAX_BODY_BYTES", lambda: 64 * 1024 * 1024, int,
+                "largest request body the server accepts (larger: HTTP 413)"),
     ]
 }
 
@@ -130,7 +144,8 @@ def view(show_defaults: bool = True) -> list[tuple[str, str, str]]:
     for s in SETTINGS.values():
         source = "env" if s.env in os.environ else "profile" if s.env in prof else "default"
         if source != "default" or show_defaults:
-            rows.append((s.env, str(s.value()), source))
+            value = str(s.value())
+            rows.append((s.env, "********" if s.secret and value else value, source))
     return rows
 
 

@@ -17,7 +17,7 @@ app = typer.Typer(name="distributary", help="distributary workflow engine: runs,
 
 
 def _register() -> None:
-    from . import artifacts, config, runs, system, variables
+    from . import artifacts, config, runs, server, system, variables
 
     system.register(app)
     runs.register(app)
@@ -25,6 +25,7 @@ def _register() -> None:
     app.add_typer(variables.app, name="variable")
     app.add_typer(config.config_app, name="config")
     app.add_typer(config.profile_app, name="profile")
+    app.add_typer(server.app, name="server")
 
 
 _register()

@@ -1,0 +1,46 @@
+"""The server as a process: `distributary server start` answers, stops gracefully on SIGTERM, and
+`distributary server database upgrade/reset` manage its database."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, _base_env
+
+
+def test_health_and_versions(server):
+    with server.http() as http:
+        assert http.get("health").json() is True
+        # Prefect's client refuses a server whose major version differs from its own
+        assert http.get("admin/version").json().split(".")[0] == "3"
+        assert http.get("version").json() == http.get("admin/version").json()
+
+
+def test_openapi_docs_list_the_routes(server):
+    with server.http() as http:
+        assert http.get(f"{server.url}/docs").status_code == 200
+        paths = http.get("openapi.json").json()["paths"]
+    assert "/api/health" in paths and "/api/admin/version" in paths
+
+
+def test_sigterm_stops_the_server_gracefully(server):
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def _cli(home, *args):
+    env = {**_base_env(), "DISTRIBUTARY_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "distributary", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_database_upgrade_creates_and_reset_empties_the_store(tmp_path):
+    home = tmp_path / "home"
+    up = _cli(home, "server", "database", "upgrade")
+    assert up.returncode == 0, up.stderr
+    assert (home / "runs.db").exists() and "schema revision" in up.stdout
+    assert _cli(home, "variable", "set", "answer", "42").returncode == 0
+    assert _cli(home, "variable", "get", "answer").stdout.strip() == "42"
+    reset = _cli(home, "server", "database", "reset", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert _cli(home, "variable", "get", "answer").returncode == 1
