@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, _base_env
+from api_server import REPO, base_env
 
 
 def test_health_and_versions(server):
@@ -29,7 +29,7 @@ def test_sigterm_stops_the_server_gracefully(server):
 
 
 def _cli(home, *args):
-    env = {**_base_env(), "DISTRIBUTARY_HOME": str(home)}
+    env = {**base_env(), "DISTRIBUTARY_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "distributary", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
