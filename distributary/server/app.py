@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import settings
 from ..errors import ObjectNotFound, RunStoreError
+from .deps import ServedStore
 
 
 class BasicAuth:
@@ -108,8 +109,7 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
     app = FastAPI(title="distributary", version=__version__, docs_url="/docs", redoc_url=None,
                   openapi_url="/api/openapi.json",
                   description="The distributary run store over HTTP, on Prefect 3's REST paths.")
-    app.state.database_url = database_url
-    app.state.storage = storage
+    app.state.store = ServedStore(database_url, storage)
     app.include_router(api_router(), prefix="/api")
     app.include_router(ui_router)
 

@@ -6,16 +6,25 @@ from typing import Any
 
 from fastapi import Request
 
-_lock = threading.Lock()
+
+class ServedStore:
+    """The app's run store: its URL, and the `SqlRunStorage` opened (and migrated) on first use."""
+
+    def __init__(self, url: str | None, storage: Any = None):
+        self.url = url
+        self._storage = storage
+        self._lock = threading.Lock()
+
+    def storage(self) -> Any:
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    from ..runstore.storage import get_storage as open_storage
+
+                    self._storage = open_storage(self.url)
+        return self._storage
 
 
 def get_storage(request: Request) -> Any:
-    """The app's `SqlRunStorage` (opened and migrated on first use)."""
-    state = request.app.state
-    if state.storage is None:
-        with _lock:
-            if state.storage is None:
-                from ..runstore.storage import get_storage as open_storage
-
-                state.storage = open_storage(state.database_url)
-    return state.storage
+    """The `SqlRunStorage` of the app serving `request` (a FastAPI dependency)."""
+    return request.app.state.store.storage()
