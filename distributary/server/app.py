@@ -108,8 +108,8 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
 
     app = FastAPI(title="distributary", version=__version__, docs_url="/docs", redoc_url=None,
                   openapi_url="/api/openapi.json",
-                  description="The distributary run store over HTTP, on Prefect 3's REST paths.")
-    app.state.store = ServedStore(database_url, storage)
+                  description="The distributary run store over HTTP, on Prefect 3's REST paths.",
+                  distributary_store=ServedStore(database_url, storage))
     app.include_router(api_router(), prefix="/api")
     app.include_router(ui_router)
 
