@@ -97,6 +97,14 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class DistributaryApp(FastAPI):
+    """The FastAPI app with the run store it serves (`store`, read by `deps.get_storage`)."""
+
+    def __init__(self, store: ServedStore, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store = store
+
+
 def create_app(database_url: str | None = None, *, auth_string: str | None = None,
                cors_origins: list[str] | None = None, max_body_bytes: int | None = None,
                storage: Any = None) -> FastAPI:
@@ -106,10 +114,9 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
     from .api import api_router
     from .ui import router as ui_router
 
-    app = FastAPI(title="distributary", version=__version__, docs_url="/docs", redoc_url=None,
-                  openapi_url="/api/openapi.json",
-                  description="The distributary run store over HTTP, on Prefect 3's REST paths.",
-                  distributary_store=ServedStore(database_url, storage))
+    app = DistributaryApp(ServedStore(database_url, storage), title="distributary", version=__version__,
+                          docs_url="/docs", redoc_url=None, openapi_url="/api/openapi.json",
+                          description="The distributary run store over HTTP, on Prefect 3's REST paths.")
     app.include_router(api_router(), prefix="/api")
     app.include_router(ui_router)
 

@@ -27,4 +27,4 @@ class ServedStore:
 
 def get_storage(request: Request) -> Any:
     """The `SqlRunStorage` of the app serving `request` (a FastAPI dependency)."""
-    return request.app.extra["distributary_store"].storage()
+    return request.app.store.storage()
