@@ -43,6 +43,11 @@ class TaskRunner(ABC):
         """Schedule many task runs (from `.map()`); runners override this to batch."""
         return [self.submit_call(c) for c in calls]
 
+    def cancel_all(self, reason: str) -> None:  # noqa: B027 (optional hook: a runner without it just waits)
+        """Stop the task runs not finished yet (the flow run timed out): those not started end Cancelled, running
+        ones are stopped where the runner can and abandoned with a WARNING where it cannot, and the following
+        `shutdown()` returns without waiting for them. `reason` ends up in each run's message."""
+
     def duplicate(self) -> TaskRunner:
         """A new, unstarted runner with the same configuration (each flow run gets its own)."""
         return type(self)(**self._config())

@@ -287,6 +287,13 @@ class DaskTaskRunner(RemoteTaskRunner):
     def _backend_worker_died(self, exc: BaseException) -> bool:
         return isinstance(exc, distributed.KilledWorker)
 
+    def _backend_cancel(self, batches: list[Batch]) -> None:
+        """Cancel the batches' Dask futures: queued ones never run; a running one cannot be interrupted in its
+        worker thread, which finishes it and drops the result."""
+        refs = [b.ref for b in batches if b.ref is not None]
+        if refs:
+            self._client.cancel(refs, force=True)
+
     def _backend_release(self, batches: list[Batch]) -> None:
         for b in batches:
             b.ref = None

@@ -350,6 +350,17 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
         # Values come back with each run's outcome; nothing stays in the workers.
         return [BatchResult(b.id, list(b.states or ()), None) for b in batches]
 
+    def _backend_cancel(self, batches: list[Batch]) -> None:
+        """Kill the workers that run or hold these batches (a running task cannot be stopped any other way);
+        they are replaced as after any worker death, unless the runner is stopping."""
+        ids = {id(b) for b in batches}
+        with self._wlock:
+            busy = [w for w in self._workers if any(id(b) in ids for b in w.queue)]
+        for w in busy:
+            engine_logger("runners").warning("Stopping worker process %s (pid %s): its task runs were cancelled.",
+                                             w.name, w.proc.pid)
+            w.proc.kill()
+
     def _read(self, w: _Worker) -> None:
         """One thread per worker: outcomes, telemetry, and the worker's death."""
         conn = w.conn
@@ -413,9 +424,14 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
                 return self._replace(dead)
             return None
         self._early_deaths = 0
-        self._start_reader(w)
         with self._wlock:
-            self._workers.append(w)
+            stopping = self._stopping
+            if not stopping:
+                self._workers.append(w)
+        if stopping:  # the runner began to stop while this one started: nobody else would stop it
+            self._stop_workers([w], graceful=False)
+            return None
+        self._start_reader(w)
         return None
 
 

@@ -470,6 +470,15 @@ class RayTaskRunner(RemoteTaskRunner):
     def _backend_worker_died(self, exc: BaseException) -> bool:
         return isinstance(exc, _WORKER_DEATH)
 
+    def _backend_cancel(self, batches: list[Batch]) -> None:
+        """`ray.cancel(force=True)`: a queued batch never runs, a running one's worker process is killed."""
+        for b in batches:
+            if b.ref is not None:
+                try:
+                    ray.cancel(b.ref, force=True)
+                except (ray_errors.RayError, TypeError, ValueError) as exc:
+                    _log.warning("Could not cancel Ray task of batch %s: %r", b.id, exc)
+
     def _backend_release(self, batches: list[Batch]) -> None:
         for b in batches:
             b.ref = None

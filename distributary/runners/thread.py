@@ -54,6 +54,20 @@ class LocalFuture(SettableFuture):
                 raise
             engine_logger("runners").exception("Task run %r crashed", call.task_run.name)
             return True
+        if self._final is None:  # else the run was abandoned (cancel_all): its late outcome is not the future's
+            self.set_final(state)
+        return True
+
+    def cancel(self, reason: str) -> bool:
+        """End the run Cancelled if no thread has claimed it yet; False if one is running it."""
+        try:
+            self._claim.pop()
+        except IndexError:
+            return False
+        run = self.task_run
+        state = S.Cancelled(message=f"Task run {run.name!r} was cancelled before it started: {reason}.")
+        transitions.set_state(run, state)
+        transitions.run_finished(run)
         self.set_final(state)
         return True
 
@@ -99,6 +113,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._threads: list[threading.Thread] = []
         self._idle = threading.Semaphore(0)
         self._futures: list[LocalFuture] = []
+        self._abandoned = False
 
     def submit_call(self, call: TaskCall) -> LocalFuture:
         fut = LocalFuture(call, self)
@@ -133,12 +148,30 @@ class ThreadPoolTaskRunner(TaskRunner):
             fut.execute()
             idle.release()
 
+    def cancel_all(self, reason: str) -> None:
+        """Runs not started end Cancelled. A thread cannot be stopped from outside: a running run is abandoned
+        (its future ends Cancelled, a WARNING names it; the thread runs on and its outcome is ignored)."""
+        self._abandoned = True
+        log = engine_logger("runners")
+        for fut in list(self._futures):
+            if fut.done() or fut.cancel(reason):
+                continue
+            run = fut.task_run
+            state = S.Cancelled(message=f"Task run {run.name!r} was abandoned while running: {reason}; its "
+                                        f"thread cannot be stopped and runs on, its outcome is ignored.")
+            log.warning("Task run %r is still running in a thread, which cannot be stopped: abandoned (%s).",
+                        run.name, reason)
+            transitions.set_state(run, state)
+            transitions.run_finished(run)
+            fut.set_final(state)
+
     def shutdown(self) -> None:
         for fut in self._futures:
             fut.wait()
         for _ in self._threads:
             self._queue.put(None)
-        for t in self._threads:
-            t.join()
+        if not self._abandoned:  # after cancel_all a thread may run on for ever: never wait for it
+            for t in self._threads:
+                t.join()
         self._futures = []
         self._threads = []

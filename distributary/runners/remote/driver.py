@@ -231,6 +231,29 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                 self._tasks = {}
                 self._disconnect()
 
+    def cancel_all(self, reason: str) -> None:
+        """Every run not finished ends Cancelled now; the backend stops those already on the cluster
+        (`_backend_cancel`); outcomes that still arrive for them are ignored, and nothing more is sent."""
+        with self._lock:
+            left = list(self._open)
+            self._open.clear()
+        if not left:
+            return
+        try:
+            self._backend_cancel(left)
+        except Exception as exc:  # the runs end Cancelled on the driver all the same
+            engine_logger("runners").warning("Could not cancel the running task runs on %r: %r", self, exc)
+        cancelled = 0
+        for batch in left:
+            for i, run in enumerate(batch.runs):
+                if not run.state.is_final():
+                    cancelled += 1
+                    self._final_local(batch, i, S.Cancelled(message=f"Task run {run.name!r} was cancelled: "
+                                                                    f"{reason}."))
+        if cancelled:
+            engine_logger("runners").warning("%d task run(s) on %r were cancelled: %s.", cancelled, self.name,
+                                             reason)
+
     def submit_call(self, call: TaskCall) -> RemoteFuture:
         return self.submit_calls([call])[0]
 
@@ -289,6 +312,8 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
 
     def _send(self, batch: Batch) -> bool:
         """Pack and submit a batch (feeder thread). False if nothing went to the cluster."""
+        if batch not in self._open:  # cancelled while it waited
+            return False
         try:
             task_ref, digest = self._task_ref(batch.task)
         except SerializationError as exc:
@@ -412,6 +437,9 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         applied = []
         again = 0
         for batch, res in zip(batches, results):
+            if batch not in self._open:  # cancelled (cancel_all): its outcome no longer counts
+                self._backend_release([batch])
+                continue
             try:
                 if res is None:
                     again += 1

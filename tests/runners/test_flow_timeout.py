@@ -1,0 +1,66 @@
+"""A flow's `timeout_seconds` is honoured at the deadline on every runner (issue 15 item 7): the flow ends
+`TimedOut` and returns then, not when its tasks end; the runs still going end Cancelled (stopped where the runner
+can, abandoned with a WARNING where it cannot: a thread)."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from distributary import flow, task
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+FLOW_TIMEOUT = 3
+TASK_SECONDS = 25
+MARGIN = 10  # generous: the deadline, not the task's 25 s, is what the flow must honour
+
+
+@pytest.fixture
+def warnings_logged():
+    """The WARNING+ records of the `distributary` loggers during the test (they do not propagate to root)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("distributary").addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.getLogger("distributary").removeHandler(handler)
+
+
+@task
+def slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+def test_flow_timeout_returns_at_the_deadline_and_cancels_its_runs(runner, warnings_logged):
+    futures = []
+
+    @flow(task_runner=runner, timeout_seconds=FLOW_TIMEOUT)
+    def timed():
+        futures.append(slow.submit(TASK_SECONDS))
+        futures.extend(slow.map([TASK_SECONDS] * 3))  # queued behind the first on small runners
+        return [f.result() for f in futures]
+
+    t0 = time.monotonic()
+    state = timed(return_state=True)
+    elapsed = time.monotonic() - t0
+
+    assert state.name == "TimedOut" and state.is_failed(), state
+    assert "timeout" in state.message and "3" in state.message
+    assert elapsed < FLOW_TIMEOUT + MARGIN, f"the flow returned after {elapsed:.1f} s"
+    assert len(futures) == 4
+    for fut in futures:
+        assert fut.done()
+        assert fut.state.is_cancelled(), fut.state
+        assert "timed out" in fut.state.message
+    logged = "\n".join(r.getMessage() for r in warnings_logged)
+    if runner.name == "threads":
+        assert "slow-0" in logged and "cannot be stopped" in logged
+    else:
+        assert "4 task run(s)" in logged and "were cancelled" in logged
