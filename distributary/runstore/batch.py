@@ -89,12 +89,14 @@ class Batch:
 # The JSON columns of each table (JSON values are encoded here, once). A test checks this against models.py.
 JSON_COLUMNS: dict[str, frozenset[str]] = {
     "flow": frozenset(),
-    "flow_run": frozenset({"parameters", "tags", "result_ref"}),
+    "flow_run": frozenset({"parameters", "tags", "result_ref", "job_variables"}),
     "task_run": frozenset({"task_inputs", "tags", "result_ref", "state_history"}),
     "run_state": frozenset({"result_ref"}),
     "log": frozenset(),
     "artifact": frozenset({"data"}),
     "variable": frozenset({"value", "tags"}),
+    "deployment": frozenset({"parameters", "tags", "job_variables"}),
+    "deployment_schedule": frozenset({"schedule", "parameters"}),
 }
 # table -> (how: "insert" | "upsert" | "ignore"), in the order a batch is written
 WRITE_ORDER = (("flow", "flows", "ignore"), ("flow_run", "flow_runs", "upsert"), ("task_run", "task_runs", "upsert"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(36)
@@ -47,6 +47,14 @@ class FlowRunRow(Base):
     state_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
     result_ref: Mapped[Any] = mapped_column(JSON, nullable=True)
     created: Mapped[float] = mapped_column(Float)
+    # runs of a deployment (revision 0004); the run-event sink never writes these columns, so they survive its upserts
+    deployment_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    auto_scheduled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    work_pool_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    job_variables: Mapped[Any] = mapped_column(JSON, nullable=True)
+    __table_args__ = (Index("ix_flow_run_deployment_id", "deployment_id", "state_type", "expected_start_time"),
+                      Index("uq_flow_run_flow_id_idempotency_key", "flow_id", "idempotency_key", unique=True))
 
 
 class TaskRunRow(Base):
@@ -119,6 +127,42 @@ class VariableRow(Base):
     tags: Mapped[Any] = mapped_column(JSON, nullable=True)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+
+
+class DeploymentRow(Base):
+    """A deployment: a flow's entrypoint with default parameters, tags and schedules (revision 0004)."""
+    __tablename__ = "deployment"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    flow_id: Mapped[str] = mapped_column(ID)
+    flow_name: Mapped[str] = mapped_column(String(255))
+    entrypoint: Mapped[str | None] = mapped_column(Text, nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    parameters: Mapped[Any] = mapped_column(JSON, nullable=True)
+    tags: Mapped[Any] = mapped_column(JSON, nullable=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    collision_strategy: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    work_pool_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    work_queue_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    job_variables: Mapped[Any] = mapped_column(JSON, nullable=True)
+    last_polled: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("flow_name", "name", name="uq_deployment_flow_name_name"),)
+
+
+class DeploymentScheduleRow(Base):
+    __tablename__ = "deployment_schedule"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ID, index=True)
+    schedule: Mapped[Any] = mapped_column(JSON)  # distributary.schedules.Schedule.to_dict()
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    parameters: Mapped[Any] = mapped_column(JSON, nullable=True)
+    slug: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created: Mapped[float] = mapped_column(Float)
 
 
 TABLES = {t.name: t for t in Base.metadata.sorted_tables}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +74,11 @@ class FlowRun(ObjectBase):
     state_type: StateType | None = None
     state_name: str | None = None
     created: dt.datetime | None = None
+    deployment_id: uuid.UUID | None = None
+    idempotency_key: str | None = None
+    auto_scheduled: bool = False
+    work_pool_name: str | None = None
+    job_variables: dict[str, Any] = Field(default_factory=dict)
 
 
 class TaskRun(ObjectBase):
@@ -135,3 +140,67 @@ class OrchestrationResult(ObjectBase):
     """What `set_flow_run_state` returns: the state now in effect and whether the proposal was accepted."""
     state: State | None = None
     status: str = "ACCEPT"
+
+
+class ConcurrencyLimitStrategy:
+    """What happens to a deployment's new run when its concurrency limit is reached."""
+    ENQUEUE = "ENQUEUE"        # it waits for a slot
+    CANCEL_NEW = "CANCEL_NEW"  # it is cancelled
+
+
+class ConcurrencyOptions(ObjectBase):
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+
+
+class ConcurrencyLimitConfig(ObjectBase):
+    """A deployment's concurrency limit with its collision strategy (`flow.serve(concurrency_limit=...)` takes
+    this or a plain int)."""
+    limit: int = Field(ge=1)
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+
+
+class DeploymentSchedule(ObjectBase):
+    """One schedule of a deployment: the schedule itself (`distributary.schedules.Schedule.to_dict()`), whether
+    it is active, and parameters that override the deployment's for its runs."""
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    schedule: dict[str, Any]
+    active: bool = True
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    slug: str | None = None
+    created: dt.datetime | None = None
+
+    def as_schedule(self) -> Any:
+        from ..schedules import schedule_from_dict
+
+        return schedule_from_dict(self.schedule, active=self.active, parameters=self.parameters, slug=self.slug)
+
+
+class Deployment(ObjectBase):
+    """A flow packaged to run on demand or on schedules: its entrypoint (`path/file.py:function`), default
+    parameters, tags and schedules."""
+    id: uuid.UUID
+    name: str
+    flow_id: uuid.UUID
+    flow_name: str
+    entrypoint: str | None = None
+    path: str | None = None
+    description: str | None = None
+    version: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    paused: bool = False
+    schedules: list[DeploymentSchedule] = Field(default_factory=list)
+    concurrency_limit: int | None = None
+    concurrency_options: ConcurrencyOptions | None = None
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    last_polled: dt.datetime | None = None
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+    @property
+    def full_name(self) -> str:
+        """`flow-name/deployment-name`, the name `run_deployment` and the CLI take."""
+        return f"{self.flow_name}/{self.name}"

@@ -1,4 +1,16 @@
 """Prefect's `prefect.client.schemas` paths: `filters`, `sorting`, `objects`, `actions`."""
-from ...schemas.objects import Artifact, ArtifactCollection, Flow, FlowRun, Log, State, TaskRun, Variable
+from ...schemas.objects import (
+    Artifact,
+    ArtifactCollection,
+    ConcurrencyLimitConfig,
+    Deployment,
+    DeploymentSchedule,
+    Flow,
+    FlowRun,
+    Log,
+    State,
+    TaskRun,
+    Variable,
+)
 
-__all__ = ["Artifact", "ArtifactCollection", "Flow", "FlowRun", "Log", "State", "TaskRun", "Variable"]
+__all__ = ["Artifact", "ArtifactCollection", "ConcurrencyLimitConfig", "Deployment", "DeploymentSchedule", "Flow", "FlowRun", "Log", "State", "TaskRun", "Variable"]

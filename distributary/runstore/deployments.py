@@ -1,0 +1,402 @@
+"""Deployments in the run store: the deployment and schedule rows, flow runs created from a deployment, and the
+scheduler's writes (exactly once through the `(flow_id, idempotency_key)` unique index).
+
+`DeploymentStorage` is mixed into `SqlRunStorage`; it uses its engine and its flow-run reader. Every method is
+one transaction, so the API server can put routes straight over them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..errors import ConfigurationError, ObjectNotFound
+from ..runs import flow_run_name
+from ..schemas import objects as O
+from ..states import StateType
+from .batch import flow_id_for
+from .models import TABLES
+
+flow_t, flow_run_t, state_t = TABLES["flow"], TABLES["flow_run"], TABLES["run_state"]
+deployment_t, schedule_t = TABLES["deployment"], TABLES["deployment_schedule"]
+
+SCHEDULED = StateType.SCHEDULED.value
+CANCELLING = StateType.CANCELLING.value
+# How far ahead the scheduler creates runs (Prefect's defaults): at most MAX_RUNS and MAX_AHEAD, and at least
+# MIN_RUNS or everything within MIN_AHEAD.
+MAX_RUNS, MIN_RUNS = 100, 3
+MAX_AHEAD, MIN_AHEAD = dt.timedelta(days=100), dt.timedelta(hours=1)
+LATE_AFTER = 15.0  # seconds past its scheduled time a run that has not started becomes Late
+
+
+def _ts(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+
+
+def _epoch(value: dt.datetime | float | None, default: float | None = None) -> float | None:
+    if value is None:
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def split_name(full_name: str) -> tuple[str, str]:
+    """`"flow/deployment"` -> ("flow", "deployment"), or a clear error."""
+    flow_name, sep, name = str(full_name).partition("/")
+    if not sep or not flow_name or not name:
+        raise ConfigurationError(f"{full_name!r} is not a deployment name: use 'flow-name/deployment-name' "
+                                 "(`distributary deployment ls` lists them)")
+    return flow_name, name
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+class DeploymentStorage:
+    """Deployments, schedules and deployment runs (mixed into `SqlRunStorage`)."""
+
+    engine: Any
+    dialect: str
+    if TYPE_CHECKING:  # provided by SqlRunStorage
+        def _read(self) -> sa.Connection: ...
+
+        def _flow_run(self, r: Any) -> O.FlowRun: ...
+
+        def read_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun: ...
+
+    # -- deployments ---------------------------------------------------------------------------------------------
+    def create_deployment(self, *, flow_name: str, name: str, entrypoint: str | None = None, path: str | None = None,
+                          description: str | None = None, version: str | None = None,
+                          parameters: dict[str, Any] | None = None, tags: Sequence[str] | None = None,
+                          paused: bool = False, schedules: Sequence[Any] | None = None,
+                          concurrency_limit: int | None = None, collision_strategy: str | None = None,
+                          work_pool_name: str | None = None, work_queue_name: str | None = None,
+                          job_variables: dict[str, Any] | None = None) -> O.Deployment:
+        """Create the deployment `flow_name/name`, or update it when it exists (as `flow.serve()` does on every
+        start). `schedules` (`distributary.schedules.Schedule` objects) replace its schedules; runs already
+        scheduled by schedules that did not change are kept."""
+        now = time.time()
+        fid = flow_id_for(flow_name)
+        values = {"entrypoint": entrypoint, "path": path, "description": description, "version": version,
+                  "parameters": dict(parameters or {}), "tags": sorted(set(tags or ())), "paused": bool(paused),
+                  "concurrency_limit": concurrency_limit,
+                  "collision_strategy": collision_strategy if concurrency_limit else None,
+                  "work_pool_name": work_pool_name, "work_queue_name": work_queue_name,
+                  "job_variables": dict(job_variables or {}), "updated": now}
+        with self.engine.begin() as conn:
+            conn.execute(_insert(self.dialect, flow_t).values(id=fid, name=flow_name, created=now)
+                         .on_conflict_do_nothing(index_elements=["id"]))
+            row = conn.execute(sa.select(deployment_t.c.id, deployment_t.c.parameters).where(
+                deployment_t.c.flow_name == flow_name, deployment_t.c.name == name).with_for_update()).first()
+            if row is None:
+                did = str(uuid.uuid4())
+                conn.execute(_insert(self.dialect, deployment_t).values(
+                    id=did, name=name, flow_id=fid, flow_name=flow_name, created=now, **values)
+                    .on_conflict_do_nothing(index_elements=["flow_name", "name"]))
+                did = conn.execute(sa.select(deployment_t.c.id).where(
+                    deployment_t.c.flow_name == flow_name, deployment_t.c.name == name)).scalar_one()
+            else:
+                did = row.id
+                conn.execute(sa.update(deployment_t).where(deployment_t.c.id == did).values(**values))
+                if (row.parameters or {}) != values["parameters"]:
+                    self._drop_future_runs(conn, did)  # their parameters came from the old defaults
+            if schedules is not None:
+                self._replace_schedules(conn, did, schedules, now)
+            if paused:
+                self._drop_future_runs(conn, did)
+        return self.read_deployment(did)
+
+    def _deployment(self, r: Any, schedules: list[O.DeploymentSchedule]) -> O.Deployment:
+        return O.Deployment(
+            id=r.id, name=r.name, flow_id=r.flow_id, flow_name=r.flow_name, entrypoint=r.entrypoint, path=r.path,
+            description=r.description, version=r.version, parameters=r.parameters or {}, tags=r.tags or [],
+            paused=bool(r.paused), schedules=schedules, concurrency_limit=r.concurrency_limit,
+            concurrency_options=O.ConcurrencyOptions(collision_strategy=r.collision_strategy)
+            if r.collision_strategy else None, work_pool_name=r.work_pool_name, work_queue_name=r.work_queue_name,
+            job_variables=r.job_variables or {}, last_polled=_ts(r.last_polled), created=_ts(r.created),
+            updated=_ts(r.updated))
+
+    def read_deployments(self, names: Iterable[str] | None = None, ids: Iterable[Any] | None = None,
+                         limit: int | None = None, offset: int = 0) -> list[O.Deployment]:
+        """Deployments by flow name then name; `names` are `flow/deployment` names."""
+        q = sa.select(deployment_t)
+        if names is not None:
+            pairs = [split_name(n) for n in names]
+            q = q.where(sa.or_(*[sa.and_(deployment_t.c.flow_name == f, deployment_t.c.name == d)
+                                 for f, d in pairs]) if pairs else sa.false())
+        if ids is not None:
+            q = q.where(deployment_t.c.id.in_([str(i) for i in ids]))
+        q = q.order_by(deployment_t.c.flow_name, deployment_t.c.name).offset(offset or 0).limit(limit)
+        with self._read() as conn:
+            rows = list(conn.execute(q))
+            scheds = self._schedules(conn, [r.id for r in rows])
+        return [self._deployment(r, scheds.get(r.id, [])) for r in rows]
+
+    def read_deployment(self, deployment_id: uuid.UUID | str) -> O.Deployment:
+        got = self.read_deployments(ids=[deployment_id])
+        if not got:
+            raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
+        return got[0]
+
+    def read_deployment_by_name(self, name: str) -> O.Deployment:
+        """The deployment `flow-name/deployment-name`."""
+        got = self.read_deployments(names=[name])
+        if not got:
+            raise ObjectNotFound(f"no deployment named {name!r} in the run store (`distributary deployment ls` "
+                                 "lists them; `flow.serve(...)` creates one)")
+        return got[0]
+
+    def update_deployment(self, deployment_id: uuid.UUID | str, **values: Any) -> O.Deployment:
+        """Change fields of a deployment (`paused=`, `parameters=`, `tags=`, `description=`, ...). Pausing or
+        changing the default parameters removes its future auto-scheduled runs (the scheduler makes new ones)."""
+        allowed = {"paused", "parameters", "tags", "description", "version", "concurrency_limit",
+                   "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "last_polled"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ConfigurationError(f"cannot update deployment field(s) {sorted(unknown)}: valid are "
+                                     f"{sorted(allowed)}")
+        did = str(deployment_id)
+        if "last_polled" in values:
+            values["last_polled"] = _epoch(values["last_polled"])
+        with self.engine.begin() as conn:
+            n = conn.execute(sa.update(deployment_t).where(deployment_t.c.id == did).values(
+                updated=time.time(), **values)).rowcount
+            if not n:
+                raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
+            if values.get("paused") or "parameters" in values:
+                self._drop_future_runs(conn, did)
+        return self.read_deployment(did)
+
+    def delete_deployment(self, deployment_id: uuid.UUID | str) -> None:
+        """Delete a deployment, its schedules and its runs that have not started; runs that started are kept."""
+        did = str(deployment_id)
+        with self.engine.begin() as conn:
+            if not conn.execute(sa.delete(deployment_t).where(deployment_t.c.id == did)).rowcount:
+                raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
+            conn.execute(sa.delete(schedule_t).where(schedule_t.c.deployment_id == did))
+            gone = sa.select(flow_run_t.c.id).where(flow_run_t.c.deployment_id == did,
+                                                    flow_run_t.c.state_type == SCHEDULED)
+            conn.execute(sa.delete(state_t).where(state_t.c.run_id.in_(gone)))
+            conn.execute(sa.delete(flow_run_t).where(flow_run_t.c.deployment_id == did,
+                                                     flow_run_t.c.state_type == SCHEDULED))
+
+    # -- schedules -----------------------------------------------------------------------------------------------
+    def _schedules(self, conn: sa.Connection, ids: list[str]) -> dict[str, list[O.DeploymentSchedule]]:
+        out: dict[str, list[O.DeploymentSchedule]] = {}
+        if not ids:
+            return out
+        q = sa.select(schedule_t).where(schedule_t.c.deployment_id.in_(ids)).order_by(schedule_t.c.created,
+                                                                                      schedule_t.c.id)
+        for r in conn.execute(q):
+            out.setdefault(r.deployment_id, []).append(O.DeploymentSchedule(
+                id=r.id, deployment_id=r.deployment_id, schedule=r.schedule, active=bool(r.active),
+                parameters=r.parameters or {}, slug=r.slug, created=_ts(r.created)))
+        return out
+
+    def read_deployment_schedules(self, deployment_id: uuid.UUID | str) -> list[O.DeploymentSchedule]:
+        with self._read() as conn:
+            return self._schedules(conn, [str(deployment_id)]).get(str(deployment_id), [])
+
+    def set_deployment_schedules(self, deployment_id: uuid.UUID | str, schedules: Sequence[Any]) -> O.Deployment:
+        """Replace a deployment's schedules, and with them (in the same transaction) its future auto-scheduled
+        runs of schedules that changed: a scheduler never leaves a run of an old schedule behind."""
+        did = str(deployment_id)
+        with self.engine.begin() as conn:
+            self._lock_deployment(conn, did, write=True)
+            self._replace_schedules(conn, did, schedules, time.time())
+        return self.read_deployment(did)
+
+    def _lock_deployment(self, conn: sa.Connection, did: str, write: bool = False) -> Any:
+        """Serialise schedule edits with the scheduler's inserts: on PostgreSQL a row lock on the deployment
+        (SQLite writers are serialised by BEGIN IMMEDIATE already)."""
+        if write:
+            if not conn.execute(sa.update(deployment_t).where(deployment_t.c.id == did).values(
+                    updated=time.time())).rowcount:
+                raise ObjectNotFound(f"no deployment with id {did} in the run store")
+            return None
+        return conn.execute(sa.select(deployment_t).where(deployment_t.c.id == did).with_for_update()).first()
+
+    def _replace_schedules(self, conn: sa.Connection, did: str, schedules: Sequence[Any], now: float) -> None:
+        old = {self._schedule_key(r.schedule, r.active, r.parameters, r.slug): r.id
+               for r in conn.execute(sa.select(schedule_t).where(schedule_t.c.deployment_id == did))}
+        keep: set[str] = set()
+        rows = []
+        for i, s in enumerate(schedules):
+            sched = s.as_schedule() if isinstance(s, O.DeploymentSchedule) else s
+            key = self._schedule_key(sched.to_dict(), sched.active, sched.parameters, sched.slug)
+            if key in old and old[key] not in keep:
+                keep.add(old[key])  # unchanged: its scheduled runs stay valid
+                continue
+            rows.append({"id": str(uuid.uuid4()), "deployment_id": did, "schedule": sched.to_dict(),
+                         "active": bool(sched.active), "parameters": dict(sched.parameters or {}),
+                         "slug": sched.slug, "created": now + i * 1e-6})
+        dropped = [sid for sid in old.values() if sid not in keep]
+        if dropped:
+            conn.execute(sa.delete(schedule_t).where(schedule_t.c.id.in_(dropped)))
+            self._drop_future_runs(conn, did, schedule_ids=dropped)
+        if rows:
+            conn.execute(schedule_t.insert(), rows)
+
+    @staticmethod
+    def _schedule_key(schedule: dict[str, Any], active: Any, parameters: Any, slug: Any) -> str:
+        import json
+
+        return json.dumps([schedule, bool(active), parameters or {}, slug], sort_keys=True, default=str)
+
+    def _drop_future_runs(self, conn: sa.Connection, did: str, schedule_ids: Sequence[str] | None = None) -> int:
+        """Delete the deployment's auto-scheduled runs that have not started (of these schedules, or all)."""
+        c = flow_run_t.c
+        where = [c.deployment_id == did, c.auto_scheduled.is_(True), c.state_type == SCHEDULED]
+        if schedule_ids is not None:
+            where.append(sa.or_(*[c.idempotency_key.like(f"scheduled {did} {sid} %") for sid in schedule_ids]))
+        conn.execute(sa.delete(state_t).where(state_t.c.run_id.in_(sa.select(c.id).where(*where))))
+        return int(conn.execute(sa.delete(flow_run_t).where(*where)).rowcount or 0)
+
+    # -- flow runs of deployments --------------------------------------------------------------------------------
+    def _run_row(self, dep: Any, *, parameters: dict[str, Any] | None, tags: Iterable[str] | None,
+                 scheduled_time: float, idempotency_key: str | None, auto_scheduled: bool,
+                 job_variables: dict[str, Any] | None, now: float, state_name: str = "Scheduled",
+                 message: str | None = None) -> dict[str, Any]:
+        rid = uuid.uuid4()
+        return {"id": str(rid), "name": flow_run_name(rid), "flow_id": dep.flow_id, "flow_name": dep.flow_name,
+                "flow_version": dep.version, "parameters": {**(dep.parameters or {}), **(parameters or {})},
+                "tags": sorted(set(dep.tags or ()) | set(tags or ())), "run_count": 0,
+                "expected_start_time": scheduled_time, "total_run_time": 0.0, "state_type": SCHEDULED,
+                "state_name": state_name, "state_message": message, "state_ts": now, "created": now,
+                "deployment_id": dep.id, "idempotency_key": idempotency_key, "auto_scheduled": auto_scheduled,
+                "work_pool_name": dep.work_pool_name, "job_variables": {**(dep.job_variables or {}),
+                                                                         **(job_variables or {})}}
+
+    def _insert_runs(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[str]:
+        """Insert runs, skipping any whose idempotency key exists (ON CONFLICT DO NOTHING); the ids inserted."""
+        # RETURNING, not rowcount: psycopg reports no row count for a skipped ON CONFLICT insert
+        stmt = (_insert(self.dialect, flow_run_t).on_conflict_do_nothing(index_elements=["flow_id", "idempotency_key"])
+                .returning(flow_run_t.c.id))
+        inserted = []
+        for row in rows:
+            if conn.execute(stmt, row).first() is not None:
+                inserted.append(row["id"])
+        if inserted:
+            by_id = {r["id"]: r for r in rows}
+            conn.execute(state_t.insert(), [
+                {"run_id": rid, "type": SCHEDULED, "name": by_id[rid]["state_name"],
+                 "message": by_id[rid]["state_message"], "timestamp": by_id[rid]["state_ts"], "result_ref": None}
+                for rid in inserted])
+        return inserted
+
+    def create_flow_run_from_deployment(self, deployment_id: uuid.UUID | str, *,
+                                        parameters: dict[str, Any] | None = None, tags: Iterable[str] | None = None,
+                                        scheduled_time: dt.datetime | None = None,
+                                        idempotency_key: str | None = None,
+                                        job_variables: dict[str, Any] | None = None) -> O.FlowRun:
+        """A `Scheduled` run of the deployment (now, or at `scheduled_time`). With an `idempotency_key` already
+        used for this flow, the existing run is returned and nothing is created."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            dep = conn.execute(sa.select(deployment_t).where(deployment_t.c.id == str(deployment_id))).first()
+            if dep is None:
+                raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
+            row = self._run_row(dep, parameters=parameters, tags=tags, scheduled_time=_epoch(scheduled_time, now) or now,
+                                idempotency_key=idempotency_key, auto_scheduled=False, job_variables=job_variables,
+                                now=now)
+            if not self._insert_runs(conn, [row]):
+                got = conn.execute(sa.select(flow_run_t).where(flow_run_t.c.flow_id == dep.flow_id,
+                                                               flow_run_t.c.idempotency_key == idempotency_key)).first()
+                return self._flow_run(got)
+        return self.read_flow_run(row["id"])
+
+    def schedule_runs(self, deployment_id: uuid.UUID | str, now: dt.datetime | None = None,
+                      max_runs: int = MAX_RUNS, min_runs: int = MIN_RUNS, max_ahead: dt.timedelta = MAX_AHEAD,
+                      min_ahead: dt.timedelta = MIN_AHEAD) -> int:
+        """Create the deployment's upcoming auto-scheduled runs; how many were new. Safe to call from any number
+        of processes at once: each run's key is `scheduled {deployment} {schedule} {time}`, and the unique index
+        drops a second insert of it. The schedules are read under a lock on the deployment in the same
+        transaction, so a schedule replaced meanwhile never gets runs."""
+        start = now or dt.datetime.now(dt.timezone.utc)
+        t0 = time.time()
+        did = str(deployment_id)
+        with self.engine.begin() as conn:
+            dep = self._lock_deployment(conn, did)
+            if dep is None or dep.paused:
+                return 0
+            rows = []
+            for s in self._schedules(conn, [did]).get(did, []):
+                if not s.active:
+                    continue
+                sched = s.as_schedule()
+                dates = sched.get_dates(max_runs, start=start, end=start + max_ahead)
+                for i, at in enumerate(dates):
+                    if i >= min_runs and at > start + min_ahead:
+                        break
+                    rows.append(self._run_row(dep, parameters=s.parameters, tags=None, scheduled_time=at.timestamp(),
+                                              idempotency_key=f"scheduled {did} {s.id} {at.isoformat()}",
+                                              auto_scheduled=True, job_variables=None, now=t0))
+            return len(self._insert_runs(conn, rows))
+
+    def read_due_runs(self, deployment_ids: Iterable[Any], before: dt.datetime | float | None = None,
+                      limit: int | None = None) -> list[O.FlowRun]:
+        """Runs of these deployments waiting to start (Scheduled or Late) whose time has come, oldest first."""
+        c = flow_run_t.c
+        q = sa.select(flow_run_t).where(c.deployment_id.in_([str(i) for i in deployment_ids]),
+                                        c.state_type == SCHEDULED,
+                                        c.expected_start_time <= _epoch(before, time.time()))
+        q = q.order_by(c.expected_start_time, c.id).limit(limit)
+        with self._read() as conn:
+            return [self._flow_run(r) for r in conn.execute(q)]
+
+    def claim_flow_run(self, flow_run_id: uuid.UUID | str, state_name: str = "Pending",
+                       message: str | None = None) -> bool:
+        """Move a Scheduled (or Late) run to Pending, atomically: True for exactly one of several claimants."""
+        now = time.time()
+        rid = str(flow_run_id)
+        with self.engine.begin() as conn:
+            n = conn.execute(sa.update(flow_run_t).where(flow_run_t.c.id == rid, flow_run_t.c.state_type == SCHEDULED)
+                             .values(state_type=StateType.PENDING.value, state_name=state_name,
+                                     state_message=message, state_ts=now)).rowcount
+            if n:
+                conn.execute(state_t.insert(), [{"run_id": rid, "type": StateType.PENDING.value, "name": state_name,
+                                                 "message": message, "timestamp": now, "result_ref": None}])
+        return bool(n)
+
+    def mark_late_runs(self, now: dt.datetime | float | None = None, late_after: float = LATE_AFTER,
+                       deployment_ids: Iterable[Any] | None = None) -> int:
+        """Runs still `Scheduled` `late_after` seconds past their time become `Late` (still waiting to start)."""
+        at = _epoch(now, time.time()) or time.time()
+        c = flow_run_t.c
+        where = [c.state_type == SCHEDULED, c.state_name == "Scheduled", c.expected_start_time < at - late_after]
+        if deployment_ids is not None:
+            where.append(c.deployment_id.in_([str(i) for i in deployment_ids]))
+        with self.engine.begin() as conn:
+            ids = [r.id for r in conn.execute(sa.select(c.id).where(*where))]
+            if not ids:
+                return 0
+            ts = time.time()
+            conn.execute(sa.update(flow_run_t).where(c.id.in_(ids), *where).values(state_name="Late", state_ts=ts))
+            conn.execute(state_t.insert(), [{"run_id": i, "type": SCHEDULED, "name": "Late", "message": None,
+                                             "timestamp": ts, "result_ref": None} for i in ids])
+        return len(ids)
+
+    def read_cancelling(self, flow_run_ids: Iterable[Any]) -> set[str]:
+        """Which of these runs have been asked to cancel (a `Cancelling` state in their history: the run's own
+        process may have written a later state over the row meanwhile)."""
+        ids = [str(i) for i in flow_run_ids]
+        if not ids:
+            return set()
+        q = sa.select(state_t.c.run_id).where(state_t.c.run_id.in_(ids), state_t.c.type == CANCELLING)
+        with self._read() as conn:
+            return {r.run_id for r in conn.execute(q)}
+
+    def count_deployment_runs(self, deployment_id: uuid.UUID | str, state_types: Iterable[str]) -> int:
+        c = flow_run_t.c
+        q = sa.select(sa.func.count()).select_from(flow_run_t).where(
+            c.deployment_id == str(deployment_id), c.state_type.in_(list(state_types)))
+        with self._read() as conn:
+            return int(conn.execute(q).scalar() or 0)
