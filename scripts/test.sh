@@ -10,6 +10,15 @@ PYTHON=${PYTHON:-python3}
 # moto[server] and s3fs must resolve together (tests/README.md, P1): both come from ".[test]" (with ruff and mypy).
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m pip check
+# The web UI's browser tests drive Debian's chromium through Playwright (no browser download).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null
+  else
+    echo "chromium is missing: install Debian's chromium package (apt-get install -y chromium) as root" >&2
+    exit 1
+  fi
+fi
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --silent
 fi

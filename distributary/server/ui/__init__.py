@@ -1,6 +1,7 @@
-"""The web UI (placeholder: the UI's own package replaces it)."""
+"""The web UI: server-rendered pages at `/` with a little JavaScript, static files shipped in the package (no CDN),
+and the JSON routes the pages poll under `/api/ui`. `router` is what the server app includes."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from .pages import router
 
-router = APIRouter()
+__all__ = ["router"]

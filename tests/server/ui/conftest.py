@@ -1,0 +1,138 @@
+"""Browser fixtures for the web UI's tests: Debian's Chromium driven by Playwright (never `playwright install`:
+the machine has no internet), one browser per session, a fresh page per test whose screenshots are kept as test
+artifacts, and helpers that run real flows into the server's run store."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # populate.py, shared with benchmarks/bench_ui.py
+
+CHROMIUM = os.environ.get("DISTRIBUTARY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+ARTIFACTS = Path(os.environ.get("DISTRIBUTARY_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
+
+
+def launch_chromium(playwright: Any) -> Any:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`); "
+                    "scripts/test.sh does it")
+    return playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which(
+        "chromium"), headless=True, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Page:
+    """A browser tab on the server with what the tests need: opening UI paths, screenshots, errors seen."""
+
+    def __init__(self, page: Any, base_url: str, shots: Path):
+        self.pw = page
+        self.base_url = base_url.rstrip("/")
+        self.shots = shots
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self, path: str) -> Any:
+        resp = self.pw.goto(self.base_url + path)
+        assert resp is not None and resp.ok, f"GET {path}: HTTP {resp.status if resp else '?'}"
+        self.pw.wait_for_load_state("load")
+        return resp
+
+    def shot(self, name: str) -> Path:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        path = self.shots / f"{name}.png"
+        self.pw.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def page(browser: Any, server: Any, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    p = Page(tab, server.url, ARTIFACTS / "ui" / request.node.name)
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(Exception):
+            p.shot("last")
+        context.close()
+    assert not p.errors, f"JavaScript errors on the page: {p.errors}"
+
+
+@pytest.fixture
+def record_into(server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Flows run by the test record into the server's run store (DISTRIBUTARY_HOME is the server's home)."""
+    from distributary import runstore
+    from distributary.runstore import storage
+
+    runstore.stop_sink()
+    storage.reset()
+    monkeypatch.setenv("DISTRIBUTARY_HOME", str(server.home))
+    monkeypatch.delenv("DISTRIBUTARY_API_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.delenv("DISTRIBUTARY_API_URL", raising=False)
+    yield Path(server.home)
+    runstore.stop_sink()
+    storage.reset()
+
+
+# TEMPORARY until the server skeleton lands on main: a real server process serving the UI router alone.
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Any]:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import types
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "server-home"
+    code = ("import uvicorn; from fastapi import FastAPI; from distributary.server.ui import router; "
+            "app = FastAPI(); app.include_router(router); "
+            f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')")
+    env = dict(os.environ, DISTRIBUTARY_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/flows", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the UI server did not start") from None
+            time.sleep(0.1)
+    try:
+        yield types.SimpleNamespace(url=url, api_url=url + "/api", home=home, pid=proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
