@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..deps import get_storage
 from . import queries as q
 from .render import HERE, render
 
@@ -27,12 +28,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 
 def _storage(request: Request) -> Any:
-    st = getattr(request.app.state, "storage", None)
-    if st is not None:
-        return st
-    from ...runstore import get_storage
-
-    return get_storage()
+    return get_storage(request)
 
 
 def _page(template: str, nav: str, **context: Any) -> HTMLResponse:

@@ -100,39 +100,3 @@ def record_into(server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     runstore.stop_sink()
     storage.reset()
 
-
-# TEMPORARY until the server skeleton lands on main: a real server process serving the UI router alone.
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Any]:
-    import socket
-    import subprocess
-    import sys
-    import time
-    import types
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    home = tmp_path / "server-home"
-    code = ("import uvicorn; from fastapi import FastAPI; from distributary.server.ui import router; "
-            "app = FastAPI(); app.include_router(router); "
-            f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')")
-    env = dict(os.environ, DISTRIBUTARY_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/flows", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the UI server did not start") from None
-            time.sleep(0.1)
-    try:
-        yield types.SimpleNamespace(url=url, api_url=url + "/api", home=home, pid=proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(10)
