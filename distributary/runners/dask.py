@@ -22,8 +22,10 @@ from typing import Any
 import cloudpickle
 
 from ..context import flow_run_ctx
+from ..engine.drivers import run_coro_sync
 from ..errors import ClusterConnectionError, ConfigurationError, DistributaryError, MissingDependencyError
 from ..logging import engine_logger
+from ._sniff import HTTP, SILENT, sniff
 from .remote import Batch, BatchResult, BatchSummary, RemoteTaskRunner, run_batch, telemetry_sender
 
 try:
@@ -122,6 +124,56 @@ def _load_class(spec: Any) -> type:
                                  f"that provides it or fix the path.") from exc
 
 
+def _check_scheduler(address: str, timeout: float, security: Any) -> None:
+    """Fail within `timeout` unless a Dask scheduler completes the Dask handshake at `address`.
+
+    `distributed.Client` gives up on an address where nothing listens, but once a TCP connection is accepted it
+    waits for the handshake for ever (a dashboard, another web server, a socket that never answers). The check
+    uses Dask's own `connect` (so TLS and other schemes work as the client would) under a hard deadline."""
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+    except ValueError as exc:
+        raise ConfigurationError(f"DaskTaskRunner: {address!r} is not a Dask scheduler address ({exc}); use "
+                                 f"'tcp://host:8786'.") from exc
+    if scheme not in ("tcp", "tls"):
+        return
+    args = security.get_connection_args("client") if hasattr(security, "get_connection_args") else {}
+    sniff_time = min(2.0, timeout / 4)
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout - sniff_time, **args),
+                                      timeout - sniff_time)
+        await comm.close()
+
+    try:
+        run_coro_sync(handshake())
+        return
+    except (asyncio.TimeoutError, TimeoutError):
+        pass
+    except OSError as exc:  # nothing listens: Client would say the same, but only after its own retries
+        raise ClusterConnectionError(
+            f"Could not connect to the Dask scheduler at {address} within {timeout} s ({exc}). Check that it runs "
+            f"and the address is right, or leave address unset to start a LocalCluster for each flow run.") from exc
+    host, port = parse_host_port(loc, 8786)
+    try:
+        what = sniff(host, port, sniff_time) if scheme == "tcp" else SILENT
+    except OSError:
+        what = SILENT
+    ports = "8787 is the dashboard port; the scheduler listens on 8786" if port == 8787 else (
+        "the scheduler listens on 8786 by default, its dashboard (HTTP) on 8787; `dask scheduler` prints both")
+    if what == HTTP:
+        why = f"it answers HTTP, not the Dask protocol: a dashboard or another web server ({ports})"
+    else:
+        why = (f"it accepts connections but did not answer the Dask handshake within {timeout} s: it is not a "
+               f"Dask scheduler, or the scheduler is stuck ({ports})")
+    raise ClusterConnectionError(f"Could not connect to the Dask scheduler at {address}: {why}. Use the "
+                                 f"scheduler's address (tcp://host:8786), or leave address unset to start a "
+                                 f"LocalCluster for each flow run.")
+
+
 class DaskTaskRunner(RemoteTaskRunner):
     """Runs task runs on Dask. With no arguments, each flow run starts a `distributed.LocalCluster` (worker
     processes, on 127.0.0.1) and closes it at the end. `address` uses a running scheduler and never shuts it
@@ -172,6 +224,7 @@ class DaskTaskRunner(RemoteTaskRunner):
     def _connect(self) -> None:
         kwargs = {"timeout": self.connect_timeout, **self.client_kwargs}
         if self.address is not None:
+            _check_scheduler(self.address, self.connect_timeout, kwargs.get("security"))
             try:
                 self._client = distributed.Client(self.address, **kwargs)
             except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
@@ -286,6 +339,11 @@ class DaskTaskRunner(RemoteTaskRunner):
 
     def _backend_worker_died(self, exc: BaseException) -> bool:
         return isinstance(exc, distributed.KilledWorker)
+
+    def _backend_where(self) -> str:
+        client = self._client
+        address = getattr(getattr(client, "scheduler", None), "address", None) or self.address
+        return f"The Dask scheduler at {address}"
 
     def _backend_cancel(self, batches: list[Batch]) -> None:
         """Cancel the batches' Dask futures: queued ones never run; a running one cannot be interrupted in its

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ClusterConnectionError, ConfigurationError, MissingDependencyError
 from ..logging import engine_logger
+from ._sniff import GRPC, HTTP, SILENT, sniff
 from .remote import Batch, BatchResult, BatchSummary, RemoteTaskRunner, run_batch, telemetry_sender
 
 try:
@@ -270,17 +271,33 @@ def _target(address: str) -> tuple[str, int] | None:
 
 
 def _probe(address: str, timeout: float) -> None:
-    """Fail fast if nothing listens at `address` (ray.init would otherwise retry for minutes)."""
+    """Fail within `timeout` unless a gRPC server (Ray's GCS, or Ray Client) answers at `address`: ray.init
+    would otherwise retry for minutes where nothing listens, and for ever where something else does (a
+    dashboard, a socket that never answers)."""
     target = _target(address)
     if target is None:
         return
+    host, port = target
     try:
-        socket.create_connection(target, timeout=timeout).close()
+        what = sniff(host, port, timeout)
     except OSError as exc:
         raise ClusterConnectionError(
-            f"Could not reach the Ray cluster at {address!r} ({target[0]}:{target[1]}) within {timeout} s: {exc}. "
+            f"Could not reach the Ray cluster at {address!r} ({host}:{port}) within {timeout} s: {exc}. "
             f"Check that it runs (`ray start --head`) and that the address is right, or leave address unset to "
             f"start a local Ray instance for each flow run.") from exc
+    if what == GRPC:
+        return
+    ports = ("the GCS listens on 6379 by default (`ray start --head` prints the address to use), Ray Client on "
+             "10001, the dashboard (HTTP) on 8265")
+    if what == HTTP:
+        why = f"it answers HTTP/1, not gRPC: a dashboard or another web server ({ports})"
+    elif what == SILENT:
+        why = f"it accepts connections but did not answer within {timeout} s: it is not a Ray GCS ({ports})"
+    else:
+        why = f"it does not speak gRPC: it is not a Ray GCS ({ports})"
+    raise ClusterConnectionError(f"Could not connect to the Ray cluster at {address!r} ({host}:{port}): {why}. "
+                                 f"Use the head node's GCS address, or leave address unset to start a local Ray "
+                                 f"instance for each flow run.")
 
 
 def _same_cluster(address: str) -> bool:

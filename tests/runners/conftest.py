@@ -2,8 +2,10 @@
 suite (test_contract.py) runs once per kind. Cluster-backed kinds reuse one cluster per session."""
 from __future__ import annotations
 
+import logging
+
 import pytest
-from dask_servers import dask_processes, dask_runner  # noqa: E402,F401  (scheduler + 2 workers as processes)
+from dask_servers import dask_processes, dask_runner, dask_scheduler_only  # noqa: E402,F401  (scheduler + 2 workers as processes)
 from ray_servers import ray_instance, ray_runner  # noqa: E402,F401  (one in-process Ray instance)
 
 from distributary.runners.process import ProcessPoolTaskRunner
@@ -22,3 +24,16 @@ def runner(request):
     if kind == "processes":
         return ProcessPoolTaskRunner(max_workers=2)
     return request.getfixturevalue(f"{kind}_runner")
+
+
+@pytest.fixture
+def warnings_logged():
+    """The WARNING+ records of the `distributary` loggers during the test (they do not propagate to root)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("distributary").addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.getLogger("distributary").removeHandler(handler)

@@ -35,11 +35,13 @@ def _stop(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 
 class DaskProcesses:
-    """`dask scheduler` + `dask worker --nworkers 2 --nthreads 1`, each in its own session."""
+    """`dask scheduler` + `dask worker --nworkers 2 --nthreads 1`, each in its own session (`n_workers=0`: the
+    scheduler alone). The scheduler's HTTP server (its dashboard port) listens on `http_port`."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, n_workers: int = N_WORKERS):
         port = _free_port()
         self.address = f"tcp://127.0.0.1:{port}"
+        self.http_port = _free_port()
         sched_file = workdir / "scheduler.json"
         dask_cli = [sys.executable, "-m", "dask"]
         self.logs = [open(workdir / "scheduler.log", "wb"), open(workdir / "workers.log", "wb")]  # noqa: SIM115  closed in stop()
@@ -47,15 +49,17 @@ class DaskProcesses:
         try:
             self.procs.append(subprocess.Popen(
                 [*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
-                 "127.0.0.1:0", "--scheduler-file", str(sched_file)],
+                 f"127.0.0.1:{self.http_port}", "--scheduler-file", str(sched_file)],
                 stdout=self.logs[0], stderr=subprocess.STDOUT, start_new_session=True))
             self._wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, "the scheduler file")
             assert json.loads(sched_file.read_text())["address"] == self.address
+            if not n_workers:
+                return
             self.procs.append(subprocess.Popen(
-                [*dask_cli, "worker", self.address, "--host", "127.0.0.1", "--nworkers", str(N_WORKERS),
+                [*dask_cli, "worker", self.address, "--host", "127.0.0.1", "--nworkers", str(n_workers),
                  "--nthreads", "1", "--dashboard-address", "127.0.0.1:0", "--memory-limit", "2GiB"],
                 stdout=self.logs[1], stderr=subprocess.STDOUT, start_new_session=True))
-            self.wait_for_workers(N_WORKERS)
+            self.wait_for_workers(n_workers)
         except BaseException:
             self.stop()
             raise
@@ -93,6 +97,14 @@ class DaskProcesses:
 @pytest.fixture(scope="session")
 def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
     cluster = DaskProcesses(tmp_path_factory.mktemp("dask"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
+    """A Dask scheduler with no workers (and its HTTP port)."""
+    cluster = DaskProcesses(tmp_path_factory.mktemp("dask-alone"), n_workers=0)
     yield cluster
     cluster.stop()
 

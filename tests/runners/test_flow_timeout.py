@@ -3,12 +3,10 @@
 can, abandoned with a WARNING where it cannot: a thread)."""
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
 import cloudpickle
-import pytest
 
 from distributary import flow, task
 
@@ -17,19 +15,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 FLOW_TIMEOUT = 3
 TASK_SECONDS = 25
 MARGIN = 10  # generous: the deadline, not the task's 25 s, is what the flow must honour
-
-
-@pytest.fixture
-def warnings_logged():
-    """The WARNING+ records of the `distributary` loggers during the test (they do not propagate to root)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("distributary").addHandler(handler)
-    try:
-        yield records
-    finally:
-        logging.getLogger("distributary").removeHandler(handler)
 
 
 @task

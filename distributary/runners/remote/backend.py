@@ -21,6 +21,7 @@ fetch()         `_backend_fetch(batches)`: the `BatchResult`s (values) of settle
 worker_died()   `_backend_worker_died(exc)`: whether a batch's error means its worker died.
 release()       `_backend_release(batches)`: drop the remote copies of these batches' values.
 settled()       `_backend_settled(batches)`: optional hook, these batches' summaries were applied.
+where()         `_backend_where()`: the cluster in words, for messages (default: the runner's repr).
 cancel()        `_backend_cancel(batches)`: optional hook, stop these batches where they run (or are queued) on
                 the cluster, without waiting; called from the flow run's thread (its timeout). Their outcomes
                 are then ignored.
@@ -82,6 +83,10 @@ class RemoteBackend(ABC):
 
     def _backend_cancel(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: stop these batches on the cluster (queued or running), without waiting for them."""
+
+    def _backend_where(self) -> str:
+        """The cluster, for messages ("the Dask scheduler at tcp://...")."""
+        return repr(self)
 
     def _backend_release(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: drop the cluster's copies of these batches' results."""

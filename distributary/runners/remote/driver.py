@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ...tasks import Task
 
 _THREADS_TTL = 5.0
+NO_WORKERS_WARN_AFTER = 10.0  # seconds with runs waiting and no worker before a WARNING (then every minute)
 
 
 class RemoteState(State):
@@ -94,7 +95,7 @@ class Batch:
     """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
 
     __slots__ = ("id", "runner", "task", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
-                 "__weakref__")
+                 "sent_at", "__weakref__")
 
     def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
                  futures: Sequence[weakref.ref]):
@@ -108,6 +109,7 @@ class Batch:
         self.summary_ref: Any = None  # the backend's handle to its BatchSummary, if separate
         self.states: list[RemoteState] | None = None
         self.fetched = False
+        self.sent_at: float | None = None  # monotonic time it went to the cluster
 
     def fetch_values(self) -> None:
         self.runner.fetch_values([self])
@@ -157,9 +159,12 @@ class _Feeder:
         r = self.runner
         while True:
             limit = r._in_flight_limit()
+            idle = False
             with self.cond:
                 while not (self.stopping or self.done_q or (self.ready_q and self.in_flight < limit)):
-                    self.cond.wait(1.0)
+                    if not self.cond.wait(1.0) and self.in_flight and not self.done_q:
+                        idle = True  # a quiet second with batches out: look at the workers (outside the lock)
+                        break
                     limit = r._in_flight_limit()
                 if self.stopping:
                     return
@@ -167,6 +172,8 @@ class _Feeder:
                 send = [self.ready_q.popleft() for _ in range(min(len(self.ready_q), max(0, limit - self.in_flight)))]
                 self.in_flight += len(send) - len(done)
             try:
+                if idle:
+                    r._watch_workers()
                 if done:
                     again = r._settle(done)
                     if again:
@@ -213,6 +220,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         self._fetch_lock = threading.Lock()
         self._closed = False
         self._threads_at = (-1e9, 1)
+        self._no_workers: tuple[float, float] | None = None  # (since, last warned) while the cluster has none
         self._connect()
         self._pump = _Feeder(self)
 
@@ -236,23 +244,29 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         (`_backend_cancel`); outcomes that still arrive for them are ignored, and nothing more is sent."""
         with self._lock:
             left = list(self._open)
-            self._open.clear()
-        if not left:
+        self._stop_batches(left, lambda run, b: S.Cancelled(message=f"Task run {run.name!r} was cancelled: "
+                                                                   f"{reason}."), f"were cancelled: {reason}")
+
+    def _stop_batches(self, batches: list[Batch], state_of: Any, what: str) -> None:
+        """End the unfinished runs of `batches` with `state_of(run, batch)` and stop them on the cluster; their
+        outcomes, if any still arrive, are ignored (the batches are no longer open)."""
+        with self._lock:
+            batches = [b for b in batches if b in self._open]
+            self._open.difference_update(batches)
+        if not batches:
             return
         try:
-            self._backend_cancel(left)
-        except Exception as exc:  # the runs end Cancelled on the driver all the same
-            engine_logger("runners").warning("Could not cancel the running task runs on %r: %r", self, exc)
-        cancelled = 0
-        for batch in left:
+            self._backend_cancel(batches)
+        except Exception as exc:  # the runs end on the driver all the same
+            engine_logger("runners").warning("Could not stop the task runs on %r: %r", self, exc)
+        stopped = 0
+        for batch in batches:
             for i, run in enumerate(batch.runs):
                 if not run.state.is_final():
-                    cancelled += 1
-                    self._final_local(batch, i, S.Cancelled(message=f"Task run {run.name!r} was cancelled: "
-                                                                    f"{reason}."))
-        if cancelled:
-            engine_logger("runners").warning("%d task run(s) on %r were cancelled: %s.", cancelled, self.name,
-                                             reason)
+                    stopped += 1
+                    self._final_local(batch, i, state_of(run, batch))
+        if stopped:
+            engine_logger("runners").warning("%d task run(s) on %r %s.", stopped, self.name, what)
 
     def submit_call(self, call: TaskCall) -> RemoteFuture:
         return self.submit_calls([call])[0]
@@ -268,15 +282,42 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
 
     # -- driver internals -------------------------------------------------------------------------------------
     def _threads(self) -> int:
+        """Worker threads of the cluster (at least 1), counted at most every `_THREADS_TTL` seconds."""
         at, n = self._threads_at
         now = time.monotonic()
         if now - at > _THREADS_TTL:
             try:
-                n = max(1, self._backend_threads())
+                n = self._backend_threads()
             except Exception as exc:  # keep the last known number; the cluster may be busy or scaling
                 engine_logger("runners").debug("Could not count worker threads: %r", exc)
             self._threads_at = (now, n)
-        return n
+        return max(1, n)
+
+    def _watch_workers(self) -> None:
+        """Feeder thread, about once a second while batches are on the cluster: a cluster without workers runs
+        nothing and says nothing. Warn (naming the cluster) after NO_WORKERS_WARN_AFTER seconds, then every
+        minute; a run whose task has `timeout_seconds` and that could not start within it ends TimedOut."""
+        self._threads()
+        now = time.monotonic()
+        if self._threads_at[1] > 0:
+            self._no_workers = None
+            return
+        since, warned = self._no_workers or (now, 0.0)
+        self._no_workers = (since, warned)
+        with self._lock:
+            waiting = [b for b in self._open if b.sent_at is not None]
+        if now - since >= NO_WORKERS_WARN_AFTER and now - warned >= 60.0:
+            self._no_workers = (since, now)
+            engine_logger("runners").warning(
+                "%s has no workers: %d task run(s) have been waiting for %.0f s. Start workers for it (or check "
+                "that they can reach it); runs with timeout_seconds end TimedOut, a flow's timeout_seconds ends "
+                "the flow.", self._backend_where(), sum(len(b.runs) for b in waiting), now - since)
+        late = [b for b in waiting if b.task.timeout_seconds
+                and now - max(since, b.sent_at or now) >= b.task.timeout_seconds]
+        if late:
+            self._stop_batches(late, lambda run, b: S.TimedOut(
+                message=f"Task run {run.name!r} could not start within its timeout of {b.task.timeout_seconds} "
+                        f"seconds: {self._backend_where()} has no workers."), "timed out waiting for a worker")
 
     def _in_flight_limit(self) -> int:
         return self.max_in_flight or max(16, 4 * self._threads())
@@ -339,6 +380,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             payload = pack_batch(batch.id, header, specs)
         for run, ref in zip(batch.runs, batch.futures):
             self._live[run.id.int] = ref
+        batch.sent_at = time.monotonic()
         try:
             self._backend_submit(batch, task_ref, payload, refs)
         except Exception as exc:
