@@ -81,6 +81,18 @@ class DaskProcesses:
         with Client(self.address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(n, timeout=timeout)
 
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until no worker runs a task (a cancelled task that already ran finishes in its worker thread)."""
+        from distributed import Client
+
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout=30, set_as_default=False) as client:
+            while any(client.processing().values()) or any(
+                    client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Dask workers still busy after {timeout} s")
+                time.sleep(0.5)
+
     def worker_pids(self) -> dict[str, int]:
         from distributed import Client
 
