@@ -19,3 +19,14 @@ from .tasks import Task, task
 
 __all__ = ["flow", "Flow", "task", "Task", "unmapped", "quote", "allow_failure", "get_run_logger", "State",
            "tags", "get_run_context", "wait", "as_completed", "__version__"]
+
+
+def serve(*deployments: object, **kwargs: object) -> None:
+    """Serve several deployments from one process (`distributary.serve(a.to_deployment("a"), ...)`); see
+    `distributary.deployments.runner.serve`."""
+    from .deployments.runner import serve as _serve
+
+    _serve(*deployments, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ += ["serve"]

@@ -101,3 +101,28 @@ def tags(*new_tags: str):
         yield current_tags.get()
     finally:
         current_tags.reset(token)
+
+
+class DeploymentRunSpec:
+    """A flow run created ahead of time (a deployment's run): the process that executes it sets this, and the
+    next top-level flow run takes its id, name, tags and scheduled time instead of new ones."""
+
+    __slots__ = ("id", "name", "tags", "expected_start_ts", "deployment_id", "deployment_name", "deployment_version",
+                 "parameters")
+
+    def __init__(self, id: uuid.UUID, name: str, tags: frozenset[str] = frozenset(),
+                 expected_start_ts: float | None = None, deployment_id: uuid.UUID | None = None,
+                 deployment_name: str | None = None, deployment_version: str | None = None,
+                 parameters: dict[str, Any] | None = None):
+        self.id = id
+        self.name = name
+        self.tags = tags
+        self.expected_start_ts = expected_start_ts
+        self.deployment_id = deployment_id
+        self.deployment_name = deployment_name
+        self.deployment_version = deployment_version
+        self.parameters = parameters or {}
+
+
+deployment_run: contextvars.ContextVar[DeploymentRunSpec | None] = contextvars.ContextVar("deployment_run",
+                                                                                        default=None)

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from . import settings
 from . import states as S
-from .context import FlowRunContext, flow_run_ctx
+from .context import FlowRunContext, deployment_run, flow_run_ctx
 from .engine import CALL, SLEEP, async_caller, core, drive, drive_async, run_hook, sync_caller, transitions
 from .errors import FlowRunTimeoutError, ParameterTypeError, UnknownNameError
 from .logging import engine_logger, reset_log_prints, set_log_prints
@@ -134,6 +134,29 @@ class Flow(Generic[R]):
         state = _drive_sync(_flow_steps(self, params, out), self)
         return state if return_state else _flow_result(state, out)
 
+    def to_deployment(self, name: str, *, cron: str | None = None, interval: Any = None, rrule: str | None = None,
+                      schedules: Any = None, timezone: str | None = None, anchor_date: Any = None,
+                      parameters: dict[str, Any] | None = None, tags: list[str] | None = None,
+                      description: str | None = None, version: str | None = None, concurrency_limit: Any = None,
+                      paused: bool = False, job_variables: dict[str, Any] | None = None) -> Any:
+        """A deployment of this flow (`distributary.deployments.RunnerDeployment`) for `distributary.serve()`."""
+        from .deployments.definition import RunnerDeployment
+
+        return RunnerDeployment.from_flow(
+            self, name, cron=cron, interval=interval, rrule=rrule, schedules=schedules, timezone=timezone,
+            anchor_date=anchor_date, parameters=parameters, tags=tags, description=description, version=version,
+            concurrency_limit=concurrency_limit, paused=paused, job_variables=job_variables)
+
+    def serve(self, name: str | None = None, *, limit: int | None = None, pause_on_shutdown: bool = True,
+              print_starting_message: bool = True, **deployment: Any) -> None:
+        """Register a deployment of this flow and run its scheduled and triggered runs, each in a subprocess,
+        until SIGTERM or Ctrl-C (Prefect's `flow.serve`). Keywords: cron=, interval=, rrule=, schedules=[...],
+        timezone=, parameters=, tags=, description=, version=, concurrency_limit=, paused=."""
+        from .deployments.runner import serve
+
+        serve(self.to_deployment(name or self.name, **deployment), limit=limit, pause_on_shutdown=pause_on_shutdown,
+              print_starting_message=print_starting_message)
+
     def visualize(self, *args: Any, **kwargs: Any) -> None:
         """Not available: Prefect's `visualize()` runs the flow's code with every task call replaced by a
         placeholder to draw the graph, which only matches the real run for flows whose shape does not depend
@@ -177,11 +200,16 @@ def _record_runs() -> None:
 
 def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None) -> Generator[tuple, Any, State]:
     parent = flow_run_ctx.get()
-    run_id = uuid.uuid4()
+    spec = deployment_run.get() if parent is None else None
+    run_id = spec.id if spec is not None else uuid.uuid4()
     name = flow.flow_run_name(**params) if callable(flow.flow_run_name) else (
-        flow.flow_run_name.format(**params) if isinstance(flow.flow_run_name, str) else flow_run_name(run_id))
-    run = FlowRun(run_id, name, flow.name, params, frozenset(), S.Pending(),
+        flow.flow_run_name.format(**params) if isinstance(flow.flow_run_name, str) else
+        spec.name if spec is not None else flow_run_name(run_id))
+    run = FlowRun(run_id, name, flow.name, params, spec.tags if spec is not None else frozenset(), S.Pending(),
                   parent.flow_run_id if parent is not None else None, flow.version)
+    if spec is not None:  # a deployment's run, created ahead of time: it keeps its id, name, tags and time
+        run.expected_start_ts = spec.expected_start_ts
+        deployment_run.set(None)
     recorder = get_recorder()
     transitions.ensure_recorder_sink()
     _record_runs()

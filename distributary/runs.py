@@ -101,7 +101,7 @@ class FlowRun:
     """One run of a flow. Subflow runs point at their parent flow run."""
 
     __slots__ = ("id", "name", "flow_name", "flow_version", "parameters", "tags", "start_ts", "end_ts", "state",
-                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "__weakref__")
+                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "expected_start_ts", "__weakref__")
 
     def __init__(self, id: uuid.UUID, name: str, flow_name: str, parameters: dict[str, Any],
                  tags: frozenset[str], state: State, parent_flow_run_id: uuid.UUID | None = None,
@@ -119,6 +119,7 @@ class FlowRun:
         self.run_count = 0
         self.parent_flow_run_id = parent_flow_run_id
         self.task_runs: list[TaskRun] = []
+        self.expected_start_ts: float | None = None  # a scheduled run's time (deployments)
 
     def set_state(self, state: State) -> None:
         """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""

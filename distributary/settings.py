@@ -104,6 +104,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("RUNSTORE_BUSY_TIMEOUT", lambda: 30.0, float, "seconds a SQLite writer waits for the file lock"),
         Setting("RUNSTORE_EXIT_TIMEOUT", lambda: 10.0, float,
                 "seconds a process waits at exit for its run records to be written (the rest is spooled)"),
+        Setting("RUNNER_POLL_INTERVAL", lambda: 2.0, float,
+                "seconds between two polls of a serve() process for due runs and cancellations"),
         Setting("API_URL", lambda: "", lambda v: v.strip().rstrip("/"),
                 "URL of a distributary server's API (http://host:4200/api); empty: the embedded run store"),
         Setting("API_AUTH_STRING", lambda: "", str, "user:password the client sends to a server that requires it",

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from ..errors import ConfigurationError, ObjectNotFound
 from ..runs import flow_run_name
 from ..schemas import objects as O
-from ..states import StateType
+from ..states import FINAL_TYPES, StateType
 from .batch import flow_id_for
 from .models import TABLES
 
@@ -26,6 +26,7 @@ deployment_t, schedule_t = TABLES["deployment"], TABLES["deployment_schedule"]
 
 SCHEDULED = StateType.SCHEDULED.value
 CANCELLING = StateType.CANCELLING.value
+FINAL = {t.value for t in FINAL_TYPES}
 # How far ahead the scheduler creates runs (Prefect's defaults): at most MAX_RUNS and MAX_AHEAD, and at least
 # MIN_RUNS or everything within MIN_AHEAD.
 MAX_RUNS, MIN_RUNS = 100, 3
@@ -312,6 +313,37 @@ class DeploymentStorage:
                                                                flow_run_t.c.idempotency_key == idempotency_key)).first()
                 return self._flow_run(got)
         return self.read_flow_run(row["id"])
+
+    def rename_flow_run(self, flow_run_id: uuid.UUID | str, name: str) -> None:
+        with self.engine.begin() as conn:
+            if not conn.execute(sa.update(flow_run_t).where(flow_run_t.c.id == str(flow_run_id))
+                                .values(name=name)).rowcount:
+                raise ObjectNotFound(f"no flow run with id {flow_run_id} in the run store")
+
+    def cancel_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun:
+        """Cancel a run: one that has not started ends `Cancelled` at once; one that is running becomes
+        `Cancelling` (the process running it stops it and marks it `Cancelled`). A finished run is an error."""
+        rid = str(flow_run_id)
+        now = time.time()
+        c = flow_run_t.c
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(c.state_type, c.state_name).where(c.id == rid)).first()
+            if row is None:
+                raise ObjectNotFound(f"no flow run with id {flow_run_id} in the run store")
+            if row.state_type in FINAL:
+                raise ConfigurationError(f"flow run {flow_run_id} already finished ({row.state_name}): nothing to "
+                                         "cancel")
+            # not started yet: Cancelled at once, unless a runner claimed it meanwhile (then: Cancelling)
+            done = conn.execute(sa.update(flow_run_t).where(c.id == rid, c.state_type == SCHEDULED).values(
+                state_type=StateType.CANCELLED.value, state_name="Cancelled", state_ts=now,
+                state_message="Cancelled before it started.")).rowcount
+            kind, name = (StateType.CANCELLED.value, "Cancelled") if done else (CANCELLING, "Cancelling")
+            if not done:
+                conn.execute(sa.update(flow_run_t).where(c.id == rid).values(
+                    state_type=kind, state_name=name, state_ts=now, state_message=None))
+            conn.execute(state_t.insert(), [{"run_id": rid, "type": kind, "name": name, "message": None,
+                                             "timestamp": now, "result_ref": None}])
+        return self.read_flow_run(rid)
 
     def schedule_runs(self, deployment_id: uuid.UUID | str, now: dt.datetime | None = None,
                       max_runs: int = MAX_RUNS, min_runs: int = MIN_RUNS, max_ahead: dt.timedelta = MAX_AHEAD,

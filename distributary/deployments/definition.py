@@ -1,0 +1,143 @@
+"""What a deployment is before it is registered (`RunnerDeployment`, made by `flow.to_deployment(...)`), and
+entrypoints: the `path/file.py:function` a deployment's runs load their flow from."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..schedules import Schedule, construct_schedule
+
+
+def entrypoint_of(flow: Any, base: str | None = None) -> tuple[str, str]:
+    """(entrypoint, path) of a flow defined in a file: `file.py:function` relative to `base` (default: the
+    working directory) when the file is under it, else absolute."""
+    fn = flow.fn
+    try:
+        source = inspect.getsourcefile(fn)
+    except TypeError:
+        source = None
+    if not source or not os.path.exists(source):
+        raise ConfigurationError(f"Flow {flow.name!r} is not defined in a file, so its deployment's runs cannot "
+                                 "load it: define the flow in a .py file and serve it from there")
+    attr = getattr(fn, "__name__", None)
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if not attr or module is None or getattr(module, attr, None) is not flow:
+        # the flow must be reachable as a module attribute; find the name it is bound to
+        names = [k for k, v in vars(module).items() if v is flow] if module is not None else []
+        if not names:
+            raise ConfigurationError(f"Flow {flow.name!r} is not a module-level name in {source}, so its runs "
+                                     "cannot load it: define it at the top level of the file")
+        attr = names[0]
+    base = os.path.abspath(base or os.getcwd())
+    src = os.path.abspath(source)
+    rel = os.path.relpath(src, base)
+    return (f"{src if rel.startswith('..') else rel}:{attr}", base)
+
+
+def load_flow(entrypoint: str, path: str | None = None) -> Any:
+    """The flow at `file.py:function` (relative to `path`). The file is imported as a module of its own, so its
+    `if __name__ == "__main__":` block does not run."""
+    file, sep, attr = entrypoint.rpartition(":")
+    if not sep or not file or not attr:
+        raise ConfigurationError(f"entrypoint {entrypoint!r} is not 'path/to/file.py:flow_function'")
+    full = Path(path or ".") / file
+    if not full.exists():
+        raise ConfigurationError(f"the deployment's entrypoint file {full} does not exist: serve the flow again "
+                                 "from where its file is")
+    folder = str(full.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = f"distributary_entrypoint_{full.stem}"
+    spec = importlib.util.spec_from_file_location(name, full)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    flow = getattr(module, attr, None)
+    if flow is None or not hasattr(flow, "fn"):
+        raise ConfigurationError(f"{full} has no flow named {attr!r} (entrypoint {entrypoint!r})")
+    return flow
+
+
+def _limit(value: Any) -> tuple[int | None, str | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigurationError(f"concurrency_limit must be at least 1, got {value}")
+        return value, "ENQUEUE"
+    limit, strategy = getattr(value, "limit", None), getattr(value, "collision_strategy", None)
+    if limit is None:
+        raise ConfigurationError(f"concurrency_limit must be an int or ConcurrencyLimitConfig(limit=...), "
+                                 f"got {value!r}")
+    return int(limit), str(getattr(strategy, "value", strategy) or "ENQUEUE")
+
+
+class RunnerDeployment:
+    """A deployment of one flow, ready to register (`apply()`) and to serve (`distributary.serve(...)`)."""
+
+    def __init__(self, flow: Any, name: str, *, schedules: Sequence[Schedule] = (),
+                 parameters: dict[str, Any] | None = None, tags: Sequence[str] | None = None,
+                 description: str | None = None, version: str | None = None, concurrency_limit: Any = None,
+                 paused: bool = False, job_variables: dict[str, Any] | None = None,
+                 entrypoint: str | None = None, path: str | None = None):
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigurationError(f"a deployment name must be a non-empty string without '/', got {name!r}")
+        self.flow = flow
+        self.name = name
+        self.flow_name = flow.name
+        self.schedules = list(schedules)
+        self.parameters = dict(parameters or {})
+        self.tags = list(tags or [])
+        self.description = description if description is not None else flow.description
+        self.version = version if version is not None else flow.version
+        self.concurrency_limit, self.collision_strategy = _limit(concurrency_limit)
+        self.paused = bool(paused)
+        self.job_variables = dict(job_variables or {})
+        if entrypoint is None:
+            entrypoint, path = entrypoint_of(flow, path)
+        self.entrypoint, self.path = entrypoint, path or os.getcwd()
+        unknown = sorted(set(self.parameters) - set(flow._binder.sig.parameters)) if not any(
+            p.kind == p.VAR_KEYWORD for p in flow._binder.sig.parameters.values()) else []
+        self.unknown_parameters = unknown  # kept (Prefect accepts them too); runs get only the known ones
+
+    @classmethod
+    def from_flow(cls, flow: Any, name: str, *, cron: str | None = None, interval: Any = None,
+                  rrule: str | None = None, schedules: Sequence[Schedule] | None = None,
+                  timezone: str | None = None, anchor_date: Any = None, **kwargs: Any) -> RunnerDeployment:
+        if schedules is not None and any(v is not None for v in (cron, interval, rrule)):
+            raise ConfigurationError("give schedules=[...] or one of cron=, interval=, rrule=, not both")
+        scheds = list(schedules or [])
+        if any(v is not None for v in (cron, interval, rrule)):
+            scheds = [construct_schedule(cron=cron, interval=interval, rrule=rrule, timezone=timezone,
+                                         anchor_date=anchor_date)]
+        for s in scheds:
+            if not isinstance(s, Schedule):
+                raise ConfigurationError(f"schedules must be distributary.schedules.Cron/Interval/RRule objects, "
+                                         f"got {s!r}")
+        return cls(flow, name, schedules=scheds, **kwargs)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+    def apply(self, storage: Any = None) -> Any:
+        """Register (create or update) the deployment in the run store; returns the stored `Deployment`."""
+        if storage is None:
+            from ..runstore import get_storage
+
+            storage = get_storage()
+        return storage.create_deployment(
+            flow_name=self.flow_name, name=self.name, entrypoint=self.entrypoint, path=self.path,
+            description=self.description, version=self.version, parameters=self.parameters, tags=self.tags,
+            paused=self.paused, schedules=self.schedules, concurrency_limit=self.concurrency_limit,
+            collision_strategy=self.collision_strategy, job_variables=self.job_variables)
+
+    def __repr__(self) -> str:
+        return f"RunnerDeployment(name={self.full_name!r}, schedules={self.schedules!r})"

@@ -1,0 +1,257 @@
+"""`serve()`: register deployments, keep their scheduled runs created ahead of time, and run each due run in a
+subprocess of its own (`python -m distributary.deployments.execute RUN_ID`), whose console output is this
+process's.
+
+One loop, on one thread: schedule (every few seconds; exactly once across processes, see the run store), mark
+Late runs, claim due runs atomically (two `serve()` processes never start one run twice), start them, watch the
+subprocesses (one that dies without a final state ends `Crashed` with its exit code), and stop the runs asked to
+cancel (`Cancelling` -> the subprocess is stopped -> `Cancelled`, and the flow's `on_cancellation` hooks run here).
+On SIGTERM or Ctrl-C it stops taking runs, stops the runs in flight and marks them `Cancelled` (none is left
+Running), and pauses its deployments so no more runs are scheduled for them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import settings
+from .. import states as S
+from ..errors import ConfigurationError
+from ..logging import engine_logger
+from .definition import RunnerDeployment
+
+SCHEDULE_EVERY = 5.0  # seconds between two scheduler passes
+STOP_GRACE = 10.0     # seconds a stopped subprocess gets before SIGKILL
+ACTIVE = ("PENDING", "RUNNING", "CANCELLING")
+_log = engine_logger("runner")
+
+
+def _poll_interval() -> float:
+    return float(settings.get("RUNNER_POLL_INTERVAL"))
+
+
+class _InFlight:
+    __slots__ = ("run", "deployment", "proc", "started")
+
+    def __init__(self, run: Any, deployment: RunnerDeployment, proc: subprocess.Popen):
+        self.run = run
+        self.deployment = deployment
+        self.proc = proc
+        self.started = time.monotonic()
+
+
+class Runner:
+    """Serves deployments from this process (Prefect's `Runner`). `limit`: at most this many runs at once."""
+
+    def __init__(self, name: str | None = None, limit: int | None = None, query_seconds: float | None = None,
+                 pause_on_shutdown: bool = True, storage: Any = None):
+        self.name = name or f"runner-{os.getpid()}"
+        self.limit = limit
+        self.query_seconds = query_seconds if query_seconds is not None else _poll_interval()
+        self.pause_on_shutdown = pause_on_shutdown
+        self._storage = storage
+        self.deployments: dict[str, RunnerDeployment] = {}  # deployment id -> definition
+        self._limits: dict[str, tuple[int | None, str | None]] = {}
+        self.in_flight: dict[str, _InFlight] = {}
+        self._stop = threading.Event()
+        self._last_schedule = 0.0
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            from ..runstore import get_storage
+
+            self._storage = get_storage()
+        return self._storage
+
+    def add_deployment(self, deployment: RunnerDeployment) -> Any:
+        """Register the deployment (create or update it in the run store) and serve it."""
+        dep = deployment.apply(self.storage)
+        self.deployments[str(dep.id)] = deployment
+        self._limits[str(dep.id)] = (dep.concurrency_limit, (dep.concurrency_options.collision_strategy
+                                                             if dep.concurrency_options else None))
+        return dep
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def start(self, run_once: bool = False) -> None:
+        """Serve until SIGTERM, Ctrl-C or `stop()` (or one pass with `run_once`)."""
+        restore = self._install_signals()
+        names = ", ".join(d.full_name for d in self.deployments.values())
+        _log.info("Serving %d deployment(s): %s. Trigger a run with `distributary deployment run %s`; stop with "
+                  "Ctrl-C.", len(self.deployments), names, next(iter(self.deployments.values())).full_name
+                  if self.deployments else "FLOW/DEPLOYMENT")
+        try:
+            while not self._stop.is_set():
+                self.tick()
+                if run_once:
+                    break
+                self._stop.wait(self.query_seconds)
+        finally:
+            self.shutdown()
+            restore()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def tick(self) -> None:
+        """One pass: schedule, mark Late, cancel, reap, start due runs."""
+        ids = list(self.deployments)
+        now = time.monotonic()
+        if now - self._last_schedule >= SCHEDULE_EVERY:
+            self._last_schedule = now
+            for did in ids:
+                self.storage.schedule_runs(did)
+        self.storage.mark_late_runs(deployment_ids=ids)
+        self._cancel_requested()
+        self._reap()
+        self._start_due(ids)
+
+    def _start_due(self, ids: list[str]) -> None:
+        if not ids or self._stop.is_set():
+            return
+        room = None if self.limit is None else self.limit - len(self.in_flight)
+        if room is not None and room <= 0:
+            return
+        for run in self.storage.read_due_runs(ids, limit=room):
+            did = str(run.deployment_id)
+            limit, strategy = self._limits.get(did, (None, None))
+            if limit is not None and self.storage.count_deployment_runs(did, ACTIVE) >= limit:
+                if strategy == "CANCEL_NEW" and self.storage.claim_flow_run(run.id, message="limit reached"):
+                    self.storage.set_flow_run_state(run.id, S.Cancelled(
+                            message=f"Deployment concurrency limit of {limit} reached (CANCEL_NEW)."))
+                continue  # ENQUEUE: it waits for a slot
+            if self.storage.claim_flow_run(run.id):
+                self._launch(run, self.deployments[did])
+
+    def _launch(self, run: Any, deployment: RunnerDeployment) -> None:
+        cmd = [sys.executable, "-m", "distributary.deployments.execute", str(run.id)]
+        env = dict(os.environ)
+        # the subprocess finds distributary the way this process did
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [_package_root(), env.get("PYTHONPATH", "")] if p)
+        try:
+            proc = subprocess.Popen(cmd, cwd=deployment.path or None, env=env, start_new_session=True)
+        except OSError as exc:
+            self._end(run, deployment, S.Crashed(message=f"Could not start the flow run's process: {exc}"))
+            return
+        _log.info("Started flow run %r of deployment %r (process %d).", run.name, deployment.full_name, proc.pid)
+        self.in_flight[str(run.id)] = _InFlight(run, deployment, proc)
+
+    def _reap(self) -> None:
+        for rid, job in list(self.in_flight.items()):
+            code = job.proc.poll()
+            if code is None:
+                continue
+            del self.in_flight[rid]
+            current = self.storage.read_flow_run(rid)
+            if current.state is not None and current.state.is_final():
+                _log.info("Flow run %r finished in state %s.", current.name, current.state_name)
+                continue
+            self._end(current, job.deployment, S.Crashed(
+                message=f"The flow run's process exited with code {code} before the run finished."))
+
+    def _cancel_requested(self) -> None:
+        wanted = self.storage.read_cancelling(list(self.in_flight))
+        for rid in wanted:
+            job = self.in_flight.pop(rid)
+            _log.info("Cancelling flow run %r: stopping its process %d.", job.run.name, job.proc.pid)
+            _terminate(job.proc)
+            current = self.storage.read_flow_run(rid)
+            if current.state is not None and current.state.is_final() and current.state_type != "CANCELLING":
+                continue  # it finished before it could be stopped
+            self._end(current, job.deployment, S.Cancelled(message="The flow run was cancelled."))
+
+    def _end(self, run: Any, deployment: RunnerDeployment, state: Any) -> None:
+        """Record a final state the run's own process could not, and run the flow's hooks for it here."""
+        self.storage.set_flow_run_state(run.id, state)
+        recorded = self.storage.read_flow_run(run.id)
+        level = 30 if state.is_cancelled() else 40
+        _log.log(level, "Flow run %r is %s: %s", run.name, state.name, state.message)
+        from ..engine import run_hook
+
+        flow = deployment.flow
+        hooks = flow.on_cancellation if state.is_cancelled() else flow.on_crashed if state.is_crashed() else ()
+        for hook in hooks:
+            run_hook(hook, flow, recorded, state)
+
+    def shutdown(self) -> None:
+        """Stop the runs in flight (each ends Cancelled) and pause the served deployments."""
+        for rid, job in list(self.in_flight.items()):
+            _terminate(job.proc)
+            del self.in_flight[rid]
+            current = self.storage.read_flow_run(rid)
+            if current.state is not None and current.state.is_final():
+                continue
+            self._end(current, job.deployment, S.Cancelled(
+                message="The serve() process that ran this flow run was stopped."))
+        if self.pause_on_shutdown:
+            for did in self.deployments:
+                self.storage.update_deployment(did, paused=True)
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum: int, _frame: Any) -> None:
+            _log.info("Received %s: stopping (runs in flight are stopped and marked Cancelled).",
+                      signal.Signals(signum).name)
+            self._stop.set()
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, prev in previous.items():
+                signal.signal(sig, prev)
+        return restore
+
+
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM to the run's process group, SIGKILL after STOP_GRACE."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.terminate()
+    try:
+        proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def serve(*deployments: RunnerDeployment, limit: int | None = None, pause_on_shutdown: bool = True,
+          print_starting_message: bool = True, query_seconds: float | None = None) -> None:
+    """Serve several deployments from this process: `distributary.serve(a.to_deployment("a"), b.to_deployment(
+    "b"))`. Blocks until SIGTERM or Ctrl-C."""
+    if not deployments:
+        raise ConfigurationError("serve() needs at least one deployment: serve(my_flow.to_deployment('name'))")
+    runner = Runner(limit=limit, pause_on_shutdown=pause_on_shutdown, query_seconds=query_seconds)
+    for d in deployments:
+        if not isinstance(d, RunnerDeployment):
+            raise ConfigurationError(f"serve() takes deployments made by flow.to_deployment(...), got {d!r}")
+        runner.add_deployment(d)
+    if print_starting_message:
+        print(f"Your deployments are being served: {', '.join(d.full_name for d in deployments)}. Run one with "
+              f"`distributary deployment run '{deployments[0].full_name}'`.", flush=True)
+    runner.start()
+
+
+def upcoming(storage: Any, deployment_id: Any, n: int = 5) -> list[dt.datetime]:
+    """The next scheduled times of a deployment's runs (for the CLI)."""
+    runs = storage.read_due_runs([deployment_id], before=time.time() + 10 * 365 * 86400, limit=n)
+    return [r.expected_start_time for r in runs if r.expected_start_time]
