@@ -1,0 +1,8 @@
+"""Deployment-test fixtures (served.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from served import served  # noqa: E402,F401
