@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +12,10 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # populate.py, shared with benchmarks/bench_ui.py
+sys.path.insert(0, str(Path(__file__).parent))  # browser.py and populate.py, shared with benchmarks/bench_ui.py
+from browser import CHROMIUM, chromium_path, launch_chromium  # noqa: E402
 
-CHROMIUM = os.environ.get("DISTRIBUTARY_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(os.environ.get("DISTRIBUTARY_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
-
-
-def launch_chromium(playwright: Any) -> Any:
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`); "
-                    "scripts/test.sh does it")
-    return playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which(
-        "chromium"), headless=True, args=CHROMIUM_ARGS)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +23,9 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
+        if chromium_path() is None:
+            pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`); "
+                        "scripts/test.sh does it")
         b = launch_chromium(p)
         try:
             yield b
