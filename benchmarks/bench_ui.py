@@ -13,7 +13,8 @@ flow, and 10 of a small one. Figures, each the median of `--repeat` fresh page l
   timeline zoomed by 20 wheel steps and dragged; the longest gap between animation frames while doing it
   (a "freeze" is a long gap) and the longest main-thread task Chromium reports;
 - flow-runs list: navigation to the load event with `--flow-runs` runs in the store, against the list of the
-  10-run flow.
+  10-run flow;
+- the JSON routes the flow-run page polls, timed from Python on loopback, big run against baseline.
 """
 from __future__ import annotations
 
@@ -124,6 +125,30 @@ def list_load(browser, url: str) -> float:
     return took
 
 
+def route_times(base: str, run_id: str, tasks: int, repeat: int) -> dict[str, float]:
+    """Median milliseconds of the JSON routes the flow-run page polls (loopback, one client)."""
+    import httpx
+
+    last = max(0, (tasks - 1) // 100 * 100)
+    routes = {"summary": f"/api/ui/flow-runs/{run_id}/summary",
+              "timeline_400": f"/api/ui/flow-runs/{run_id}/timeline?buckets=400",
+              "task_page_first": f"/api/ui/flow-runs/{run_id}/task-runs?offset=0",
+              "task_page_last": f"/api/ui/flow-runs/{run_id}/task-runs?offset={last}",
+              "task_page_failed": f"/api/ui/flow-runs/{run_id}/task-runs?state=FAILED&offset=500",
+              "flow_runs_list": "/api/ui/flow-runs"}
+    out = {}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for name, path in routes.items():
+            client.get(path).raise_for_status()
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                client.get(path).raise_for_status()
+                times.append((time.perf_counter() - t0) * 1000)
+            out[name] = round(statistics.median(times), 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=100_000)
@@ -166,6 +191,9 @@ def main() -> None:
                                                          for _ in range(args.repeat))
                     print(name, f"{out[name + '_s']:.3f} s", flush=True)
                 browser.close()
+            out["routes_ms_big"] = route_times(srv.url, ids["big"], args.tasks, args.repeat)
+            out["routes_ms_small"] = route_times(srv.url, ids["small"], 100, args.repeat)
+            print("routes", json.dumps(out["routes_ms_big"]), json.dumps(out["routes_ms_small"]), flush=True)
         finally:
             srv.stop()
     out["ratio_run_page"] = out["big"]["ready_s"] / out["small"]["ready_s"]

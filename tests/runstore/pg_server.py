@@ -69,6 +69,12 @@ class PostgresServer:
                     raise
                 time.sleep(0.1)
 
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def create_database(self, name: str) -> str:
         import psycopg
 

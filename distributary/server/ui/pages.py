@@ -154,11 +154,12 @@ def flow_run_summary(request: Request, flow_run_id: str) -> JSONResponse:
                          "task_total": ctx["counts"]["total"], "by_state": ctx["counts"]["by_state"],
                          "header_html": render("_run_header.html", **ctx),
                          "counts_html": render("_task_counts.html", **ctx),
-                         "states_html": render("_states.html", states=q.flow_run_states(st, rid))})
+                         "states_html": render("_states.html", states=q.flow_run_states(st, rid)),
+                         "artifacts_html": render("_artifacts.html", artifacts=q.artifacts_of(st, flow_run_id=rid))})
 
 
 @router.get("/api/ui/flow-runs/{flow_run_id}/task-runs")
-def task_runs_json(request: Request, flow_run_id: str, state: str = "", task: str = "", sort: str = "created",
+def task_runs_json(request: Request, flow_run_id: str, state: str = "", task: str = "", sort: str = "start",
                    offset: int = Query(0, ge=0), limit: int = Query(TASK_PAGE_SIZE, ge=1, le=500)) -> JSONResponse:
     st = _storage(request)
     rid = _uuid_or_404(flow_run_id, "flow run")

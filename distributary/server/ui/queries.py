@@ -20,12 +20,21 @@ STATE_ORDER = ("FAILED", "CRASHED", "CANCELLED", "CANCELLING", "PAUSED", "RUNNIN
                "COMPLETED")
 FINAL = frozenset(t.value for t in FINAL_TYPES)
 MAX_BUCKETS = 600
+# When a flow run started, or was due to, or was made: what the lists sort and filter by.
+run_start = sa.func.coalesce(flow_run_t.c.start_time, flow_run_t.c.expected_start_time, flow_run_t.c.created)
 MAX_LANES = 30
 
 
 def _conn(storage: Any) -> sa.Connection:
     """A reading connection (on SQLite it does not take the write lock: see `runstore.db`)."""
     return storage.engine.connect().execution_options(distributary_read=True)
+
+
+def _bucket(storage: Any, expr: Any) -> Any:
+    """The integer part of a non-negative `expr`: SQLite's CAST truncates, PostgreSQL's rounds (so floor first)."""
+    if storage.dialect == "postgresql":
+        expr = sa.func.floor(expr)
+    return sa.cast(expr, sa.Integer)
 
 
 def ordered_states(counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -54,11 +63,10 @@ class FlowRunQuery:
             out.append(c.state_type == self.state.upper())
         if self.tag:
             out.append(sa.cast(c.tags, sa.Text).like(f'%"{_like_escape(self.tag)}"%', escape="\\"))
-        start = sa.func.coalesce(c.start_time, c.expected_start_time, c.created)
         if self.since is not None:
-            out.append(start >= self.since)
+            out.append(run_start >= self.since)
         if self.until is not None:
-            out.append(start <= self.until)
+            out.append(run_start <= self.until)
         if self.parent:
             out.append(c.parent_flow_run_id == self.parent)
         return out
@@ -74,7 +82,7 @@ def flow_run_page(storage: Any, query: FlowRunQuery, limit: int = 50, offset: in
     where = query.clauses()
     cols = [c.id, c.name, c.flow_name, c.tags, c.state_type, c.state_name, c.start_time, c.end_time,
             c.total_run_time, c.expected_start_time, c.created, c.parent_flow_run_id]
-    q = (sa.select(*cols).where(*where).order_by(sa.func.coalesce(c.start_time, c.created).desc(), c.id)
+    q = (sa.select(*cols).where(*where).order_by(run_start.desc(), c.id)
          .limit(limit).offset(offset))
     return _page(storage, flow_run_t, where, q)
 
@@ -104,7 +112,7 @@ def flow_run_state_counts(storage: Any, since: float | None = None) -> dict[str,
     c = flow_run_t.c
     q = sa.select(c.state_type, sa.func.count()).group_by(c.state_type)
     if since is not None:
-        q = q.where(sa.func.coalesce(c.start_time, c.created) >= since)
+        q = q.where(run_start >= since)
     with _conn(storage) as conn:
         return {str(s or "PENDING"): int(n) for s, n in conn.execute(q)}
 
@@ -128,9 +136,9 @@ class Histogram:
 def flow_runs_over_time(storage: Any, since: float, until: float, buckets: int = 48) -> Histogram:
     """Flow runs by state, bucketed by their start time (the dashboard's chart)."""
     c = flow_run_t.c
-    start = sa.func.coalesce(c.start_time, c.created)
+    start = run_start
     width = (until - since) / buckets
-    b = sa.cast((start - since) / width, sa.Integer)
+    b = _bucket(storage, (start - since) / width)
     q = (sa.select(b.label("b"), c.state_type, sa.func.count()).where(start >= since, start <= until)
          .group_by("b", c.state_type))
     hist = Histogram(since, until, buckets, [{} for _ in range(buckets)])
@@ -161,7 +169,7 @@ def subflow_runs(storage: Any, flow_run_id: str, limit: int = 100) -> list[Any]:
 def flows_with_counts(storage: Any) -> list[dict[str, Any]]:
     """Every flow with its number of runs and its latest run."""
     c = flow_run_t.c
-    latest = sa.func.max(sa.func.coalesce(c.start_time, c.created))
+    latest = sa.func.max(run_start)
     q = sa.select(c.flow_id, sa.func.count().label("runs"), latest.label("latest")).group_by(c.flow_id)
     with _conn(storage) as conn:
         stats = {r.flow_id: r for r in conn.execute(q)}
@@ -200,13 +208,13 @@ def task_label(task_key: str) -> str:
     return task_key.rsplit(".", 1)[-1]
 
 
-TASK_SORTS = {"start": (task_run_t.c.start_time.asc(),), "-start": (task_run_t.c.start_time.desc(),),
-              "name": (task_run_t.c.name.asc(),), "-duration": (task_run_t.c.total_run_time.desc(),),
-              "created": (task_run_t.c.created.asc(),)}
+_STARTED = sa.func.coalesce(task_run_t.c.start_time, task_run_t.c.created)  # not started yet: when it was made
+TASK_SORTS = {"start": (_STARTED.asc(),), "-start": (_STARTED.desc(),), "name": (task_run_t.c.name.asc(),),
+              "-duration": (task_run_t.c.total_run_time.desc(),)}
 
 
 def task_run_page(storage: Any, flow_run_id: str, state: str = "", task_key: str = "", limit: int = 100,
-                  offset: int = 0, sort: str = "created") -> tuple[list[Any], int]:
+                  offset: int = 0, sort: str = "start") -> tuple[list[Any], int]:
     """One page of a flow run's task runs and how many match (the table pages on the server)."""
     c = task_run_t.c
     where = [c.flow_run_id == flow_run_id]
@@ -214,7 +222,7 @@ def task_run_page(storage: Any, flow_run_id: str, state: str = "", task_key: str
         where.append(c.state_type == state.upper())
     if task_key:
         where.append(c.task_key == task_key)
-    order = TASK_SORTS.get(sort, TASK_SORTS["created"])
+    order = TASK_SORTS.get(sort, TASK_SORTS["start"])
     q = (sa.select(c.id, c.name, c.task_key, c.state_type, c.state_name, c.start_time, c.end_time,
                    c.total_run_time, c.run_count).where(*where).order_by(*order, c.id).limit(limit).offset(offset))
     return _page(storage, task_run_t, where, q)
@@ -276,8 +284,8 @@ def timeline(storage: Any, flow_run_id: str, start: float | None = None, end: fl
     c = task_run_t.c
     now = time.time()
     stop = sa.func.coalesce(c.end_time, now)
-    first = sa.cast((c.start_time - start) / width, sa.Integer).label("first")
-    last = sa.cast((stop - start) / width, sa.Integer).label("last")
+    first = _bucket(storage, (c.start_time - start) / width).label("first")  # < 0: began before the window
+    last = _bucket(storage, (stop - start) / width).label("last")
     q = (sa.select(c.task_key, first, last, c.state_type, sa.func.count())
          .where(c.flow_run_id == flow_run_id, c.start_time.is_not(None), c.start_time <= end, stop >= start)
          .group_by(c.task_key, "first", "last", c.state_type))

@@ -16,6 +16,7 @@ from distributary.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
+    update_progress_artifact,
 )
 from distributary.variables import Variable
 
@@ -145,38 +146,45 @@ release = threading.Event()
 
 
 @task
-def wait_for_release() -> str:
+def wait_for_release(progress_id) -> str:
     get_run_logger().info("waiting for the test")
     started.set()
     assert release.wait(60), "the test never released the task"
+    update_progress_artifact(progress_id, 100)
     get_run_logger().info("released at last")
     return "done"
 
 
 @flow
 def slow() -> str:
-    return wait_for_release()
+    progress_id = create_progress_artifact(10, key="slow-progress")
+    return wait_for_release(progress_id)
 
 
-def test_a_running_flow_page_updates_itself(page, record_into):
+def test_a_running_flow_shows_up_and_its_page_updates_itself(page, record_into):
     started.clear()
     release.clear()
+    page.open("/flow-runs")
+    page.pw.locator("#flow-runs tbody", has_text="No flow runs match").wait_for()
     runner = threading.Thread(target=slow)
     runner.start()
     try:
         assert started.wait(30)
-        page.open("/flow-runs")
-        page.pw.locator("#flow-runs tbody a", has_text="").first.wait_for()
-        page.pw.locator("#flow-runs tbody tr", has_text="Running").first.wait_for()
+        # the list is live: the new run appears without a reload
+        page.pw.locator("#flow-runs tbody tr", has_text="Running").wait_for()
+        assert page.pw.locator("#fr-total").inner_text() == "1"
         page.pw.locator("#flow-runs tbody a").first.click()
         page.pw.locator("#run-header .state", has_text="Running").wait_for()
         page.pw.evaluate("window.__same_page = true")
         page.pw.locator("#log-rows", has_text="waiting for the test").wait_for()
+        assert page.pw.locator("#artifacts progress").get_attribute("value") == "10.0"
         page.shot("running")
         release.set()
         page.pw.locator("#run-header .state", has_text="Completed").wait_for(timeout=20_000)
         page.pw.locator("#log-rows", has_text="released at last").wait_for()
+        page.pw.locator("#artifacts progress[value='100.0']").wait_for()
         assert page.pw.locator("[data-count-state=COMPLETED]").inner_text() == "1"
+        assert "Completed" in page.pw.locator("#states").inner_text()
         assert page.pw.evaluate("window.__same_page") is True  # updated in place, not reloaded
         page.shot("completed")
     finally:

@@ -80,7 +80,7 @@ function logsPanel(isLive) {
 function taskTable(runId) {
   const sec = document.getElementById("task-runs");
   const st = { offset: 0, limit: Number(sec.dataset.limit), total: Number(sec.dataset.total), state: "", task: "",
-    sort: "created" };
+    sort: "start" };
   const rows = document.getElementById("task-rows");
   const pageInput = document.getElementById("tr-page");
   let seq = 0;
@@ -245,6 +245,7 @@ function flowRunPage() {
     const d = await getJSON("/api/ui/flow-runs/" + runId + "/summary");
     swap(document.getElementById("run-header"), d.header_html);
     swap(document.getElementById("states"), d.states_html);
+    swap(document.getElementById("artifacts"), d.artifacts_html);
     const counts = document.getElementById("task-counts");
     if (!counts.querySelector(".active")) swap(counts, d.counts_html);
     await table.load();
