@@ -150,3 +150,110 @@ def test_list_flows_example(run_home, capsys):
     run_example("10_list_flows.py")
     out = capsys.readouterr().out
     assert sorted(line.split(":")[0] for line in out.splitlines()) == ["a", "b"]
+
+
+# -- deployments: the serve() examples block until stopped, so each runs as a process (as users run it) -----------
+MY_FLOW = '''
+from distributary import flow
+
+@flow(name="my-flow", log_prints=True)
+def my_flow(param1: str = "default"):
+    print(f"got {param1}")
+    return param1
+
+if __name__ == "__main__":
+    my_flow.serve(name="my-deployment")
+'''
+
+
+def _serve(script: Path, deployment: str, cwd: Path):
+    """Start `python script` (a serve() process) and wait until it has registered `deployment`."""
+    import os
+    import subprocess
+    import sys
+
+    from distributary.runstore import get_storage
+
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLES.parent), DISTRIBUTARY_RUNNER_POLL_INTERVAL="0.2")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return proc, get_storage().read_deployment_by_name(deployment)
+        except LookupError:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the serve() process did not register its deployment"
+            time.sleep(0.1)
+
+
+def _stop(proc) -> str:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out  # a graceful stop
+    return out
+
+
+def test_serve_example_registers_a_cron_deployment_and_runs_it(run_home, tmp_path):
+    from distributary.deployments import run_deployment
+
+    proc, dep = _serve(EXAMPLES / "11_serve.py", "daily-etl/daily-etl-deployment", tmp_path)
+    try:
+        assert dep.tags == ["etl", "production"] and dep.parameters == {"source": "production"}
+        assert [s.schedule["cron"] for s in dep.schedules] == ["0 6 * * *"]
+        run = run_deployment("daily-etl/daily-etl-deployment", timeout=120)
+        assert run.state.is_completed(), run.state
+    finally:
+        out = _stop(proc)
+    assert "Running daily ETL pipeline..." in out
+    assert "does not take parameter(s) source" in out  # the seed passes a parameter its flow does not take
+
+
+def test_run_deployment_example(run_home, tmp_path, capsys):
+    (tmp_path / "my_flow.py").write_text(MY_FLOW)
+    proc, _ = _serve(tmp_path / "my_flow.py", "my-flow/my-deployment", tmp_path)
+    try:
+        run_example("12_run_deployment.py")
+    finally:
+        out = _stop(proc)
+    printed = capsys.readouterr().out
+    assert "Started flow run: " in printed and "Flow run completed with state: Completed()" in printed
+    assert out.count("got value1") == 2  # both runs ran, in the serve() process's subprocesses
+
+
+def test_schedules_example_serves_the_cron_deployment_in_new_york_time(run_home, tmp_path):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from distributary.runstore import get_storage
+
+    proc, dep = _serve(EXAMPLES / "13_schedules.py", "scheduled-flow/cron-deployment", tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len(runs := get_storage().read_due_runs([dep.id], before=time.time() + 400 * 86400)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        _stop(proc)  # SIGTERM ends the script in its first serve(), as Prefect's does
+    ny = [r.expected_start_time.astimezone(ZoneInfo("America/New_York")) for r in runs]
+    assert all(t.hour == 9 and t.minute == 0 and t.weekday() < 5 for t in ny)
+    assert all(t > dt.datetime.now(dt.timezone.utc) for t in ny)
+
+
+def test_schedules_example_interval_and_rrule_forms(monkeypatch):
+    """The example's second and third serve() calls (the first one blocks): the deployments they would serve."""
+    import datetime as dt
+
+    from distributary.flows import Flow
+
+    made = []
+    monkeypatch.setattr(Flow, "serve", lambda self, name=None, **kw: made.append(self.to_deployment(name, **kw)))
+    run_example("13_schedules.py")
+    cron, interval, rrule = (d.schedules[0] for d in made)
+    assert [d.name for d in made] == ["cron-deployment", "interval-deployment", "rrule-deployment"]
+    assert cron.timezone == "America/New_York" and interval.interval == dt.timedelta(minutes=30)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert [d.day for d in rrule.get_dates(3, start=start)] == [30, 27, 31]  # last weekdays of Jan-Mar 2026

@@ -60,6 +60,7 @@ class Runner:
         self._limits: dict[str, tuple[int | None, str | None]] = {}
         self.in_flight: dict[str, _InFlight] = {}
         self._stop = threading.Event()
+        self._signal: int | None = None
         self._last_schedule = 0.0
 
     @property
@@ -80,7 +81,9 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def start(self, run_once: bool = False) -> None:
-        """Serve until SIGTERM, Ctrl-C or `stop()` (or one pass with `run_once`)."""
+        """Serve until SIGTERM, Ctrl-C or `stop()` (or one pass with `run_once`). After a signal, once the runs
+        in flight are stopped and marked, it raises SystemExit (0 for SIGTERM, 130 for Ctrl-C), so a script that
+        serves ends there, as it would have without the handler."""
         restore = self._install_signals()
         names = ", ".join(d.full_name for d in self.deployments.values())
         _log.info("Serving %d deployment(s): %s. Trigger a run with `distributary deployment run %s`; stop with "
@@ -95,6 +98,8 @@ class Runner:
         finally:
             self.shutdown()
             restore()
+        if self._signal is not None:
+            raise SystemExit(0 if self._signal == signal.SIGTERM else 128 + self._signal)
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,6 +206,7 @@ class Runner:
         def handler(signum: int, _frame: Any) -> None:
             _log.info("Received %s: stopping (runs in flight are stopped and marked Cancelled).",
                       signal.Signals(signum).name)
+            self._signal = signum
             self._stop.set()
 
         for sig in previous:

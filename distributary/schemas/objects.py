@@ -49,6 +49,9 @@ class State(ObjectBase):
     def is_final(self) -> bool:
         return self.type in FINAL_TYPES
 
+    def __str__(self) -> str:  # as `distributary.states.State` prints: Completed(), Failed(message='...')
+        return f"{self.name or self.type.value.title()}({'' if self.message is None else f'message={self.message!r}'})"
+
 
 class Flow(ObjectBase):
     id: uuid.UUID
