@@ -153,6 +153,29 @@ def format_storage_key(template: str, ctx: TaskRunContext) -> str:
                                 f"{{task.name}} and {{flow_parameters[name]}}.") from exc
 
 
+_checked: set[tuple[Any, str]] = set()  # (flow run id, store URL) whose store answered once in this process
+
+
+def store_checked(opts: ResultOptions, flow_run_id: Any) -> bool:
+    """Whether the run's store was already found reachable (with its bucket) in this flow run, here."""
+    return (flow_run_id, _url_of(opts)) in _checked
+
+
+def check_store(opts: ResultOptions, flow_run_id: Any) -> None:
+    """Once per flow run (per process), before the first task computes: the store is reachable and its bucket
+    exists, else `ResultStoreError` naming it, rather than each run computing and then failing to write."""
+    store = opts.store()
+    store.check()
+    if len(_checked) > 4096:
+        _checked.clear()
+    _checked.add((flow_run_id, _url_of(opts)))
+
+
+def _url_of(opts: ResultOptions) -> str:
+    storage = opts.storage
+    return storage if isinstance(storage, str) else str(getattr(storage, "url", id(storage)))
+
+
 def lookup(opts: ResultOptions, key: str) -> State | None:
     """A Cached state if the store has an unexpired result under `key`, else None. Unreadable records, and
     data that is gone or does not match its record, are misses with a warning naming the key (the run then

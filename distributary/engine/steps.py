@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states as S
 from ..context import TaskRunContext, task_run_ctx
-from ..errors import UpstreamTaskError
+from ..errors import ResultStoreError, UpstreamTaskError
 from ..logging import engine_logger, reset_log_prints, set_log_prints
 from ..runs import TaskRun
 from ..states import State
@@ -52,11 +52,13 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
     ctx = TaskRunContext(task, run, params, call.flow_parameters, call.log_prints, opts)
     token = task_run_ctx.set(ctx)
     lp_token = set_log_prints(bool(call.log_prints))  # a task's False overrides its flow's True
-    lease = None
+    lease: Any = None
     try:
         key = None
-        if opts is not None:
+        while opts is not None:  # a store error here is retried like any failure, before anything computes
             try:
+                if not caching.store_checked(opts, run.flow_run_id):
+                    yield (IO, partial(caching.check_store, opts, run.flow_run_id))
                 key = caching.compute_key(opts, ctx)
                 run.cache_key = key
                 hit = (yield (IO, partial(caching.lookup, opts, key))) if key is not None else None
@@ -67,12 +69,19 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                     # another run may have computed it while we waited
                     hit = yield (IO, partial(caching.lookup, opts, key))
             except Exception as exc:
-                return _finish(task, run, core.failed_state_for(exc, run.name), ctx)
+                if lease is not None:
+                    lease, held = None, lease
+                    held.__exit__(None, None, None)
+                failed = core.failed_state_for(exc, run.name)
+                run.run_count += 1  # the attempt is charged: a store that stays down does not retry for ever
+                if isinstance(exc, ResultStoreError) and (yield from _retry(task, run, failed, "the result store")):
+                    continue
+                return _finish(task, run, failed, ctx)
             if hit is not None:
                 return _finish(task, run, hit, ctx)
+            break
 
-        retries = task.retries
-        delays = task._retry_delays
+        unsaved: tuple[Any, State | None] | None = None  # computed, but writing the result failed
         while True:
             run.run_count += 1
             running = transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
@@ -80,13 +89,20 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                 run_hook(hook, task, run, running)
             call.returned = S.UNSET
             try:
-                value = _consume((yield (CALL, params)))
+                if unsaved is None:
+                    value = _consume((yield (CALL, params)))
+                    final = core.state_from_return(value)
+                else:  # this attempt retries the write, not the function
+                    (value, final), unsaved = unsaved, None
                 call.returned = value
-                final = core.state_from_return(value)
-                if final is None:
-                    final = yield from _completed(value, opts, key, ctx)
-                elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
-                    final.result_ref = yield from _persist_returned(opts, key, final.data, ctx)
+                try:
+                    if final is None:
+                        final = yield from _completed(value, opts, key, ctx)
+                    elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
+                        final.result_ref = yield from _persist_returned(opts, key, final.data, ctx)
+                except ResultStoreError:
+                    unsaved = (value, final)  # final: None, or the state the function returned
+                    raise
                 if not final.is_failed():
                     break
                 failed = final
@@ -96,14 +112,7 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             except BaseException as exc:
                 call.returned = S.UNSET
                 failed = core.failed_state_for(exc, run.name)
-            cond = task.retry_condition_fn
-            if core.should_retry(retries, run.run_count, failed,
-                                 # called at once, in this iteration
-                                 (lambda: cond(task, run, failed)) if cond is not None else None):  # noqa: B023
-                delay = core.retry_delay(delays, run.run_count, task.retry_jitter_factor)
-                transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
-                if delay > 0:
-                    yield (SLEEP, delay)
+            if (yield from _retry(task, run, failed, "writing the result" if unsaved is not None else None)):
                 continue
             final = failed
             break
@@ -113,6 +122,24 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             lease.__exit__(None, None, None)
         reset_log_prints(lp_token)
         task_run_ctx.reset(token)
+
+
+def _retry(task: Task[Any], run: TaskRun, failed: State, what: str | None) -> Generator[Step, Any, bool]:
+    """After a failed attempt: if the task's retries and retry condition allow, AwaitingRetry, wait the delay,
+    True; else False. `what` names what is retried when it is not the whole run (logged at WARNING)."""
+    cond = task.retry_condition_fn
+    retries = task.retries
+    if not core.should_retry(retries, run.run_count, failed,
+                             (lambda: cond(task, run, failed)) if cond is not None else None):
+        return False
+    delay = core.retry_delay(task._retry_delays, run.run_count, task.retry_jitter_factor)
+    if what is not None:
+        _logger().warning("Task run %r: %s failed (%s); retry %d of %d in %.3gs.", run.name, what, failed.message,
+                          run.run_count, retries, delay, extra={"run_name": run.name})
+    transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
+    if delay > 0:
+        yield (SLEEP, delay)
+    return True
 
 
 def _serializable(opts: caching.ResultOptions) -> bool:

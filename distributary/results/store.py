@@ -276,6 +276,19 @@ class ResultStore:
             warnings.warn(f"Could not delete the superseded result data {self._path_url(path)}: {exc}",
                           RuntimeWarning, stacklevel=3)
 
+    def check(self) -> None:
+        """Raise `ResultStoreError` (naming the bucket and what to do) unless the store's endpoint answers and
+        its bucket or container exists. One small request; nothing to check for a local folder or memory://
+        (folders are made on the first write)."""
+        protocol = self.fs.protocol
+        if self.is_local or "memory" in ((protocol,) if isinstance(protocol, str) else tuple(protocol)):
+            return
+        bucket = self.base_path.split("/", 1)[0]
+        url = self.fs.unstrip_protocol(bucket)
+        info = self._io("reach the bucket", url, self.fs.info, bucket)
+        if info.get("type") not in ("directory", None):
+            raise ResultStoreError(f"The result store {self.url}: {url} is not a bucket or container.")
+
     def lease(self, key: str, ttl: float | None = None, timeout: float | None = None) -> "Lease":
         """A lease on `key`: a context manager that waits (polling with backoff) until no one else holds it, then
         holds it, renewing it in the background, until the block ends. `ttl` (default: the
