@@ -3,8 +3,10 @@ server app includes. Run data is read straight from the run store (`queries.py`)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,9 +33,22 @@ def _storage(request: Request) -> Any:
     return get_storage(request)
 
 
-def _page(template: str, nav: str, **context: Any) -> HTMLResponse:
+def _page(template: str, nav: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = render(template, nav=nav, now=time.time(), **context)
-    return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(html, status_code=status,
+                        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+
+
+def html_errors(route: Callable[..., HTMLResponse]) -> Callable[..., HTMLResponse]:
+    """A page's 404 and 422 as a page (with the navigation) instead of the API's JSON."""
+    @functools.wraps(route)
+    def page(*args: Any, **kwargs: Any) -> HTMLResponse:
+        try:
+            return route(*args, **kwargs)
+        except HTTPException as exc:
+            title = "Not found" if exc.status_code == 404 else "Cannot show this page"
+            return _page("error.html", "", status=exc.status_code, title=title, message=str(exc.detail))
+    return page
 
 
 def _uuid_or_404(value: str, what: str) -> str:
@@ -77,6 +92,7 @@ def static(name: str) -> Response:
 
 # -- dashboard ----------------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
+@html_errors
 def dashboard(request: Request, window: str = "24h") -> HTMLResponse:
     st = _storage(request)
     seconds = WINDOWS.get(window, WINDOWS["24h"])
@@ -106,6 +122,7 @@ def _flow_runs_context(request: Request, flow: str, state: str, tag: str, since:
 
 
 @router.get("/flow-runs", response_class=HTMLResponse)
+@html_errors
 def flow_runs(request: Request, flow: str = "", state: str = "", tag: str = "", since: str | None = None,
               until: str | None = None, page: int = 1) -> HTMLResponse:
     ctx = _flow_runs_context(request, flow, state, tag, since, until, page)
@@ -129,6 +146,7 @@ def _summary(st: Any, run: Any) -> dict[str, Any]:
 
 
 @router.get("/flow-runs/{flow_run_id}", response_class=HTMLResponse)
+@html_errors
 def flow_run(request: Request, flow_run_id: str) -> HTMLResponse:
     st = _storage(request)
     run = _row_or_404(q.flow_run_row, st, flow_run_id, "flow run")
@@ -189,6 +207,7 @@ def logs_json(request: Request, flow_run_id: str = "", task_run_id: str = "", le
 
 # -- task runs ----------------------------------------------------------------------------------------------
 @router.get("/task-runs/{task_run_id}", response_class=HTMLResponse)
+@html_errors
 def task_run(request: Request, task_run_id: str) -> HTMLResponse:
     st = _storage(request)
     row = _row_or_404(q.task_run_row, st, task_run_id, "task run")
@@ -203,11 +222,13 @@ def task_run(request: Request, task_run_id: str) -> HTMLResponse:
 
 # -- flows, artifacts, variables ----------------------------------------------------------------------------
 @router.get("/flows", response_class=HTMLResponse)
+@html_errors
 def flows(request: Request) -> HTMLResponse:
     return _page("flows.html", "flows", flows=q.flows_with_counts(_storage(request)))
 
 
 @router.get("/artifacts", response_class=HTMLResponse)
+@html_errors
 def artifacts(request: Request, page: int = 1) -> HTMLResponse:
     page = max(page, 1)
     rows, total = q.artifact_keys(_storage(request), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
@@ -216,6 +237,7 @@ def artifacts(request: Request, page: int = 1) -> HTMLResponse:
 
 
 @router.get("/artifacts/key/{key:path}", response_class=HTMLResponse)
+@html_errors
 def artifact_key(request: Request, key: str) -> HTMLResponse:
     versions = q.artifact_versions(_storage(request), key)
     if not versions:
@@ -224,12 +246,14 @@ def artifact_key(request: Request, key: str) -> HTMLResponse:
 
 
 @router.get("/artifacts/{artifact_id}", response_class=HTMLResponse)
+@html_errors
 def artifact(request: Request, artifact_id: str) -> HTMLResponse:
     row = _row_or_404(q.artifact_row, _storage(request), artifact_id, "artifact")
     return _page("artifact.html", "artifacts", a=row)
 
 
 @router.get("/variables", response_class=HTMLResponse)
+@html_errors
 def variables(request: Request) -> HTMLResponse:
     return _page("variables.html", "variables", variables=_storage(request).read_variables(limit=1000))
 

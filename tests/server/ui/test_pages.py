@@ -179,6 +179,9 @@ def test_a_running_flow_shows_up_and_its_page_updates_itself(page, record_into):
         page.pw.locator("#log-rows", has_text="waiting for the test").wait_for()
         assert page.pw.locator("#artifacts progress").get_attribute("value") == "10.0"
         page.shot("running")
+        task_tab = page.pw.context.new_page()
+        task_tab.goto(page.base_url + page.pw.locator("#task-rows a").first.get_attribute("href"))
+        task_tab.locator("h1 .state", has_text="Running").wait_for()
         release.set()
         page.pw.locator("#run-header .state", has_text="Completed").wait_for(timeout=20_000)
         page.pw.locator("#log-rows", has_text="released at last").wait_for()
@@ -187,6 +190,8 @@ def test_a_running_flow_shows_up_and_its_page_updates_itself(page, record_into):
         assert "Completed" in page.pw.locator("#states").inner_text()
         assert page.pw.evaluate("window.__same_page") is True  # updated in place, not reloaded
         page.shot("completed")
+        task_tab.locator("h1 .state", has_text="Completed").wait_for()  # the task run's page follows it too
+        assert "released at last" in task_tab.locator("#log-rows").inner_text()
     finally:
         release.set()
         runner.join(60)
@@ -288,11 +293,15 @@ def test_dashboard_flows_artifacts_and_variables(page, record_into):
     assert "region" in text and "eu-west" in text
 
 
-def test_unknown_runs_are_not_found(page, server, record_into):
+def test_unknown_runs_and_bad_filters_get_a_page_that_says_so(page, server, record_into):
     resp = page.pw.goto(server.url + "/flow-runs/00000000-0000-0000-0000-000000000000")
     assert resp.status == 404
+    assert "no flow run with id 00000000-0000-0000-0000-000000000000" in page.pw.locator("main").inner_text()
     resp = page.pw.goto(server.url + "/task-runs/not-a-uuid")
-    assert resp.status == 404
+    assert resp.status == 404 and "'not-a-uuid' is not a task run id" in page.pw.locator("main").inner_text()
+    resp = page.pw.goto(server.url + "/flow-runs?since=yesterday")
+    assert resp.status == 422 and "since: 'yesterday' is not a date and time" in page.pw.locator("main").inner_text()
+    assert page.pw.locator("nav a", has_text="Flow runs").count() == 1
 
 
 def test_with_auth_on_the_ui_asks_for_it_and_never_shows_it(browser, start_server, monkeypatch):
