@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 
 class ServedStore:
@@ -28,3 +28,6 @@ class ServedStore:
 def get_storage(request: Request) -> Any:
     """The `SqlRunStorage` of the app serving `request` (a FastAPI dependency)."""
     return request.app.store.storage()
+
+
+Storage = Annotated[Any, Depends(get_storage)]  # a route's `storage: Storage` parameter

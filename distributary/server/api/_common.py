@@ -1,0 +1,118 @@
+"""What the resource routers share: request bodies that read Prefect's filter JSON, pagination limits, and the
+records in Prefect's JSON shapes (what `prefect.client` parses; distributary's own HTTP client reads them too)."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ...schemas import objects as O
+
+LIMIT_DEFAULT = 200     # Prefect's PREFECT_API_DEFAULT_LIMIT: what a filter without `limit` returns
+LIMIT_MAX = 10_000      # the largest page (distributary's own client pages through more)
+STATE_NAMESPACE = uuid.UUID("0c7b6f52-52b4-4d0e-9a3c-3c1d1f5f3a10")
+
+
+def clean(value: Any) -> Any:
+    """Prefect's client sends every filter field, unset ones as null, with `"operator": "and_"`: drop those, so
+    what is left is what the caller asked for (and an unknown field that is set is a 422 naming it)."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if v is not None and not (k == "operator" and v == "and_")}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused (422 names them); nulls and Prefect's default operator are
+    ignored."""
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean(cls, data: Any) -> Any:
+        return clean(data)
+
+
+class Page(Body):
+    limit: int = Field(default=LIMIT_DEFAULT, ge=0, le=LIMIT_MAX)
+    offset: int = Field(default=0, ge=0)
+
+
+def respond(content: Any, status_code: int = 200) -> JSONResponse:
+    """`content` is JSON-ready already (the shapes below): skip FastAPI's generic encoder."""
+    return JSONResponse(content, status_code=status_code)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def state_json(state: O.State | None, *, flow_run_id: Any = None, task_run_id: Any = None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    ts = _iso(state.timestamp)
+    run = flow_run_id or task_run_id
+    return {"id": str(uuid.uuid5(STATE_NAMESPACE, f"{run}:{ts}:{state.type.value}")), "type": state.type.value,
+            "name": state.name, "timestamp": ts, "message": state.message,
+            "state_details": {"flow_run_id": _str(flow_run_id), "task_run_id": _str(task_run_id)},
+            "data": None, "result_ref": state.result_ref}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def flow_json(flow: O.Flow) -> dict[str, Any]:
+    created = _iso(flow.created)
+    return {"id": str(flow.id), "created": created, "updated": created, "name": flow.name, "tags": [],
+            "labels": {}}
+
+
+def _run_common(run: O.FlowRun | O.TaskRun) -> dict[str, Any]:
+    d = run.model_dump(mode="json", exclude={"state", "total_run_time"})
+    d["total_run_time"] = run.total_run_time.total_seconds()
+    d["estimated_run_time"] = d["total_run_time"]
+    d["updated"] = _iso(run.state.timestamp) if run.state is not None else d.get("created")
+    d["labels"] = {}
+    return d
+
+
+def flow_run_json(run: O.FlowRun) -> dict[str, Any]:
+    d = _run_common(run)
+    d["state"] = state_json(run.state, flow_run_id=run.id)
+    d["state_id"] = d["state"]["id"] if d["state"] else None
+    d.update(deployment_id=None, work_queue_name=None, work_pool_name=None, idempotency_key=None, context={},
+             auto_scheduled=False, infrastructure_pid=None, created_by=None)
+    return d
+
+
+def task_run_json(run: O.TaskRun) -> dict[str, Any]:
+    d = _run_common(run)
+    d["state"] = state_json(run.state, task_run_id=run.id)
+    d["state_id"] = d["state"]["id"] if d["state"] else None
+    if not all(isinstance(v, list) for v in (d.get("task_inputs") or {}).values()):
+        d["task_inputs"] = {}  # Prefect's shape is {name: [input, ...]}; anything else is not shown
+    d.update(task_version=None, flow_run_run_count=0, expected_start_time=d.get("created"))
+    return d
+
+
+def log_json(log: O.Log) -> dict[str, Any]:
+    ts = _iso(log.timestamp)
+    # Prefect's log ids are UUIDs: the row number, as a UUID
+    return {"id": str(uuid.UUID(int=log.id or 0)), "created": ts, "updated": ts, "name": log.name,
+            "level": log.level, "message": log.message, "timestamp": ts, "flow_run_id": _str(log.flow_run_id),
+            "task_run_id": _str(log.task_run_id)}
+
+
+def artifact_json(art: O.Artifact) -> dict[str, Any]:
+    d = art.model_dump(mode="json")
+    d["metadata_"] = None
+    return d
+
+
+def variable_json(var: O.Variable) -> dict[str, Any]:
+    return var.model_dump(mode="json")
