@@ -13,8 +13,14 @@ from .sink import RunStoreSink, current_sink, ensure_sink, recording_enabled, st
 
 
 def get_storage(url: str | None = None) -> Any:
-    """The process-wide `SqlRunStorage` of `url` (default: the configured run store), created and migrated
-    on first use."""
+    """The process-wide storage of `url`, by default the configured run store: the server's API when
+    DISTRIBUTARY_API_URL is set (`ApiRunStorage`), else the database (`SqlRunStorage`, created and migrated on
+    first use)."""
+    if url is None:
+        from .api_storage import api_url, get_api_storage
+
+        if api_url():
+            return get_api_storage()
     from .storage import get_storage as _get
 
     return _get(url)

@@ -53,11 +53,17 @@ class SqliteWriter:
 
 
 def open_writer(url: str | None) -> Any:
-    """The lightest writer for `url` (default: the configured run store)."""
+    """The lightest writer for `url` (default: the configured run store; the server's API when
+    DISTRIBUTARY_API_URL is set)."""
     import os
 
     from .urls import database_url, sqlite_path
 
+    if url is None:
+        from .api_storage import api_url, get_api_storage
+
+        if api_url():
+            return get_api_storage()
     url = url or database_url()
     path = sqlite_path(url)
     if path is not None and os.path.exists(path):

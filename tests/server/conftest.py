@@ -32,3 +32,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     """A running server with an empty SQLite run store of its own."""
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole test module (tests that only read, or do not mind each other's records)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("module-server")).start()
+    yield srv
+    srv.stop()
