@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 TOPIC = "distributary-telemetry"  # one event topic for every runner: the scheduler keeps a bounded log per topic
 SUMMARIES = "distributary-summaries"  # event topic: (runner id, batch id, BatchSummary) pickled, per batch
-_META = "distributary-batches"    # scheduler metadata: [_META, runner id, batch key] -> STARTED | DONE
+_META = "distributary-batches"    # scheduler metadata: [_META, runner id, batch key] -> [STARTED, worker] | DONE
 STARTED, DONE = 1, 2
 _LOCAL_DEFAULTS = {"processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
                    "worker_dashboard_address": "127.0.0.1:0"}
@@ -62,9 +62,10 @@ def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, ba
                    *upstreams: BatchResult) -> BatchResult:
     worker = get_worker()
     key = worker.get_current_task()
-    if _earlier_attempt_died(worker, runner_id, key):
-        result = BatchResult.lost_batch(batch_id, "Dask re-ran the batch after the worker running it died",
-                                        worker.address)
+    died = _earlier_attempt_died(worker, runner_id, key)
+    if died is not None:
+        result = BatchResult.lost_batch(batch_id, f"Dask re-ran the batch after the worker running it ({died}) "
+                                                  f"died", died)
     else:
         telemetry_sender().set_transport(lambda channel, data: worker.log_event(TOPIC, data))
         result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address)
@@ -76,19 +77,22 @@ def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, ba
     return result
 
 
-def _earlier_attempt_died(worker: Any, runner_id: str, key: Any) -> bool:
-    """Mark this batch started in the scheduler's metadata; True if an earlier attempt had started and not
-    finished (Dask only re-runs a started task when its worker died). DONE means a recomputation of lost
-    values, which runs normally."""
+def _earlier_attempt_died(worker: Any, runner_id: str, key: Any) -> str | None:
+    """Mark this batch started (by this worker) in the scheduler's metadata; if an earlier attempt had started
+    and not finished (Dask only re-runs a started task when its worker died), the address of that worker. DONE
+    means a recomputation of lost values, which runs normally."""
     path = [_META, runner_id, str(key)]
 
     async def check_and_mark() -> Any:
         before = await worker.scheduler.get_metadata(keys=path, default=None)
         if before is None:
-            await worker.scheduler.set_metadata(keys=path, value=STARTED)
+            await worker.scheduler.set_metadata(keys=path, value=[STARTED, worker.address])
         return before
 
-    return sync(worker.loop, check_and_mark) == STARTED
+    before = sync(worker.loop, check_and_mark)
+    if isinstance(before, (list, tuple)) and before and before[0] == STARTED:
+        return str(before[1]) if len(before) > 1 else "a worker"
+    return None
 
 
 def _mark_done(worker: Any, runner_id: str, key: Any) -> None:
@@ -340,6 +344,15 @@ class DaskTaskRunner(RemoteTaskRunner):
     def _backend_worker_died(self, exc: BaseException) -> bool:
         return isinstance(exc, distributed.KilledWorker)
 
+    def _backend_cluster_lost(self, exc: BaseException) -> str | None:
+        client = self._client
+        lost = getattr(exc, "reason", None) == "scheduler-connection-lost" or (
+            client is not None and client.status not in ("running", "newly-created"))
+        if not lost:
+            return None
+        address = getattr(getattr(client, "scheduler", None), "address", None) or self.address or "?"
+        return f"the Dask scheduler was lost (the client's connection to {address} broke)"
+
     def _backend_where(self) -> str:
         client = self._client
         address = getattr(getattr(client, "scheduler", None), "address", None) or self.address
@@ -362,6 +375,9 @@ def _exception_of(fut: Any) -> BaseException:
     try:
         if fut.status == "error":
             return fut.exception()
+        cancelled = getattr(getattr(fut, "_state", None), "exception", None)  # FutureCancelledError(reason)
+        if fut.status == "cancelled" and isinstance(cancelled, BaseException):
+            return cancelled
         return DistributaryError(f"Dask reports the batch as {fut.status!r}.")
     except BaseException as exc:
         return exc

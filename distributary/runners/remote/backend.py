@@ -21,6 +21,8 @@ fetch()         `_backend_fetch(batches)`: the `BatchResult`s (values) of settle
 worker_died()   `_backend_worker_died(exc)`: whether a batch's error means its worker died.
 release()       `_backend_release(batches)`: drop the remote copies of these batches' values.
 settled()       `_backend_settled(batches)`: optional hook, these batches' summaries were applied.
+cluster_lost()  `_backend_cluster_lost(exc)`: whether a batch's error means the cluster itself is gone (words
+                for the message, e.g. "the Dask scheduler was lost"), else None.
 where()         `_backend_where()`: the cluster in words, for messages (default: the runner's repr).
 cancel()        `_backend_cancel(batches)`: optional hook, stop these batches where they run (or are queued) on
                 the cluster, without waiting; called from the flow run's thread (its timeout). Their outcomes
@@ -83,6 +85,10 @@ class RemoteBackend(ABC):
 
     def _backend_cancel(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: stop these batches on the cluster (queued or running), without waiting for them."""
+
+    def _backend_cluster_lost(self, exc: BaseException) -> str | None:
+        """If a batch's error means the whole cluster is gone (a lost scheduler), say so in words, else None."""
+        return None
 
     def _backend_where(self) -> str:
         """The cluster, for messages ("the Dask scheduler at tcp://...")."""

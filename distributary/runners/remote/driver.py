@@ -221,6 +221,8 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         self._closed = False
         self._threads_at = (-1e9, 1)
         self._no_workers: tuple[float, float] | None = None  # (since, last warned) while the cluster has none
+        self._cluster_lost = 0          # runs crashed because the cluster itself went away
+        self._cluster_lost_logged = 0   # how many of them the one ERROR line counted
         self._connect()
         self._pump = _Feeder(self)
 
@@ -230,6 +232,9 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         finally:
             self._pump.stop()
             self._abandon("the task runner shut down before the run finished")
+            if self._cluster_lost > self._cluster_lost_logged:
+                engine_logger("runners").error("In all, %d task run(s) on %r crashed because the cluster was lost.",
+                                               self._cluster_lost, self.name)
             self._closed = True
             try:
                 self._backend_release(self._holding)
@@ -478,6 +483,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             results = [exc] * len(batches)
         applied = []
         again = 0
+        crashed: dict[str, int] = {}  # why -> runs: one ERROR line per cause, not one per batch
         for batch, res in zip(batches, results):
             if batch not in self._open:  # cancelled (cancel_all): its outcome no longer counts
                 self._backend_release([batch])
@@ -489,7 +495,11 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                     if self._backend_worker_died(res):
                         self._lost(batch, f"{type(res).__name__}: {res}")
                     else:
-                        self._crash(batch, f"could not run on the cluster: {res!r}", res)
+                        gone = self._backend_cluster_lost(res)
+                        why = f"crashed: {gone}" if gone else f"could not run on the cluster: {res!r}"
+                        crashed[why] = crashed.get(why, 0) + self._crash(batch, why, res)
+                        if gone:
+                            self._cluster_lost += len(batch.runs)
                 elif res.lost is not None:
                     self._lost(batch, res.lost, res)
                 else:
@@ -498,6 +508,8 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             except Exception as exc:  # a bug here must not leave waiters hanging
                 engine_logger("runners").exception("Applying the outcome of batch %s failed", batch.id)
                 self._crash(batch, f"outcome could not be applied on the driver: {exc!r}", exc)
+        if crashed:
+            self._log_crashes(crashed)
         if applied:
             try:
                 self._backend_settled(applied)
@@ -594,13 +606,25 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         run.end_ts = crashed.ts
         self._finish(ref, run, crashed)
 
-    def _crash(self, batch: Batch, what: str, exc: BaseException) -> None:
+    def _crash(self, batch: Batch, what: str, exc: BaseException) -> int:
+        """End the batch's runs Crashed (`what` completes "Task run 'x' ..."); how many."""
         if batch.states is not None:  # already applied
-            return
+            return 0
         for i, run in enumerate(list(batch.runs)):
             self._final_local(batch, i, S.Crashed(message=f"Task run {run.name!r} {what}", data=exc))
         with self._lock:
             self._open.discard(batch)
+        return len(batch.runs)
+
+    def _log_crashes(self, crashed: dict[str, int]) -> None:
+        """ERROR once per cause; a lost cluster once for the whole run (shutdown adds the final count)."""
+        log = engine_logger("runners")
+        for why, n in crashed.items():
+            if why.startswith("crashed: ") and self._cluster_lost:
+                if self._cluster_lost_logged:
+                    continue
+                self._cluster_lost_logged = self._cluster_lost
+            log.error("%d task run(s) on %r %s.", n, self.name, why)
 
     def _fail_all(self, batch: Batch, exc: BaseException) -> None:
         for i in range(len(batch.runs)):
