@@ -337,12 +337,13 @@ def logs(storage: Any, flow_run_id: str | None = None, task_run_id: str | None =
         where.append(c.flow_run_id == flow_run_id)
     if task_run_id:
         where.append(c.task_run_id == task_run_id)
-    cols = (c.id, c.name, c.level, c.message, c.timestamp, c.task_run_id)
+    cols = (c.id, c.name, c.level, c.message, c.timestamp, c.task_run_id, task_run_t.c.name.label("task_name"))
+    src = log_t.outerjoin(task_run_t, task_run_t.c.id == c.task_run_id)
     with _conn(storage) as conn:
         if after_id is not None:
-            q = sa.select(*cols).where(*where, c.id > after_id).order_by(c.id).limit(limit)
+            q = sa.select(*cols).select_from(src).where(*where, c.id > after_id).order_by(c.id).limit(limit)
             return list(conn.execute(q))
-        q = sa.select(*cols).where(*where).order_by(c.id.desc()).limit(limit)
+        q = sa.select(*cols).select_from(src).where(*where).order_by(c.id.desc()).limit(limit)
         return list(reversed(list(conn.execute(q))))
 
 
