@@ -96,6 +96,11 @@ def test_click_from_the_list_to_a_run_to_a_task_run(page, record_into):
     # a log line, and the table artifact rendered as a table
     page.pw.locator("#log-rows", has_text="starting the nightly report").wait_for()
     assert "2 checks failed" in page.pw.locator("#log-rows").inner_text()
+    page.pw.select_option("#log-level", "30")  # warning and above
+    page.pw.locator("#log-rows tr").first.filter(has_text="WARNING").wait_for()
+    levels = set(page.pw.locator("#log-rows td:nth-child(2)").all_inner_texts())
+    assert levels <= {"WARNING", "ERROR", "CRITICAL"} and "2 checks failed" in page.pw.locator("#log-rows").inner_text()
+    assert "starting the nightly report" not in page.pw.locator("#log-rows").inner_text()
     cells = page.pw.locator("#artifacts .artifact-table td").all_inner_texts()
     assert cells == ["eu", "120", "us", "340"]
     assert page.pw.locator("#artifacts progress").get_attribute("value") == "75.0"
