@@ -157,6 +157,15 @@ class Flow(Generic[R]):
         serve(self.to_deployment(name or self.name, **deployment), limit=limit, pause_on_shutdown=pause_on_shutdown,
               print_starting_message=print_starting_message)
 
+    def deploy(self, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
+               job_variables: dict[str, Any] | None = None, **deployment: Any) -> Any:
+        """Register a deployment whose runs go to a work pool (Prefect's `flow.deploy`); returns its id. Keywords
+        as `serve()`: cron=, interval=, rrule=, schedules=, parameters=, tags=, concurrency_limit=, ..."""
+        from .deployments.definition import deploy
+
+        return deploy(self, name, work_pool_name, image=image, build=build, push=push, job_variables=job_variables,
+                      **deployment)
+
     def visualize(self, *args: Any, **kwargs: Any) -> None:
         """Not available: Prefect's `visualize()` runs the flow's code with every task call replaced by a
         placeholder to draw the graph, which only matches the real run for flows whose shape does not depend

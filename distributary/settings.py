@@ -106,6 +106,8 @@ SETTINGS: dict[str, Setting] = {
                 "seconds a process waits at exit for its run records to be written (the rest is spooled)"),
         Setting("RUNNER_POLL_INTERVAL", lambda: 2.0, float,
                 "seconds between two polls of a serve() process for due runs and cancellations"),
+        Setting("WORKER_HEARTBEAT_TIMEOUT", lambda: 90.0, float,
+                "seconds without a worker heartbeat after which the runs it was running are Crashed"),
         Setting("API_URL", lambda: "", lambda v: v.strip().rstrip("/"),
                 "URL of a distributary server's API (http://host:4200/api); empty: the embedded run store"),
         Setting("API_AUTH_STRING", lambda: "", str, "user:password the client sends to a server that requires it",

@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
     "__init__": 4, "flows": 4, "tasks": 4, "task_runners": 4, "futures": 4, "artifacts": 4, "variables": 4,
     "client": 4, "runtime": 4,
     # L5 apps
-    "cli": 5, "bench": 5, "deployments": 5, "server": 5, "__main__": 5,
+    "cli": 5, "bench": 5, "deployments": 5, "workers": 5, "server": 5, "__main__": 5,
 }
 
 

@@ -257,3 +257,21 @@ def test_schedules_example_interval_and_rrule_forms(monkeypatch):
     assert cron.timezone == "America/New_York" and interval.interval == dt.timedelta(minutes=30)
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert [d.day for d in rrule.get_dates(3, start=start)] == [30, 27, 31]  # last weekdays of Jan-Mar 2026
+
+
+def test_deploy_example_to_a_kubernetes_pool(run_home, capsys):
+    """The `.deploy()` example after `work-pool create kubernetes-pool --type kubernetes`, with build=False."""
+    from distributary.cli import main
+    from distributary.runstore import get_storage
+    from distributary.runstore.work_pools import render_job
+
+    assert main(["work-pool", "create", "kubernetes-pool", "--type", "kubernetes"]) == 0
+    run_example("14_deploy.py")
+    dep = get_storage().read_deployment_by_name("ml-training-pipeline/ml-training")
+    assert dep.work_pool_name == "kubernetes-pool" and dep.tags == ["ml", "training"]
+    assert dep.parameters == {"dataset": "training_data_v2", "epochs": 50} and dep.concurrency_limit == 3
+    assert [s.schedule["cron"] for s in dep.schedules] == ["0 0 * * 0"]
+    job = render_job(get_storage().read_work_pool("kubernetes-pool").base_job_template, dep.job_variables)
+    assert job["image"] == "my-registry/ml-training:latest" and job["cpu"] == "4" and job["memory"] == "16Gi"
+    assert job["env"] == {"MODEL_VERSION": "v2"}
+    assert "worker start --pool kubernetes-pool" in capsys.readouterr().out

@@ -17,13 +17,14 @@ app = typer.Typer(name="distributary", help="distributary workflow engine: runs,
 
 
 def _register() -> None:
-    from . import artifacts, config, deployments, runs, server, system, variables
+    from . import artifacts, config, deployments, runs, server, system, variables, work_pools
 
     system.register(app)
     runs.register(app)
     app.add_typer(artifacts.app, name="artifact")
     app.add_typer(variables.app, name="variable")
     app.add_typer(deployments.app, name="deployment")
+    work_pools.register(app)
     app.add_typer(config.config_app, name="config")
     app.add_typer(config.profile_app, name="profile")
     app.add_typer(server.app, name="server")

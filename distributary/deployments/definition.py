@@ -25,11 +25,11 @@ def entrypoint_of(flow: Any, base: str | None = None) -> tuple[str, str]:
     if not source or not os.path.exists(source):
         raise ConfigurationError(f"Flow {flow.name!r} is not defined in a file, so its deployment's runs cannot "
                                  "load it: define the flow in a .py file and serve it from there")
+    # the flow must be a module-level name of its file: the name it is bound to in the function's globals
+    module_globals = getattr(fn, "__globals__", {})
     attr = getattr(fn, "__name__", None)
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    if not attr or module is None or getattr(module, attr, None) is not flow:
-        # the flow must be reachable as a module attribute; find the name it is bound to
-        names = [k for k, v in vars(module).items() if v is flow] if module is not None else []
+    if not attr or module_globals.get(attr) is not flow:
+        names = [k for k, v in module_globals.items() if v is flow]
         if not names:
             raise ConfigurationError(f"Flow {flow.name!r} is not a module-level name in {source}, so its runs "
                                      "cannot load it: define it at the top level of the file")
@@ -141,3 +141,55 @@ class RunnerDeployment:
 
     def __repr__(self) -> str:
         return f"RunnerDeployment(name={self.full_name!r}, schedules={self.schedules!r})"
+
+
+def _docker_reachable() -> bool:
+    """Whether a Docker engine answers on DOCKER_HOST or the default socket."""
+    import socket
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(host[len("unix://"):])
+        else:
+            addr = host.split("://", 1)[-1]
+            h, _, p = addr.partition(":")
+            socket.create_connection((h, int(p or 2375)), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
+           job_variables: dict[str, Any] | None = None, storage: Any = None, **kwargs: Any) -> Any:
+    """Register a deployment of `flow` whose runs go to the work pool `work_pool_name` (workers started with
+    `distributary worker start --pool NAME` run them); returns the deployment's id."""
+    from ..runstore.work_pools import render_job
+
+    if storage is None:
+        from ..runstore import get_storage
+
+        storage = get_storage()
+    pool = storage.read_work_pool(work_pool_name)  # not there: an error saying how to create it
+    variables = dict(job_variables or {})
+    if image is not None:
+        image_name = getattr(image, "name", image)
+        if build and not _docker_reachable():
+            raise ConfigurationError(
+                f"deploy() would build the image {image_name!r}, which needs a Docker engine, and none is reachable "
+                f"(DOCKER_HOST or /var/run/docker.sock). Pass build=False to use a prebuilt image, or deploy to a "
+                f"process work pool (`distributary work-pool create NAME --type process`).")
+        variables.setdefault("image", str(image_name))
+    render_job(pool.base_job_template, variables)  # unknown job variables: a clear error now, not at run time
+    d = RunnerDeployment.from_flow(flow, name, job_variables=variables, **kwargs)
+    dep = storage.create_deployment(
+        flow_name=d.flow_name, name=d.name, entrypoint=d.entrypoint, path=d.path, description=d.description,
+        version=d.version, parameters=d.parameters, tags=d.tags, paused=d.paused, schedules=d.schedules,
+        concurrency_limit=d.concurrency_limit, collision_strategy=d.collision_strategy,
+        work_pool_name=work_pool_name, job_variables=d.job_variables)
+    print(f"Deployment {d.full_name!r} created on work pool {work_pool_name!r}. Start a worker with "
+          f"`distributary worker start --pool {work_pool_name}` and run it with "
+          f"`distributary deployment run '{d.full_name}'`.")
+    return dep.id

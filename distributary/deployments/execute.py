@@ -52,9 +52,14 @@ def execute(flow_run_id: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = sys.argv[1:] if argv is None else argv
+    if not args and os.environ.get("DISTRIBUTARY__FLOW_RUN_ID"):
+        args = [os.environ["DISTRIBUTARY__FLOW_RUN_ID"]]
     if len(args) != 1:
-        print("usage: python -m distributary.deployments.execute FLOW_RUN_ID", file=sys.stderr)
+        print("usage: python -m distributary.deployments.execute FLOW_RUN_ID (or DISTRIBUTARY__FLOW_RUN_ID set)",
+              file=sys.stderr)
         return 2
     return execute(args[0])
 

@@ -39,7 +39,7 @@ def _poll_interval() -> float:
 class _InFlight:
     __slots__ = ("run", "deployment", "proc", "started")
 
-    def __init__(self, run: Any, deployment: RunnerDeployment, proc: subprocess.Popen):
+    def __init__(self, run: Any, deployment: Any, proc: subprocess.Popen):
         self.run = run
         self.deployment = deployment
         self.proc = proc
@@ -85,10 +85,7 @@ class Runner:
         in flight are stopped and marked, it raises SystemExit (0 for SIGTERM, 130 for Ctrl-C), so a script that
         serves ends there, as it would have without the handler."""
         restore = self._install_signals()
-        names = ", ".join(d.full_name for d in self.deployments.values())
-        _log.info("Serving %d deployment(s): %s. Trigger a run with `distributary deployment run %s`; stop with "
-                  "Ctrl-C.", len(self.deployments), names, next(iter(self.deployments.values())).full_name
-                  if self.deployments else "FLOW/DEPLOYMENT")
+        _log.info("%s", self._starting_message())
         try:
             while not self._stop.is_set():
                 self.tick()
@@ -100,6 +97,12 @@ class Runner:
             restore()
         if self._signal is not None:
             raise SystemExit(0 if self._signal == signal.SIGTERM else 128 + self._signal)
+
+    def _starting_message(self) -> str:
+        names = ", ".join(d.full_name for d in self.deployments.values())
+        first = next(iter(self.deployments.values())).full_name if self.deployments else "FLOW/DEPLOYMENT"
+        return (f"Serving {len(self.deployments)} deployment(s): {names}. Trigger a run with `distributary "
+                f"deployment run {first}`; stop with Ctrl-C.")
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,14 +137,19 @@ class Runner:
             if self.storage.claim_flow_run(run.id):
                 self._launch(run, self.deployments[did])
 
-    def _launch(self, run: Any, deployment: RunnerDeployment) -> None:
-        cmd = [sys.executable, "-m", "distributary.deployments.execute", str(run.id)]
+    def _job(self, run: Any, deployment: Any) -> tuple[list[str], str | None, dict[str, str]]:
+        """The command, working directory and environment of a run's process."""
         env = dict(os.environ)
         # the subprocess finds distributary the way this process did
         env["PYTHONPATH"] = os.pathsep.join(p for p in [_package_root(), env.get("PYTHONPATH", "")] if p)
+        env["DISTRIBUTARY__FLOW_RUN_ID"] = str(run.id)
+        return [sys.executable, "-m", "distributary.deployments.execute", str(run.id)], deployment.path or None, env
+
+    def _launch(self, run: Any, deployment: Any) -> None:
         try:
-            proc = subprocess.Popen(cmd, cwd=deployment.path or None, env=env, start_new_session=True)
-        except OSError as exc:
+            cmd, cwd, env = self._job(run, deployment)
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        except (OSError, ValueError) as exc:  # ValueError: a bad job variable (the worker's template)
             self._end(run, deployment, S.Crashed(message=f"Could not start the flow run's process: {exc}"))
             return
         _log.info("Started flow run %r of deployment %r (process %d).", run.name, deployment.full_name, proc.pid)
@@ -171,7 +179,7 @@ class Runner:
                 continue  # it finished before it could be stopped
             self._end(current, job.deployment, S.Cancelled(message="The flow run was cancelled."))
 
-    def _end(self, run: Any, deployment: RunnerDeployment, state: Any) -> None:
+    def _end(self, run: Any, deployment: Any, state: Any) -> None:
         """Record a final state the run's own process could not, and run the flow's hooks for it here."""
         self.storage.set_flow_run_state(run.id, state)
         recorded = self.storage.read_flow_run(run.id)
@@ -216,6 +224,18 @@ class Runner:
             for sig, prev in previous.items():
                 signal.signal(sig, prev)
         return restore
+
+
+def _die_with_parent() -> None:
+    """In the run's process, before exec: on Linux, end it when the serve()/worker process dies (SIGKILL
+    included), so a run is never left running unwatched."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _package_root() -> str:

@@ -97,6 +97,8 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
     "variable": frozenset({"value", "tags"}),
     "deployment": frozenset({"parameters", "tags", "job_variables"}),
     "deployment_schedule": frozenset({"schedule", "parameters"}),
+    "work_pool": frozenset({"base_job_template"}),
+    "worker": frozenset(),
 }
 # table -> (how: "insert" | "upsert" | "ignore"), in the order a batch is written
 WRITE_ORDER = (("flow", "flows", "ignore"), ("flow_run", "flow_runs", "upsert"), ("task_run", "task_runs", "upsert"),

@@ -385,14 +385,15 @@ class DeploymentStorage:
             return [self._flow_run(r) for r in conn.execute(q)]
 
     def claim_flow_run(self, flow_run_id: uuid.UUID | str, state_name: str = "Pending",
-                       message: str | None = None) -> bool:
+                       message: str | None = None, worker_name: str | None = None) -> bool:
         """Move a Scheduled (or Late) run to Pending, atomically: True for exactly one of several claimants."""
         now = time.time()
         rid = str(flow_run_id)
+        extra = {} if worker_name is None else {"worker_name": worker_name}
         with self.engine.begin() as conn:
             n = conn.execute(sa.update(flow_run_t).where(flow_run_t.c.id == rid, flow_run_t.c.state_type == SCHEDULED)
                              .values(state_type=StateType.PENDING.value, state_name=state_name,
-                                     state_message=message, state_ts=now)).rowcount
+                                     state_message=message, state_ts=now, **extra)).rowcount
             if n:
                 conn.execute(state_t.insert(), [{"run_id": rid, "type": StateType.PENDING.value, "name": state_name,
                                                  "message": message, "timestamp": now, "result_ref": None}])

@@ -53,8 +53,10 @@ class FlowRunRow(Base):
     auto_scheduled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     work_pool_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     job_variables: Mapped[Any] = mapped_column(JSON, nullable=True)
+    worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0005
     __table_args__ = (Index("ix_flow_run_deployment_id", "deployment_id", "state_type", "expected_start_time"),
-                      Index("uq_flow_run_flow_id_idempotency_key", "flow_id", "idempotency_key", unique=True))
+                      Index("uq_flow_run_flow_id_idempotency_key", "flow_id", "idempotency_key", unique=True),
+                      Index("ix_flow_run_work_pool", "work_pool_name", "state_type", "expected_start_time"))
 
 
 class TaskRunRow(Base):
@@ -163,6 +165,31 @@ class DeploymentScheduleRow(Base):
     parameters: Mapped[Any] = mapped_column(JSON, nullable=True)
     slug: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created: Mapped[float] = mapped_column(Float)
+
+
+class WorkPoolRow(Base):
+    """A work pool: where a deployment's runs go to be picked up by workers (revision 0005)."""
+    __tablename__ = "work_pool"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    base_job_template: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class WorkerRow(Base):
+    """A worker polling a pool; its heartbeat tells whether its runs are still looked after."""
+    __tablename__ = "worker"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    work_pool_name: Mapped[str] = mapped_column(String(255))
+    last_heartbeat: Mapped[float] = mapped_column(Float)
+    created: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("work_pool_name", "name", name="uq_worker_pool_name"),)
 
 
 TABLES = {t.name: t for t in Base.metadata.sorted_tables}

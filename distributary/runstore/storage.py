@@ -18,6 +18,7 @@ from ..schemas import sorting as S
 from . import db
 from .batch import Batch, result_ref_row, write_batch
 from .deployments import DeploymentStorage
+from .work_pools import WorkPoolStorage
 from .models import TABLES
 
 flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["task_run"]
@@ -111,8 +112,9 @@ def _state_clauses(table: Any, f: F._StateFilter | None) -> list[Any]:
     return out
 
 
-class SqlRunStorage(DeploymentStorage):
-    """The run store on one SQLAlchemy engine (SQLite or PostgreSQL); deployments: `deployments.py`."""
+class SqlRunStorage(DeploymentStorage, WorkPoolStorage):
+    """The run store on one SQLAlchemy engine (SQLite or PostgreSQL); deployments: `deployments.py`, work pools
+    and workers: `work_pools.py`."""
 
     def __init__(self, engine: Engine | None = None, url: str | None = None):
         self.engine = engine or db.get_engine(url)
@@ -205,7 +207,7 @@ class SqlRunStorage(DeploymentStorage):
             end_time=_ts(r.end_time), total_run_time=dt.timedelta(seconds=r.total_run_time or 0.0),
             state=_state(r), state_type=r.state_type, state_name=r.state_name, created=_ts(r.created),
             deployment_id=r.deployment_id, idempotency_key=r.idempotency_key, auto_scheduled=bool(r.auto_scheduled),
-            work_pool_name=r.work_pool_name, job_variables=r.job_variables or {})
+            work_pool_name=r.work_pool_name, job_variables=r.job_variables or {}, worker_name=r.worker_name)
 
     def read_flow_runs(self, flow_filter: F.FlowFilter | None = None, flow_run_filter: F.FlowRunFilter | None = None,
                        sort: S.FlowRunSort | None = None, limit: int | None = None, offset: int = 0,

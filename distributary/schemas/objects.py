@@ -82,6 +82,7 @@ class FlowRun(ObjectBase):
     auto_scheduled: bool = False
     work_pool_name: str | None = None
     job_variables: dict[str, Any] = Field(default_factory=dict)
+    worker_name: str | None = None
 
 
 class TaskRun(ObjectBase):
@@ -207,3 +208,25 @@ class Deployment(ObjectBase):
     def full_name(self) -> str:
         """`flow-name/deployment-name`, the name `run_deployment` and the CLI take."""
         return f"{self.flow_name}/{self.name}"
+
+
+class WorkPool(ObjectBase):
+    """A work pool: deployments name it, workers poll it. `base_job_template` is Prefect's format
+    (`job_configuration` with `{{ variable }}` placeholders, `variables` a JSON schema with defaults)."""
+    id: uuid.UUID
+    name: str
+    type: str
+    description: str | None = None
+    is_paused: bool = False
+    concurrency_limit: int | None = None
+    base_job_template: dict[str, Any] = Field(default_factory=dict)
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+
+class Worker(ObjectBase):
+    id: uuid.UUID
+    name: str
+    work_pool_name: str
+    last_heartbeat_time: dt.datetime | None = None
+    created: dt.datetime | None = None

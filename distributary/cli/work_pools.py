@@ -1,0 +1,98 @@
+"""`distributary work-pool create / ls / inspect / pause / resume / set-concurrency-limit / delete` and
+`distributary worker start --pool NAME`."""
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ._output import OutputOpt, check_output, details, emit_json, table
+
+pool_app = typer.Typer(help="Work pools: where deployments' runs wait for workers.", no_args_is_help=True)
+worker_app = typer.Typer(help="Workers: poll a work pool and run its flow runs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(pool_app, name="work-pool")
+    app.add_typer(worker_app, name="worker")
+
+
+def _storage() -> Any:
+    from ..runstore import get_storage
+
+    return get_storage()
+
+
+@pool_app.command("create")
+def pool_create(name: str, type: str = typer.Option("process", "--type", "-t",
+                                                     help="process | dask | ray | docker | kubernetes"),
+                concurrency_limit: int | None = typer.Option(None, "--concurrency-limit"),
+                paused: bool = typer.Option(False, "--paused")) -> None:
+    """Create a work pool."""
+    pool = _storage().create_work_pool(name, type=type, concurrency_limit=concurrency_limit, paused=paused)
+    typer.echo(f"Created work pool {pool.name!r} of type {pool.type}")
+
+
+@pool_app.command("ls")
+def pool_ls(output: str = OutputOpt) -> None:
+    """List work pools."""
+    pools = _storage().read_work_pools()
+    if check_output(output) == "json":
+        return emit_json(pools)
+    table("Work pools", ["Name", "Type", "Paused", "Concurrency limit", "ID"],
+          [(p.name, p.type, p.is_paused, p.concurrency_limit, p.id) for p in pools])
+
+
+@pool_app.command("inspect")
+def pool_inspect(name: str, output: str = OutputOpt) -> None:
+    """Show a work pool with its base job template and workers."""
+    st = _storage()
+    data = st.read_work_pool(name).model_dump(mode="json")
+    data["workers"] = [w.model_dump(mode="json") for w in st.read_workers(name)]
+    if check_output(output) == "json":
+        return emit_json(data)
+    details(f"Work pool {name}", data)
+
+
+@pool_app.command("pause")
+def pool_pause(name: str) -> None:
+    """Pause a work pool: workers claim none of its runs until it is resumed."""
+    _storage().update_work_pool(name, paused=True)
+    typer.echo(f"Paused work pool {name!r}")
+
+
+@pool_app.command("resume")
+def pool_resume(name: str) -> None:
+    _storage().update_work_pool(name, paused=False)
+    typer.echo(f"Resumed work pool {name!r}")
+
+
+@pool_app.command("set-concurrency-limit")
+def pool_set_limit(name: str, limit: int) -> None:
+    """At most LIMIT runs of the pool at once (over all its workers)."""
+    if limit < 1:
+        raise typer.BadParameter("the limit must be at least 1")
+    _storage().update_work_pool(name, concurrency_limit=limit)
+    typer.echo(f"Set the concurrency limit of work pool {name!r} to {limit}")
+
+
+@pool_app.command("delete")
+def pool_delete(name: str) -> None:
+    _storage().delete_work_pool(name)
+    typer.echo(f"Deleted work pool {name!r}")
+
+
+@worker_app.command("start")
+def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work pool to poll"),
+                 name: str | None = typer.Option(None, "--name", "-n", help="the worker's name"),
+                 limit: int | None = typer.Option(None, "--limit", "-l", help="at most this many runs at once"),
+                 run_once: bool = typer.Option(False, "--run-once", help="one poll, then stop")) -> None:
+    """Start a worker: it claims the pool's due runs and runs each in a subprocess until SIGTERM or Ctrl-C."""
+    st = _storage()
+    kind = st.read_work_pool(pool).type
+    if kind != "process":
+        raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; this version's workers run process pools "
+                                 "only (create one with `distributary work-pool create NAME --type process`)")
+    from ..workers.process import ProcessWorker
+
+    ProcessWorker(pool, name=name, limit=limit).start(run_once=run_once)

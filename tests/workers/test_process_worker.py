@@ -1,0 +1,119 @@
+"""`distributary worker start --pool NAME` processes, end to end on the embedded run store: three workers drain
+200 runs, each executed exactly once; a worker killed with SIGKILL leaves no run Running; flow.deploy() to a
+pool (and its errors)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from distributary.cli import main
+from distributary.deployments.definition import load_flow
+from distributary.errors import ConfigurationError, ObjectNotFound
+from distributary.runstore import get_storage
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOWS = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+    from distributary import flow
+    from distributary.runtime import flow_run
+
+    @flow
+    def work(mode: str = "ok"):
+        # O_EXCL: a second execution of one run would fail here
+        fd = os.open(Path(os.environ["MARKS"]) / flow_run.id, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, os.environ.get("WHO", "").encode())
+        os.close(fd)
+        if mode == "sleep":
+            time.sleep(300)
+        return 1
+''')
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return got
+
+
+@pytest.fixture
+def pool(run_home, tmp_path, monkeypatch):
+    (tmp_path / "flows.py").write_text(FLOWS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("MARKS", str(marks))
+    monkeypatch.setenv("DISTRIBUTARY_RUNNER_POLL_INTERVAL", "0.2")
+    assert main(["work-pool", "create", "local", "--type", "process"]) == 0
+    work = load_flow("flows.py:work", str(tmp_path))
+    dep_id = work.deploy("pooled", work_pool_name="local", job_variables={"env": {"WHO": "template-env"}})
+    workers: list[subprocess.Popen] = []
+
+    def start_worker(name: str, limit: int = 4) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "distributary.cli", "worker", "start", "--pool", "local",
+                                 "--name", name, "--limit", str(limit)], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        workers.append(proc)
+        return proc
+
+    yield dep_id, marks, start_worker
+    for p in workers:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+
+
+def test_three_workers_run_each_of_200_runs_exactly_once(pool):
+    dep_id, marks, start_worker = pool
+    st = get_storage()
+    runs = [st.create_flow_run_from_deployment(dep_id).id for _ in range(200)]
+    procs = [start_worker(f"w{i}") for i in range(3)]
+    wait_for(lambda: st.count_deployment_runs(dep_id, ["COMPLETED"]) == 200 or any(
+        p.poll() is not None for p in procs), 900, "200 completed runs")
+    assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs if p.poll() is not None]
+    assert sorted(os.listdir(marks)) == sorted(str(r) for r in runs)  # each run executed once (O_EXCL)
+    assert {(marks / str(r)).read_text() for r in runs} == {"template-env"}  # the job variables' env
+    got = [st.read_flow_run(r) for r in runs]
+    assert {r.state_type for r in got} == {"COMPLETED"} and {r.run_count for r in got} == {1}
+    assert {r.worker_name for r in got} <= {"w0", "w1", "w2"}
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+
+
+def test_a_worker_killed_with_sigkill_leaves_no_run_running(pool, monkeypatch):
+    dep_id, marks, start_worker = pool
+    monkeypatch.setenv("DISTRIBUTARY_WORKER_HEARTBEAT_TIMEOUT", "3")
+    st = get_storage()
+    run = st.create_flow_run_from_deployment(dep_id, parameters={"mode": "sleep"})
+    doomed = start_worker("doomed")
+    wait_for(lambda: (marks / str(run.id)).exists(), 120, "the run to start")
+    doomed.kill()  # SIGKILL: no cleanup at all
+    doomed.wait(30)
+    start_worker("survivor")  # it notices the missing heartbeats
+    final = wait_for(lambda: (r := st.read_flow_run(run.id)).state_type == "CRASHED" and r, 120, "Crashed")
+    assert "heartbeats" in final.state.message
+
+
+def test_deploy_errors_say_what_to_do(pool, tmp_path):
+    work = load_flow("flows.py:work", str(tmp_path))
+    with pytest.raises(ObjectNotFound, match="work-pool create nowhere --type process"):
+        work.deploy("x", work_pool_name="nowhere")
+    assert main(["work-pool", "create", "k8s", "--type", "kubernetes"]) == 0
+    with pytest.raises(ConfigurationError, match="Docker engine.*build=False"):
+        work.deploy("x", work_pool_name="k8s", image="my-registry/x:latest")
+    with pytest.raises(ConfigurationError, match="unknown job variable"):
+        work.deploy("x", work_pool_name="local", job_variables={"gpu": 1})
