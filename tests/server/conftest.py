@@ -3,6 +3,7 @@ its own) and `start_server(env=...)` (more servers, e.g. with auth or on Postgre
 the names and attributes stable."""
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "runstore"))
 from api_server import ServerProcess  # noqa: E402
+from pg_server import PostgresServer  # noqa: E402
+
+_databases = itertools.count()
 
 
 @pytest.fixture
@@ -40,3 +45,20 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     srv = ServerProcess(tmp_path_factory.mktemp("module-server")).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def api_pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 for the session (tests/runstore/pg_server.py)."""
+    pg = PostgresServer().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_server(request: pytest.FixtureRequest, start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A running server with an empty run store, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return start_server()
+    url = request.getfixturevalue("api_pg_server").create_database(f"api{next(_databases)}")
+    return start_server(env={"DISTRIBUTARY_API_DATABASE_CONNECTION_URL": url})

@@ -1,11 +1,13 @@
 """A flow run in a client process with DISTRIBUTARY_API_URL set is recorded through the server (nothing is
-written on the client's machine) and reads back the same through the REST routes, get_client() and the CLI."""
+written on the client's machine) and reads back the same through the REST routes, get_client() and the CLI; on a
+server over SQLite and one over PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
 import json
 
 import pytest
+from api_server import ServerProcess
 
 FLOW = """
 from distributary import flow, task, get_run_logger
@@ -27,11 +29,21 @@ print(demo())
 """
 
 
-@pytest.fixture
-def recorded(server):
-    proc = server.run_flow(FLOW)
-    assert proc.stdout.strip().splitlines()[-1] == str(sum(x * x for x in range(40)))
-    return server
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def recorded(request, tmp_path_factory):
+    """A server (on SQLite, then on PostgreSQL) with the flow above recorded by a client process. The tests
+    share it: those that change records come last."""
+    env = {}
+    if request.param == "postgresql":
+        url = request.getfixturevalue("api_pg_server").create_database(f"through_api_{request.param_index}")
+        env["DISTRIBUTARY_API_DATABASE_CONNECTION_URL"] = url
+    srv = ServerProcess(tmp_path_factory.mktemp(f"through-api-{request.param}"), env=env).start()
+    try:
+        proc = srv.run_flow(FLOW)
+        assert proc.stdout.strip().splitlines()[-1] == str(sum(x * x for x in range(40)))
+        yield srv
+    finally:
+        srv.stop()
 
 
 def test_nothing_is_written_on_the_client_side(recorded):
@@ -116,6 +128,24 @@ def test_async_client_runs_the_seed_list_flows(api_env, capsys):
     assert capsys.readouterr().out.startswith("api-demo: ")
 
 
+def test_cli_talks_to_the_server(recorded):
+    runs = json.loads(recorded.cli("flow-run", "ls", "--output", "json").stdout)
+    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
+    run_id = runs[0]["id"]
+    tasks = recorded.cli("task-run", "ls", "--flow-run-id", run_id, "--output", "json", "--limit", "100")
+    assert tasks.returncode == 0, tasks.stderr
+    assert len(json.loads(tasks.stdout)) == 40
+    logs = recorded.cli("flow-run", "logs", run_id)
+    assert "squaring 40 numbers" in logs.stdout
+    assert "api-report" in recorded.cli("artifact", "ls").stdout
+    assert recorded.cli("variable", "set", "color", '"blue"').returncode == 0
+    assert recorded.cli("variable", "get", "color").stdout.strip() == '"blue"'
+    missing = recorded.cli("flow-run", "inspect", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and "no flow run" in missing.stderr
+    deleted = recorded.cli("artifact", "delete", "api-report")
+    assert deleted.returncode == 0 and "Deleted 1" in deleted.stdout
+
+
 def test_client_writes_go_to_the_server(api_env):
     from distributary.client.orchestration import get_client
     from distributary.states import Cancelled
@@ -137,21 +167,3 @@ def test_client_writes_go_to_the_server(api_env):
     assert client.read_flow_run(run.id).state_type.value == "CANCELLED"
     client.delete_flow_run(run.id)
     assert client.read_flow_runs() == [] and client.read_task_runs() == []
-
-
-def test_cli_talks_to_the_server(recorded):
-    runs = json.loads(recorded.cli("flow-run", "ls", "--output", "json").stdout)
-    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
-    run_id = runs[0]["id"]
-    tasks = recorded.cli("task-run", "ls", "--flow-run-id", run_id, "--output", "json", "--limit", "100")
-    assert tasks.returncode == 0, tasks.stderr
-    assert len(json.loads(tasks.stdout)) == 40
-    logs = recorded.cli("flow-run", "logs", run_id)
-    assert "squaring 40 numbers" in logs.stdout
-    assert "api-report" in recorded.cli("artifact", "ls").stdout
-    assert recorded.cli("variable", "set", "color", '"blue"').returncode == 0
-    assert recorded.cli("variable", "get", "color").stdout.strip() == '"blue"'
-    missing = recorded.cli("flow-run", "inspect", "00000000-0000-0000-0000-000000000000")
-    assert missing.returncode == 1 and "no flow run" in missing.stderr
-    deleted = recorded.cli("artifact", "delete", "api-report")
-    assert deleted.returncode == 0 and "Deleted 1" in deleted.stdout
