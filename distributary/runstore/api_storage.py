@@ -60,6 +60,14 @@ class ApiRunStorage:
         self._lock = threading.Lock()
         self.chunk_rows = CHUNK_ROWS
 
+    def __getattr__(self, name: str) -> Any:
+        # storage methods the API does not serve yet (deployments, work pools: their routes come with them)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise RunStoreError(f"`{name}` is not available through the server API at {self.url} yet: unset "
+                            "DISTRIBUTARY_API_URL to use the database directly (DISTRIBUTARY_API_DATABASE_"
+                            "CONNECTION_URL)")
+
     # -- HTTP --------------------------------------------------------------------------------------------------
     def _http(self) -> Any:
         if self._client is None:
