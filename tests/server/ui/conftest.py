@@ -1,5 +1,5 @@
 """Browser fixtures for the web UI's tests: Debian's Chromium driven by Playwright (never `playwright install`:
-the machine has no internet), one browser per session, a fresh page per test whose screenshots are kept as test
+the machine has no internet), one browser per test module, a fresh page per test whose screenshots are kept as test
 artifacts, and helpers that run real flows into the server's run store."""
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from browser import CHROMIUM, chromium_path, launch_chromium  # noqa: E402
 ARTIFACTS = Path(os.environ.get("DISTRIBUTARY_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it keeps an event loop running on the main
+# thread, and every later test that calls asyncio.run() (tests/test_engine.py among them) would then fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
