@@ -13,7 +13,7 @@ app = typer.Typer(help="Deployments: list, inspect, run, pause, resume, delete."
 
 
 def _storage() -> Any:
-    from ..runstore import get_storage
+    from ..deployments.definition import deployment_storage as get_storage
 
     return get_storage()
 

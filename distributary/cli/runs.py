@@ -130,7 +130,7 @@ def _inspect(what: str, run_id: str, output: str) -> None:
 def flow_run_cancel(flow_run_id: str) -> None:
     """Cancel a flow run: one not started yet is Cancelled at once; a running one becomes Cancelling, and the
     serve() process running it stops it (it ends Cancelled and its on_cancellation hooks run)."""
-    from ..runstore import get_storage
+    from ..deployments.definition import deployment_storage
 
-    run = get_storage().cancel_flow_run(_uuid(flow_run_id, "flow run"))
+    run = deployment_storage().cancel_flow_run(_uuid(flow_run_id, "flow run"))
     typer.echo(f"Flow run {run.name} ({run.id}) is {run.state_name}")

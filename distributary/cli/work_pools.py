@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _storage() -> Any:
-    from ..runstore import get_storage
+    from ..deployments.definition import deployment_storage as get_storage
 
     return get_storage()
 

@@ -14,6 +14,20 @@ from ..errors import ConfigurationError
 from ..schedules import Schedule, construct_schedule
 
 
+def deployment_storage() -> Any:
+    """The configured run store, if it can hold deployments: the database (embedded SQLite or PostgreSQL). Over a
+    server (DISTRIBUTARY_API_URL) deployments are not served yet: a clear error instead of a missing method."""
+    from ..runstore import get_storage
+
+    storage = get_storage()
+    if not hasattr(storage, "create_deployment"):
+        raise ConfigurationError(
+            "deployments, work pools and workers use the run store's database directly, and DISTRIBUTARY_API_URL "
+            "points at a server, whose API has no deployment routes yet: unset DISTRIBUTARY_API_URL (and set "
+            "DISTRIBUTARY_API_DATABASE_CONNECTION_URL to the server's database to share it)")
+    return storage
+
+
 def entrypoint_of(flow: Any, base: str | None = None) -> tuple[str, str]:
     """(entrypoint, path) of a flow defined in a file: `file.py:function` relative to `base` (default: the
     working directory) when the file is under it, else absolute."""
@@ -130,9 +144,7 @@ class RunnerDeployment:
     def apply(self, storage: Any = None) -> Any:
         """Register (create or update) the deployment in the run store; returns the stored `Deployment`."""
         if storage is None:
-            from ..runstore import get_storage
-
-            storage = get_storage()
+            storage = deployment_storage()
         return storage.create_deployment(
             flow_name=self.flow_name, name=self.name, entrypoint=self.entrypoint, path=self.path,
             description=self.description, version=self.version, parameters=self.parameters, tags=self.tags,
@@ -169,9 +181,7 @@ def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, buil
     from ..runstore.work_pools import render_job
 
     if storage is None:
-        from ..runstore import get_storage
-
-        storage = get_storage()
+        storage = deployment_storage()
     pool = storage.read_work_pool(work_pool_name)  # not there: an error saying how to create it
     variables = dict(job_variables or {})
     if image is not None:

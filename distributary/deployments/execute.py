@@ -29,7 +29,7 @@ def accepted_parameters(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]
 
 def execute(flow_run_id: str) -> int:
     from ..context import DeploymentRunSpec, deployment_run
-    from ..runstore import get_storage
+    from .definition import deployment_storage as get_storage
     from .definition import load_flow
 
     storage = get_storage()

@@ -17,7 +17,7 @@ def run_deployment(name: str | uuid.UUID, parameters: dict[str, Any] | None = No
     (`.id`, `.state`). `timeout=0` returns at once; a number of seconds waits at most that long for a final
     state; None waits until the run is final. The same `idempotency_key` twice returns the first run."""
     if storage is None:
-        from ..runstore import get_storage
+        from .definition import deployment_storage as get_storage
 
         storage = get_storage()
     try:

@@ -66,7 +66,7 @@ class Runner:
     @property
     def storage(self) -> Any:
         if self._storage is None:
-            from ..runstore import get_storage
+            from .definition import deployment_storage as get_storage
 
             self._storage = get_storage()
         return self._storage

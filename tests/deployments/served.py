@@ -3,14 +3,13 @@ sleeps, started the way users start one (`python flows.py`), stopped by pid."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from procs import stop_all, wait_for
 
 from distributary.runstore import get_storage
 
@@ -45,16 +44,6 @@ FLOWS = textwrap.dedent('''
 ''')
 
 
-def wait_for(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def served(run_home, tmp_path, monkeypatch):
     """Start `python flows.py KIND` (a serve() process) and stop it at the end by pid."""
@@ -76,14 +65,7 @@ def served(run_home, tmp_path, monkeypatch):
         return proc
 
     yield start, marks
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+    stop_all(procs)
 
 
 def _exists(storage, name):

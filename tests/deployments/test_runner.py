@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from served import FLOWS, wait_for
+from procs import wait_for
+from served import FLOWS
 
 from distributary.client.schemas.objects import ConcurrencyLimitConfig
 from distributary.deployments.definition import load_flow

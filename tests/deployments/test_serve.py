@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from served import FLOWS, wait_for
+from procs import wait_for
+from served import FLOWS
 
 from distributary.deployments import run_deployment
 from distributary.runstore import get_storage

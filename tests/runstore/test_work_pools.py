@@ -102,3 +102,18 @@ def test_three_workers_claim_each_of_200_runs_once(storage, store_url, tmp_path)
     assert sorted(every) == sorted(str(r) for r in runs)  # each run once, none twice, none missed
     by_worker = {r.id: r.worker_name for r in storage.read_flow_runs()}
     assert all(by_worker[__import__("uuid").UUID(rid)] == f"w{i}" for i, got in enumerate(claimed) for rid in got)
+
+
+def test_claims_respect_the_deployments_concurrency_limit(storage):
+    storage.create_work_pool("local")
+    queued = storage.create_deployment(flow_name="work", name="queued", work_pool_name="local", concurrency_limit=1)
+    dropped = storage.create_deployment(flow_name="work", name="dropped", work_pool_name="local",
+                                        concurrency_limit=1, collision_strategy="CANCEL_NEW")
+    for dep in (queued, dropped):
+        for _ in range(3):
+            storage.create_flow_run_from_deployment(dep.id)
+    got = storage.claim_pool_runs("local", "w1", 10)
+    assert sorted(r.deployment_id == queued.id for r in got) == [False, True]  # one run of each
+    states = sorted(r.state_type for r in storage.read_flow_runs() if r.deployment_id == dropped.id)
+    assert states == ["CANCELLED", "CANCELLED", "PENDING"]
+    assert len([r for r in storage.read_flow_runs() if r.state_type == "SCHEDULED"]) == 2  # ENQUEUE: they wait

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from procs import stop_all, wait_for
 
 from distributary.cli import main
 from distributary.deployments.definition import load_flow
@@ -37,14 +37,6 @@ FLOWS = textwrap.dedent('''
 ''')
 
 
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return got
-
-
 @pytest.fixture
 def pool(run_home, tmp_path, monkeypatch):
     (tmp_path / "flows.py").write_text(FLOWS)
@@ -66,14 +58,7 @@ def pool(run_home, tmp_path, monkeypatch):
         return proc
 
     yield dep_id, marks, start_worker
-    for p in workers:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+    stop_all(workers, timeout=60)
 
 
 def test_three_workers_run_each_of_200_runs_exactly_once(pool):
