@@ -64,7 +64,7 @@ class ApiRunStorage:
         # storage methods the API does not serve yet (deployments, work pools: their routes come with them)
         if name.startswith("_"):
             raise AttributeError(name)
-        raise RunStoreError(f"`{name}` is not available through the server API at {self.url} yet: unset "
+        raise NotServed(f"`{name}` is not available through the server API at {self.url} yet: unset "
                             "DISTRIBUTARY_API_URL to use the database directly (DISTRIBUTARY_API_DATABASE_"
                             "CONNECTION_URL)")
 
@@ -265,6 +265,10 @@ class ApiRunStorage:
             if len(got) < want:
                 return out
             offset += len(got)
+
+
+class NotServed(RunStoreError, AttributeError):
+    """A storage method the server's API does not offer yet."""
 
 
 class ApiError(RunStoreError):
