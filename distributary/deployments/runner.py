@@ -91,7 +91,7 @@ class Runner:
                 self.tick()
                 if run_once:
                     break
-                self._stop.wait(self.query_seconds)
+                self._stop.wait(self._until_next())
         finally:
             self.shutdown()
             restore()
@@ -106,6 +106,18 @@ class Runner:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _until_next(self) -> float:
+        """Seconds to sleep: the poll interval, or less when one of our runs is due sooner (so a scheduled run
+        starts at its time, not up to a poll interval late)."""
+        wait = self.query_seconds
+        ids = list(self.deployments)
+        if ids:
+            now = time.time()
+            soon = self.storage.read_due_runs(ids, before=now + wait, after=now, limit=1)
+            if soon and soon[0].expected_start_time is not None:
+                wait = min(wait, max(0.01, soon[0].expected_start_time.timestamp() - now))
+        return wait
 
     def tick(self) -> None:
         """One pass: schedule, mark Late, cancel, reap, start due runs."""

@@ -374,12 +374,15 @@ class DeploymentStorage:
             return len(self._insert_runs(conn, rows))
 
     def read_due_runs(self, deployment_ids: Iterable[Any], before: dt.datetime | float | None = None,
-                      limit: int | None = None) -> list[O.FlowRun]:
-        """Runs of these deployments waiting to start (Scheduled or Late) whose time has come, oldest first."""
+                      limit: int | None = None, after: dt.datetime | float | None = None) -> list[O.FlowRun]:
+        """Runs of these deployments waiting to start (Scheduled or Late) whose time has come (or comes before
+        `before`; after `after` if given), oldest first."""
         c = flow_run_t.c
         q = sa.select(flow_run_t).where(c.deployment_id.in_([str(i) for i in deployment_ids]),
                                         c.state_type == SCHEDULED,
                                         c.expected_start_time <= _epoch(before, time.time()))
+        if after is not None:
+            q = q.where(c.expected_start_time > _epoch(after))
         q = q.order_by(c.expected_start_time, c.id).limit(limit)
         with self._read() as conn:
             return [self._flow_run(r) for r in conn.execute(q)]
