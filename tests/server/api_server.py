@@ -134,6 +134,7 @@ class ServerProcess:
         """An httpx client of the API (`base_url` is `.api_url`; the auth string when the server needs it)."""
         if self.auth_string and "auth" not in kwargs:
             kwargs["auth"] = tuple(self.auth_string.split(":", 1))
-        return httpx.Client(base_url=self.api_url + "/", timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.api_url + "/", **kwargs)
 
 
