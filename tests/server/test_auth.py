@@ -2,6 +2,9 @@
 with a challenge a browser answers; clients send DISTRIBUTARY_API_AUTH_STRING."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -41,9 +44,6 @@ def test_clients_with_the_auth_string_record_and_read(secured):
 def test_a_client_without_the_auth_string_is_told_what_to_set(secured):
     env = secured.client_env()
     env.pop("DISTRIBUTARY_API_AUTH_STRING")
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-m", "distributary", "flow-run", "ls"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and "DISTRIBUTARY_API_AUTH_STRING" in r.stderr
