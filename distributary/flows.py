@@ -218,7 +218,6 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
                   parent.flow_run_id if parent is not None else None, flow.version)
     if spec is not None:  # a deployment's run, created ahead of time: it keeps its id, name, tags and time
         run.expected_start_ts = spec.expected_start_ts
-        deployment_run.set(None)
     recorder = get_recorder()
     transitions.ensure_recorder_sink()
     _record_runs()

@@ -56,7 +56,7 @@ def get_tags() -> list[str]:
 def get_scheduled_start_time() -> _dt.datetime:
     """When the run was expected to start; now when no run is known (as Prefect)."""
     run = _run()
-    ts = getattr(run, "start_ts", None) if run is not None else None
+    ts = (getattr(run, "expected_start_ts", None) or getattr(run, "start_ts", None)) if run is not None else None
     return (_dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc) if ts is not None
             else _dt.datetime.now(_dt.timezone.utc))
 
@@ -73,7 +73,13 @@ def get_parent_flow_run_id() -> str | None:
 
 
 def get_parent_deployment_id() -> str | None:
-    return None  # deployments do not exist yet
+    """The deployment of the top-level run this (sub)flow run belongs to, when that is a deployment's run."""
+    from ..context import deployment_run
+
+    spec, run = deployment_run.get(), _run()
+    if spec is None or spec.deployment_id is None or run is None or run.id == spec.id:
+        return None
+    return str(spec.deployment_id)
 
 
 _GETTERS = {"id": get_id, "name": get_name, "flow_name": get_flow_name, "flow_version": get_flow_version,

@@ -26,7 +26,8 @@ FLOWS = textwrap.dedent('''
 
     @flow(on_cancellation=[mark], on_crashed=[mark])
     def work(x: int = 1, mode: str = "ok"):
-        get_run_logger().info("working on %s", x)
+        from distributary.runtime import deployment
+        get_run_logger().info("working on %s in %s", x, deployment.name)
         if mode == "crash":
             os._exit(3)
         if mode == "sleep":

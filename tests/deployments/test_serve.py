@@ -24,7 +24,7 @@ def test_run_deployment_waits_for_the_served_run(served):
     from distributary.schemas import filters as F
 
     logs = st.read_logs(F.LogFilter(flow_run_id=F.LogFilterFlowRunId(any_=[run.id])))
-    assert any("working on 21" in rec.message for rec in logs)
+    assert any("working on 21 in on-demand" in rec.message for rec in logs)  # runtime.deployment.name
     quick = run_deployment("work/on-demand", timeout=0)
     assert quick.state.type == "SCHEDULED"  # returned at once
     assert run_deployment("work/on-demand", idempotency_key="once", timeout=0).id == run_deployment(
