@@ -8,9 +8,9 @@ expires. The holder renews it from a background thread every ttl/3 seconds, so a
 
 Waiters poll with backoff and log at INFO after `WAIT_LOG_AFTER` seconds (then every `WAIT_LOG_EVERY`), naming
 the key and the holder. A waiter takes a lease over when it has expired, or at once when the holder ran on this
-host (same host name and boot id) and its process is provably gone (no such pid in /proc, or a pid reused by a
-process that started at another time). Taking over re-reads the lease, deletes it only if unchanged, then
-creates its own.
+host (same host name and boot id) in the same pid namespace and its process is provably gone (no such pid in
+/proc, or a pid reused by a process that started at another time). Taking over re-reads the lease, deletes it
+only if unchanged, then creates its own.
 
 Renewal is conditional: the holder renews only if the lease still names it (and reads it back after writing);
 otherwise it marks itself `lost` and stops. Before `ResultStore.write` of a key, a lease held on that key by the
@@ -55,8 +55,17 @@ def _read_text(path: str) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """This process's pid namespace ("pid:[4026531836]"); a pid means a process only within its namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 _HOST = socket.gethostname()
 _BOOT_ID = _read_text("/proc/sys/kernel/random/boot_id")
+_PID_NS = _pid_namespace()
 
 
 def process_start_time(pid: int) -> int | None:
@@ -72,8 +81,12 @@ def process_start_time(pid: int) -> int | None:
 
 
 def holder_is_dead(body: dict[str, Any]) -> bool:
-    """True only when the lease's holder ran on this host (same name and boot id) and its process is gone."""
+    """True only when the lease's holder ran on this host (same name and boot id) in this pid namespace (a
+    container on the same kernel has its own pids) and its process is gone. A lease without a pid namespace
+    (written by an earlier version) is never provably dead: it is taken over when it expires."""
     if _BOOT_ID is None or body.get("host") != _HOST or body.get("boot") != _BOOT_ID:
+        return False
+    if _PID_NS is None or body.get("pidns") != _PID_NS:
         return False
     pid, started = body.get("pid"), body.get("start")
     if not isinstance(pid, int) or not isinstance(started, int):
@@ -171,7 +184,8 @@ class Lease:
     def _body(self) -> bytes:
         self.expires = time.time() + self.ttl
         return json.dumps({"holder": self.holder, "key": self.key, "expires": self.expires, "ttl": self.ttl,
-                           "host": _HOST, "boot": _BOOT_ID, "pid": os.getpid(), "start": _START},
+                           "host": _HOST, "boot": _BOOT_ID, "pidns": _PID_NS, "pid": os.getpid(),
+                           "start": _START},
                           separators=(",", ":")).encode()
 
     def _try_create(self) -> bool:
