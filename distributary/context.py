@@ -6,25 +6,61 @@ import contextvars
 import itertools
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .flows import Flow
-    from .runners.base import TaskRunner
     from .runs import FlowRun, RunRecorder, TaskRun
-    from .tasks import Task
+
+
+# The contexts sit below the engine, the runners and the public API, so what they hold of those is typed by
+# these Protocols (implemented by engine.spec.FlowSpec, runners.base.TaskRunner and tasks.Task).
+class FlowOptions(Protocol):
+    """The flow a run belongs to, as the engine reads it (an `engine.spec.FlowSpec`)."""
+
+    @property
+    def owner(self) -> Any: ...  # the Flow
+    @property
+    def persist_result(self) -> bool | None: ...
+    @property
+    def result_storage(self) -> Any: ...
+    @property
+    def result_serializer(self) -> Any: ...
+    @property
+    def cache_result_in_memory(self) -> bool: ...
+    @property
+    def isolation_level(self) -> Any: ...
+
+
+class TaskRunnerLike(Protocol):
+    """The flow run's task runner (a `runners.base.TaskRunner`)."""
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        ...
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any: ...
+
+
+class TaskLike(Protocol):
+    """The task a run belongs to (a `tasks.Task`), as cache policies, storage keys and run names read it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task_key(self) -> str: ...
+    @property
+    def fn(self) -> Any: ...
 
 
 class FlowRunContext:
     """What tasks submitted inside a flow run need: the runner, the flow's result options and the run record."""
 
-    __slots__ = ("flow", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
-                 "_counter_lock", "_result_options_cache", "settings_env")
+    __slots__ = ("flow_spec", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
+                 "_counter_lock", "result_options_cache", "settings_env")
 
-    def __init__(self, flow: Flow | None, flow_run: FlowRun | None, task_runner: TaskRunner,
+    def __init__(self, flow_spec: FlowOptions | None, flow_run: FlowRun | None, task_runner: TaskRunnerLike,
                  parameters: dict[str, Any], recorder: RunRecorder, log_prints: bool = False,
                  settings_env: dict[str, str] | None = None):
-        self.flow = flow
+        self.flow_spec = flow_spec
         self.flow_run = flow_run
         self.task_runner = task_runner
         self.parameters = parameters
@@ -32,8 +68,13 @@ class FlowRunContext:
         self.log_prints = log_prints
         self._counters: dict[str, itertools.count] = {}
         self._counter_lock = threading.Lock()
-        self._result_options_cache: dict[int, Any] = {}
+        self.result_options_cache: dict[Any, Any] = {}  # task spec -> its result options in this flow run
         self.settings_env = settings_env or {}
+
+    @property
+    def flow(self) -> Any:
+        """The Flow this run belongs to."""
+        return self.flow_spec.owner if self.flow_spec is not None else None
 
     @classmethod
     def get(cls) -> FlowRunContext | None:
@@ -61,7 +102,7 @@ class TaskRunContext:
 
     __slots__ = ("task", "task_run", "parameters", "flow_parameters", "log_prints", "result_options")
 
-    def __init__(self, task: Task, task_run: TaskRun, parameters: dict[str, Any],
+    def __init__(self, task: TaskLike, task_run: TaskRun, parameters: dict[str, Any],
                  flow_parameters: dict[str, Any], log_prints: bool, result_options: Any):
         self.task = task
         self.task_run = task_run

@@ -16,7 +16,8 @@ from typing import Any, Generic, TypeVar, overload
 from . import settings
 from . import states as S
 from .context import FlowRunContext, deployment_run, flow_run_ctx
-from .engine import CALL, SLEEP, async_caller, core, drive, drive_async, run_hook, sync_caller, transitions
+from .engine import CALL, async_caller, attempts, core, drive, drive_async, run_hook, sync_caller, transitions
+from .engine.spec import FlowSpec
 from .errors import FlowRunTimeoutError, ParameterTypeError, UnknownNameError
 from .logging import engine_logger, reset_log_prints, set_log_prints
 from .runners import TaskRunner, get_runner, runner_names
@@ -79,6 +80,29 @@ class Flow(Generic[R]):
         self._binder = Binder(fn)
         self._adapters: dict[str, Any] | None = None
         update_wrapper(self, fn)  # type: ignore[arg-type]
+        self.__dict__.pop("_spec", None)  # a spec copied from a wrapped Flow belongs to that flow
+
+    @property
+    def spec(self) -> FlowSpec:
+        """This flow's options as the engine reads them, frozen; built on first use and again after any
+        attribute of the flow changes."""
+        spec: FlowSpec | None = self.__dict__.get("_spec")
+        if spec is None:
+            spec = self.__dict__["_spec"] = FlowSpec(
+                owner=self, name=self.name, version=self.version, invoke=self._binder.invoke, isasync=self.isasync,
+                flow_run_name=self.flow_run_name, retries=self.retries, retry_delays=self._retry_delays,
+                timeout_seconds=self.timeout_seconds, persist_result=self.persist_result,
+                result_storage=self.result_storage, result_serializer=self.result_serializer,
+                cache_result_in_memory=self.cache_result_in_memory, log_prints=self.log_prints,
+                isolation_level=self.isolation_level, make_runner=self._make_runner, on_running=self.on_running,
+                on_completion=self.on_completion, on_failure=self.on_failure,
+                on_cancellation=self.on_cancellation, on_crashed=self.on_crashed)
+        return spec
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_adapters":
+            self.__dict__.pop("_spec", None)  # the spec is rebuilt from the changed flow on next use
 
     def with_options(self, **changes: Any) -> Flow[R]:
         """A copy of this flow with some options changed, e.g. `flow.with_options(task_runner="dask")`."""
@@ -234,15 +258,15 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
     log_prints = flow.log_prints if flow.log_prints is not None else (parent.log_prints if parent else False)
     for hook in flow.on_running:
         run_hook(hook, flow, run, S.Running())
-    while True:
-        run.run_count += 1
-        transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
+    spec = flow.spec
+
+    def attempt(running: State) -> Generator[tuple, Any, tuple[State, bool]]:
         try:
-            runner = flow._make_runner()
-        except Exception as exc:  # an unknown or broken runner ends the run Failed, never left Running
-            return _end(flow, run, S.Failed(message=f"Flow run {run.name!r} could not make its task runner: "
-                                                    f"{type(exc).__name__}: {exc}", data=exc), log)
-        ctx = FlowRunContext(flow, run, runner, params, recorder, log_prints, settings.snapshot())
+            runner = spec.make_runner()
+        except Exception as exc:  # an unknown or broken runner ends the run Failed (not retried), never Running
+            return S.Failed(message=f"Flow run {run.name!r} could not make its task runner: "
+                                    f"{type(exc).__name__}: {exc}", data=exc), False
+        ctx = FlowRunContext(spec, run, runner, params, recorder, log_prints, settings.snapshot())
         token = flow_run_ctx.set(ctx)
         lp_token = set_log_prints(log_prints)
         state = None
@@ -275,14 +299,12 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
         finally:
             reset_log_prints(lp_token)
             flow_run_ctx.reset(token)
-        if core.should_retry(flow.retries, run.run_count, state, None):
-            delay = core.retry_delay(flow._retry_delays, run.run_count, None)
-            transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {flow.retries} in {delay:.3g}s"))
-            log.warning("Flow run %r failed (%s); retrying in %.3gs", run.name, state.message, delay, extra=extra)
-            if delay > 0:
-                yield (SLEEP, delay)
-            continue
-        break
+        return state, True
+
+    def retrying(state: State, delay: float) -> None:
+        log.warning("Flow run %r failed (%s); retrying in %.3gs", run.name, state.message, delay, extra=extra)
+
+    state = yield from attempts(run, spec.retries, spec.retry_delays, None, attempt, on_retry=retrying)
     return _end(flow, run, state, log)
 
 

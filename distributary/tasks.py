@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar, overload
 from . import settings
 from . import states as S
 from .engine import core
+from .engine.spec import TaskSpec
 from .errors import ConfigurationError
 
 R = TypeVar("R")
@@ -223,6 +224,32 @@ class Task(Generic[R]):
         self._binder = Binder(fn)
         self._invoke = self._binder.invoke
         update_wrapper(self, fn)  # type: ignore[arg-type]
+        self.__dict__.pop("_spec", None)  # a spec copied from a wrapped Task belongs to that task
+
+    # -- the definition the engine reads ----------------------------------------------------------------------
+    @property
+    def spec(self) -> TaskSpec:
+        """This task's options as the engine reads them, frozen; built on first use and again after any
+        attribute of the task changes (hooks added with a decorator included)."""
+        spec: TaskSpec | None = self.__dict__.get("_spec")
+        if spec is None:
+            spec = self.__dict__["_spec"] = TaskSpec(
+                owner=self, name=self.name, task_key=self.task_key, fn=self.fn, invoke=self._invoke,
+                isasync=self.isasync, tags=self.tags, task_run_name=self.task_run_name, log_prints=self.log_prints,
+                retries=self.retries, retry_delays=self._retry_delays, retry_jitter_factor=self.retry_jitter_factor,
+                retry_condition_fn=self.retry_condition_fn, timeout_seconds=self.timeout_seconds,
+                cache_policy=self.cache_policy, cache_key_fn=self.cache_key_fn,
+                cache_expiration=self.cache_expiration, refresh_cache=self.refresh_cache,
+                persist_result=self.persist_result, result_storage=self.result_storage,
+                result_serializer=self.result_serializer, result_storage_key=self.result_storage_key,
+                cache_result_in_memory=self.cache_result_in_memory, on_running=self.on_running,
+                on_completion=self.on_completion, on_failure=self.on_failure, on_commit=self.on_commit_hooks,
+                on_rollback=self.on_rollback_hooks)
+        return spec
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        self.__dict__.pop("_spec", None)  # the spec is rebuilt from the changed task on next use
 
     # -- options ----------------------------------------------------------------------------------------------
     _OPTION_NAMES = ("name", "description", "tags", "version", "cache_policy", "cache_key_fn", "cache_expiration",

@@ -9,7 +9,7 @@ import pytest
 
 from distributary import states as S
 from distributary.engine import core
-from distributary.errors import ConfigurationError, FailedRun, UnfinishedRun
+from distributary.errors import ConfigurationError, FailedRun, UnfinishedRun, WorkerCrashedError
 from distributary.tasks import exponential_backoff
 
 
@@ -64,6 +64,20 @@ def test_should_retry():
     assert not core.should_retry(2, 3, failed, None)
     assert not core.should_retry(2, 1, failed, lambda: False)
     assert not core.should_retry(2, 1, S.Completed(), None)
+    # a worker that died under a run used an attempt the run's code did not fail: retried like a failure
+    died = S.Crashed(data=WorkerCrashedError("worker died"))
+    assert core.should_retry(1, 1, died, None) and not core.should_retry(1, 2, died, None)
+    assert not core.should_retry(2, 1, S.Crashed(data=KeyboardInterrupt()), None)
+
+
+def test_next_retry_is_the_rule_for_every_run():
+    delays = (1.0, 5.0)
+    assert core.next_retry(2, delays, None, 1, S.Failed()) == 1.0
+    assert core.next_retry(2, delays, None, 2, S.Failed()) == 5.0
+    assert core.next_retry(2, delays, None, 3, S.Failed()) is None
+    assert core.next_retry(2, delays, None, 1, S.Failed(), lambda: False) is None
+    assert core.next_retry(2, delays, None, 1, S.TimedOut()) == 1.0  # TimedOut is a Failed state
+    assert 5.0 <= core.next_retry(2, delays, 0.5, 2, S.Failed()) <= 7.5  # type: ignore[operator]
 
 
 def test_flow_state_from_return():

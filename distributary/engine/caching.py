@@ -13,10 +13,10 @@ from .. import settings
 from .. import states as S
 from ..errors import CorruptResult, DistributaryError, MissingResult, ResultStoreError, SerializationError
 from ..states import State
+from .spec import TaskSpec
 
 if TYPE_CHECKING:
     from ..context import FlowRunContext, TaskRunContext
-    from ..tasks import Task
 
 log = logging.getLogger("distributary.results")
 
@@ -67,14 +67,14 @@ def _first(*values: Any) -> Any:
     return None
 
 
-def resolve_result_options(task: Task[Any], flow_ctx: FlowRunContext | None) -> ResultOptions | None:
+def resolve_result_options(task: TaskSpec, flow_ctx: FlowRunContext | None) -> ResultOptions | None:
     """The result options of `task` in `flow_ctx`, or None when the run neither persists nor caches (the fast
     path: no store is touched)."""
     if flow_ctx is not None:
-        cached = flow_ctx._result_options_cache.get(id(task), _MISSING)
+        cached = flow_ctx.result_options_cache.get(task, _MISSING)
         if cached is not _MISSING:
             return cast("ResultOptions | None", cached)
-    flow = flow_ctx.flow if flow_ctx is not None else None
+    flow = flow_ctx.flow_spec if flow_ctx is not None else None
     policy: Any = None
     if task.cache_key_fn is not None or task.cache_policy is not None:
         from .. import cache_policies as cp
@@ -125,7 +125,7 @@ def resolve_result_options(task: Task[Any], flow_ctx: FlowRunContext | None) -> 
             lock_manager=getattr(policy, "lock_manager", None),
         )
     if flow_ctx is not None:
-        flow_ctx._result_options_cache[id(task)] = opts
+        flow_ctx.result_options_cache[task] = opts
     return opts
 
 

@@ -8,7 +8,7 @@ import copy
 import itertools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import states as S
 from ..context import current_tags as _current_tags
@@ -19,26 +19,21 @@ from . import transitions
 from .caching import ResultOptions, resolve_result_options
 from .futures import TaskRunFuture
 from .resolve import unmapped
-
-if TYPE_CHECKING:
-    from ..tasks import Task
-
-
-from ..states import UNSET
+from .spec import HasTaskSpec, TaskSpec
 
 
 class TaskCall:
-    """One task run to execute: the task, its record, its (unresolved) arguments and the options it runs with.
-    Remote runners pickle it (without `context`) and run it with `run_call` on a worker."""
+    """One task run to execute: the task's spec, its record, its (unresolved) arguments and the options it runs
+    with. Remote runners pickle it (without `context`) and run it with `run_call` on a worker."""
 
-    __slots__ = ("task", "task_run", "parameters", "wait_for", "result_options", "flow_parameters", "log_prints",
+    __slots__ = ("spec", "task_run", "parameters", "wait_for", "result_options", "flow_parameters", "log_prints",
                  "settings_env", "context", "returned")
 
-    def __init__(self, task: Task[Any], task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
+    def __init__(self, spec: TaskSpec, task_run: TaskRun, parameters: dict[str, Any], wait_for: Any,
                  result_options: ResultOptions | None, flow_parameters: dict[str, Any],
                  log_prints: bool, settings_env: dict[str, str] | None = None,
                  context: contextvars.Context | None = None):
-        self.task = task
+        self.spec = spec
         self.task_run = task_run
         self.parameters = parameters
         self.wait_for = wait_for
@@ -47,7 +42,12 @@ class TaskCall:
         self.log_prints = log_prints
         self.settings_env = settings_env
         self.context = context
-        self.returned: Any = UNSET  # what the function returned on its last attempt (a call returns it)
+        self.returned: Any = S.UNSET  # what the function returned on its last attempt (a call returns it)
+
+    @property
+    def task(self) -> Any:
+        """The Task this run belongs to (the spec's owner)."""
+        return self.spec.owner
 
     def __getstate__(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__}
@@ -65,7 +65,7 @@ class TaskCall:
             setattr(self, k, v)
 
 
-def new_task_run(task: Task[Any], parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
+def new_task_run(task: TaskSpec, parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
                  tags: frozenset[str]) -> TaskRun:
     name = task.task_run_name
     if name is None:
@@ -85,12 +85,13 @@ def new_task_run(task: Task[Any], parameters: dict[str, Any], flow_run_id: uuid.
 _global_keys = itertools.count()
 
 
-def make_call(task: Task[Any], parameters: dict[str, Any], wait_for: Any) -> TaskCall:
+def make_call(task: HasTaskSpec, parameters: dict[str, Any], wait_for: Any) -> TaskCall:
     return make_calls(task, [parameters], wait_for)[0]
 
 
-def make_calls(task: Task[Any], param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
-    """Task-run records and calls for `task` with each parameters dict, in the current flow run (if any)."""
+def make_calls(task_: HasTaskSpec, param_list: Sequence[dict[str, Any]], wait_for: Any) -> list[TaskCall]:
+    """Task-run records and calls for the task with each parameters dict, in the current flow run (if any)."""
+    task = task_.spec
     ctx = flow_run_ctx.get()
     n = len(param_list)
     if ctx is not None:
@@ -135,7 +136,7 @@ def _iterable(v: Any) -> bool:
     return True
 
 
-def expand_map_parameters(task: Task[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+def expand_map_parameters(task: HasTaskSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
     """One parameters dict per mapped run. Iterable arguments are mapped over (they must have equal lengths);
     everything else, and anything wrapped in `unmapped(...)`, goes whole to every run. A single future is
     waited for and its result mapped over."""
@@ -153,12 +154,12 @@ def expand_map_parameters(task: Task[Any], parameters: dict[str, Any]) -> list[d
             static[k] = v
     if not mapped:
         got = ", ".join(f"{k}={type(v).__name__}" for k, v in parameters.items()) or "no arguments"
-        raise MappingMissingIterable(f"Task {task.name!r}: .map() needs at least one iterable argument to map "
+        raise MappingMissingIterable(f"Task {task.spec.name!r}: .map() needs at least one iterable argument to map "
                                      f"over; got {got}. Strings and dicts are not mapped over.")
     lengths = {k: len(v) for k, v in mapped.items()}
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
-        raise MappingLengthMismatch(f"Task {task.name!r}: .map() got iterables of different lengths ({detail}). "
+        raise MappingLengthMismatch(f"Task {task.spec.name!r}: .map() got iterables of different lengths ({detail}). "
                                     f"Give them equal lengths, or wrap the ones to pass whole in unmapped(...).")
     n = next(iter(lengths.values()))
     names = list(mapped)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import states as S
-from ..errors import ConfigurationError, TaskRunTimeoutError, UpstreamTaskError
+from ..errors import ConfigurationError, TaskRunTimeoutError, UpstreamTaskError, WorkerCrashedError
 from ..states import State
 
 MAX_BACKOFF_RETRIES = 50
@@ -68,12 +68,23 @@ def failed_state_for(exc: BaseException, run_name: str) -> State:
 
 
 def should_retry(retries: int, run_count: int, state: State, condition: Callable[[], bool] | None) -> bool:
-    """Retry when attempts are left, the failure is retryable and the user's condition (if any) agrees."""
-    if run_count > retries or not state.is_failed():
+    """Retry when attempts are left, the attempt failed (or its worker died under it: a crash the run's code did
+    not cause) and the user's condition (if any) agrees."""
+    if run_count > retries or not (state.is_failed() or state.is_crashed() and isinstance(state.data,
+                                                                                            WorkerCrashedError)):
         return False
     if condition is None:
         return True
     return bool(condition())
+
+
+def next_retry(retries: int, delays: tuple[float, ...], jitter_factor: float | None, run_count: int, state: State,
+               condition: Callable[[], bool] | None = None) -> float | None:
+    """The retry rule of every run (task or flow, in process or after a worker died): the delay before the next
+    attempt of a run whose attempt number `run_count` ended in `state`, or None when it does not retry."""
+    if not should_retry(retries, run_count, state, condition):
+        return None
+    return retry_delay(delays, run_count, jitter_factor)
 
 
 def is_state_collection(value: Any) -> bool:

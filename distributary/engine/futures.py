@@ -199,19 +199,5 @@ def as_completed(futures: Iterable[TaskRunFuture[Any]], timeout: float | None = 
         raise TimeoutError(f"{len(pending)} of the futures were not done within {timeout} seconds.")
 
 
-def resolve_futures_to_states(obj: Any) -> Any:
-    """Replace every future nested in `obj` with its final state (waiting for it)."""
-    from .resolve import map_nested
-
-    return map_nested(obj, lambda f: (f.wait(), f.state)[1] if isinstance(f, TaskRunFuture) else f)
-
-
-def resolve_futures_to_results(obj: Any) -> Any:
-    """Replace every future nested in `obj` with its result (waiting for it)."""
-    from .resolve import map_nested
-
-    return map_nested(obj, lambda f: f.result() if isinstance(f, TaskRunFuture) else f)
-
-
 __all__ = ["TaskRunFuture", "SettableFuture", "PrefectFuture", "FutureList", "PrefectFutureList", "wait", "as_completed",
-           "DoneAndNotDoneFutures", "resolve_futures_to_states", "resolve_futures_to_results"]
+           "DoneAndNotDoneFutures"]

@@ -233,3 +233,13 @@ def resolve_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
 def wait_all(futures: list[TaskRunFuture[Any]]) -> None:
     for f in futures:
         f.wait()
+
+
+def resolve_futures_to_states(obj: Any) -> Any:
+    """Replace every future nested in `obj` with its final state (waiting for it)."""
+    return map_nested(obj, lambda f: (f.wait(), f.state)[1] if isinstance(f, TaskRunFuture) else f)
+
+
+def resolve_futures_to_results(obj: Any) -> Any:
+    """Replace every future nested in `obj` with its result (waiting for it)."""
+    return map_nested(obj, lambda f: f.result() if isinstance(f, TaskRunFuture) else f)

@@ -8,9 +8,9 @@ import inspect
 import logging
 import time
 import types
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import states as S
 from ..context import TaskRunContext, task_run_ctx
@@ -23,9 +23,7 @@ from . import caching, core, transitions
 from .calls import TaskCall
 from .drivers import CALL, IO, SLEEP, Step, async_caller, drive, drive_async, run_coro_sync, sync_caller
 from .resolve import resolve_parameters
-
-if TYPE_CHECKING:
-    from ..tasks import Task
+from .spec import TaskSpec
 
 _log: logging.Logger | None = None
 
@@ -38,7 +36,7 @@ def _logger() -> logging.Logger:
 
 
 def _steps(call: TaskCall) -> Generator[Step, Any, State]:
-    task = call.task
+    task = call.spec
     run = call.task_run
     run.start_ts = time.time()
     try:
@@ -49,7 +47,7 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
         return _finish(task, run, core.failed_state_for(exc, run.name), None)
 
     opts = call.result_options
-    ctx = TaskRunContext(task, run, params, call.flow_parameters, call.log_prints, opts)
+    ctx = TaskRunContext(task.owner, run, params, call.flow_parameters, call.log_prints, opts)
     token = task_run_ctx.set(ctx)
     lp_token = set_log_prints(bool(call.log_prints))  # a task's False overrides its flow's True
     lease: Any = None
@@ -74,7 +72,9 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                     held.__exit__(None, None, None)
                 failed = core.failed_state_for(exc, run.name)
                 run.run_count += 1  # the attempt is charged: a store that stays down does not retry for ever
-                if isinstance(exc, ResultStoreError) and (yield from _retry(task, run, failed, "the result store")):
+                if isinstance(exc, ResultStoreError) and (yield from retry(
+                        run, task.retries, task.retry_delays, task.retry_jitter_factor, failed,
+                        _condition(task, run), _retrying(run, task.retries, "the result store"))):
                     continue
                 return _finish(task, run, failed, ctx)
             if hit is not None:
@@ -82,11 +82,11 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             break
 
         unsaved: tuple[Any, State | None] | None = None  # computed, but writing the result failed
-        while True:
-            run.run_count += 1
-            running = transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
+
+        def attempt(running: State) -> Generator[Step, Any, tuple[State, bool]]:
+            nonlocal unsaved
             for hook in task.on_running:
-                run_hook(hook, task, run, running)
+                run_hook(hook, task.owner, run, running)
             call.returned = S.UNSET
             try:
                 if unsaved is None:
@@ -103,19 +103,20 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                 except ResultStoreError:
                     unsaved = (value, final)  # final: None, or the state the function returned
                     raise
-                if not final.is_failed():
-                    break
-                failed = final
+                return final, True
             except (KeyboardInterrupt, SystemExit) as exc:
                 _finish(task, run, core.failed_state_for(exc, run.name), ctx)
                 raise
             except BaseException as exc:
                 call.returned = S.UNSET
-                failed = core.failed_state_for(exc, run.name)
-            if (yield from _retry(task, run, failed, "writing the result" if unsaved is not None else None)):
-                continue
-            final = failed
-            break
+                return core.failed_state_for(exc, run.name), True
+
+        def on_retry(failed: State, delay: float) -> None:
+            if unsaved is not None:  # this retry writes the result again, it does not call the function
+                _retrying(run, task.retries, "writing the result")(failed, delay)
+
+        final = yield from attempts(run, task.retries, task.retry_delays, task.retry_jitter_factor, attempt,
+                                    _condition(task, run), on_retry)
         return _finish(task, run, final, ctx)
     finally:
         if lease is not None:
@@ -124,22 +125,54 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
         task_run_ctx.reset(token)
 
 
-def _retry(task: Task[Any], run: TaskRun, failed: State, what: str | None) -> Generator[Step, Any, bool]:
-    """After a failed attempt: if the task's retries and retry condition allow, AwaitingRetry, wait the delay,
-    True; else False. `what` names what is retried when it is not the whole run (logged at WARNING)."""
-    cond = task.retry_condition_fn
-    retries = task.retries
-    if not core.should_retry(retries, run.run_count, failed,
-                             (lambda: cond(task, run, failed)) if cond is not None else None):
+def attempts(run: Any, retries: int, delays: tuple[float, ...], jitter: float | None,
+             attempt: Callable[[State], Generator[Step, Any, tuple[State, bool]]],
+             condition: Callable[[State], bool] | None = None,
+             on_retry: Callable[[State, float], None] | None = None) -> Generator[Step, Any, State]:
+    """The one attempt loop of task runs and flow runs. Each attempt moves the run to Running (Retrying after the
+    first) and runs `attempt(running_state)`, which returns (its state, may it be retried?); a failed state that
+    may be retried goes through `retry` (the rule, AwaitingRetry, the delay) and the next attempt. Returns the
+    state of the last attempt (the caller finishes the run with it)."""
+    while True:
+        run.run_count += 1
+        running = transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
+        state, retryable = yield from attempt(running)
+        if not retryable or run.run_count > retries:  # no attempt left (most runs): skip the rule's other checks
+            return state
+        if not (yield from retry(run, retries, delays, jitter, state, condition, on_retry)):
+            return state
+
+
+def retry(run: Any, retries: int, delays: tuple[float, ...], jitter: float | None, failed: State,
+          condition: Callable[[State], bool] | None = None,
+          on_retry: Callable[[State, float], None] | None = None) -> Generator[Step, Any, bool]:
+    """After a failed attempt of any run: if `core.next_retry` (the rule) allows, AwaitingRetry,
+    `on_retry(failed, delay)` (a log line), wait the delay, True; else False."""
+    delay = core.next_retry(retries, delays, jitter, run.run_count, failed,
+                            (lambda: condition(failed)) if condition is not None else None)
+    if delay is None:
         return False
-    delay = core.retry_delay(task._retry_delays, run.run_count, task.retry_jitter_factor)
-    if what is not None:
-        _logger().warning("Task run %r: %s failed (%s); retry %d of %d in %.3gs.", run.name, what, failed.message,
-                          run.run_count, retries, delay, extra={"run_name": run.name})
     transitions.set_state(run, S.AwaitingRetry(message=f"Retry {run.run_count} of {retries} in {delay:.3g}s"))
+    if on_retry is not None:
+        on_retry(failed, delay)
     if delay > 0:
         yield (SLEEP, delay)
     return True
+
+
+def _retrying(run: TaskRun, retries: int, what: str) -> Callable[[State, float], None]:
+    """Logs a retry of part of a task run (`what`: the result store, writing the result) at WARNING."""
+    def log(failed: State, delay: float) -> None:
+        _logger().warning("Task run %r: %s failed (%s); retry %d of %d in %.3gs.", run.name, what, failed.message,
+                          run.run_count, retries, delay, extra={"run_name": run.name})
+
+    return log
+
+
+def _condition(task: TaskSpec, run: TaskRun) -> Callable[[State], bool] | None:
+    """The task's retry condition, called as Prefect calls it: (task, task_run, state)."""
+    cond = task.retry_condition_fn
+    return (lambda failed: cond(task.owner, run, failed)) if cond is not None else None
 
 
 def _serializable(opts: caching.ResultOptions) -> bool:
@@ -209,7 +242,7 @@ def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: A
     return True
 
 
-def _finish(task: Task[Any], run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
+def _finish(task: TaskSpec, run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
     run.end_ts = time.time()
     transitions.set_state(run, state)
     transitions.run_finished(run)
@@ -220,11 +253,11 @@ def _finish(task: Task[Any], run: TaskRun, state: State, ctx: TaskRunContext | N
     hooks = task.on_completion if state.is_completed() else task.on_failure if (
         state.is_failed() or state.is_crashed()) else ()
     for hook in hooks:
-        run_hook(hook, task, run, state)
-    if state.is_completed() and (task.on_commit_hooks or task.on_rollback_hooks):
+        run_hook(hook, task.owner, run, state)
+    if state.is_completed() and (task.on_commit or task.on_rollback):
         txn = get_transaction()
         if txn is not None:
-            txn.add_hooks(task.on_commit_hooks, task.on_rollback_hooks)
+            txn.add_hooks(task.on_commit, task.on_rollback)
     return state
 
 
@@ -242,20 +275,20 @@ def run_hook(hook: Any, obj: Any, run: Any, state: State) -> None:
 
 def run_call(call: TaskCall) -> State:
     """Run a task run to its final state in this thread."""
-    task = call.task
+    task = call.spec
     if task.isasync:
         state: State = run_coro_sync(run_call_async(call))
         return state
-    return drive(_steps(call), sync_caller(task._invoke, task.timeout_seconds, call.task_run))
+    return drive(_steps(call), sync_caller(task.invoke, task.timeout_seconds, call.task_run))
 
 
 async def run_call_async(call: TaskCall) -> State:
     """Run a task run to its final state on the running event loop (async tasks are awaited, sync ones called)."""
-    task = call.task
+    task = call.spec
     if task.isasync:
-        caller = async_caller(task._invoke, task.timeout_seconds, call.task_run)
+        caller = async_caller(task.invoke, task.timeout_seconds, call.task_run)
     else:
-        sync = sync_caller(task._invoke, task.timeout_seconds, call.task_run)
+        sync = sync_caller(task.invoke, task.timeout_seconds, call.task_run)
 
         async def caller(params: dict[str, Any]) -> Any:
             return sync(params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import threading
-from typing import Any
+from typing import Any, cast
 
 from .._registry import Registry
 from ..context import flow_run_ctx
@@ -60,7 +60,7 @@ def current_runner() -> TaskRunner:
     """The runner of the current flow run, or (outside flows) a process-wide thread runner."""
     ctx = flow_run_ctx.get()
     if ctx is not None:
-        return ctx.task_runner
+        return cast(TaskRunner, ctx.task_runner)  # flows.py puts a TaskRunner there
     global _default_runner
     if _default_runner is None:
         with _default_lock:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ..engine.calls import TaskCall, expand_map_parameters, make_call, make_calls
 from ..engine.futures import FutureList, TaskRunFuture
-
-if TYPE_CHECKING:
-    from ..tasks import Task
+from ..engine.spec import HasTaskSpec
 
 
 class TaskRunner(ABC):
@@ -78,7 +76,7 @@ class TaskRunner(ABC):
             finally:
                 self._started = False
 
-    def submit(self, task: Task[Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None,
+    def submit(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None,
                dependencies: Any = None) -> TaskRunFuture[Any]:
         """Schedule one run of `task` with `parameters`, after the futures in `wait_for` (and those nested in the
         parameters) are done. `dependencies` is accepted for compatibility with Prefect's signature and ignored:
@@ -86,7 +84,7 @@ class TaskRunner(ABC):
         self.ensure_started()
         return self.submit_call(make_call(task, parameters, wait_for))
 
-    def map(self, task: Task[Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
+    def map(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
         self.ensure_started()
         calls = make_calls(task, expand_map_parameters(task, parameters), wait_for)
         return FutureList(self.submit_calls(calls))

@@ -12,14 +12,15 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
 from ... import states as S
-from ...engine import TaskCall, transitions
+from ...engine import TaskCall, core, transitions
 from ...engine.futures import SettableFuture, TaskRunFuture
 from ...engine.resolve import find_upstreams, map_nested, needs_resolution
+from ...engine.spec import TaskSpec
 from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
 from ...logging import engine_logger
 from ...runs import TaskRun
@@ -30,9 +31,6 @@ from .batching import choose_batch_size
 from .telemetry import TelemetryReceiver
 from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream, pack_batch
 
-if TYPE_CHECKING:
-    from ...tasks import Task
-
 _THREADS_TTL = 5.0
 NO_WORKERS_WARN_AFTER = 10.0  # seconds with runs waiting and no worker before a WARNING (then every minute)
 
@@ -41,6 +39,8 @@ class RemoteState(State):
     """A final state whose value may still be on the cluster; `result()` fetches it (with its whole batch)."""
 
     __slots__ = ("batch", "index")
+    batch: Batch | None  # where the value is, while it is still on the cluster
+    index: int  # this run's place in its batch
 
     def result(self, raise_on_failure: bool = True, fetch: bool = True) -> Any:
         if fetch and self.data is S.UNSET and self.batch is not None and self.type is StateType.COMPLETED:
@@ -94,14 +94,14 @@ class RemoteFuture(SettableFuture):
 class Batch:
     """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
 
-    __slots__ = ("id", "runner", "task", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
+    __slots__ = ("id", "runner", "spec", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
                  "sent_at", "__weakref__")
 
     def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
                  futures: Sequence[weakref.ref]):
         self.id = f"{runner._id[:8]}-{next(runner._counter)}"
         self.runner = runner
-        self.task: Task = calls[0].task
+        self.spec: TaskSpec = calls[0].spec
         self.calls: list[TaskCall] | None = list(calls)
         self.runs: list[TaskRun] = [c.task_run for c in calls]
         self.futures = list(futures)
@@ -317,11 +317,11 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                 "%s has no workers: %d task run(s) have been waiting for %.0f s. Start workers for it (or check "
                 "that they can reach it); runs with timeout_seconds end TimedOut, a flow's timeout_seconds ends "
                 "the flow.", self._backend_where(), sum(len(b.runs) for b in waiting), now - since)
-        late = [b for b in waiting if b.task.timeout_seconds
-                and now - max(since, b.sent_at or now) >= b.task.timeout_seconds]
+        late = [b for b in waiting if b.spec.timeout_seconds
+                and now - max(since, b.sent_at or now) >= b.spec.timeout_seconds]
         if late:
             self._stop_batches(late, lambda run, b: S.TimedOut(
-                message=f"Task run {run.name!r} could not start within its timeout of {b.task.timeout_seconds} "
+                message=f"Task run {run.name!r} could not start within its timeout of {b.spec.timeout_seconds} "
                         f"seconds: {self._backend_where()} has no workers."), "timed out waiting for a worker")
 
     def _in_flight_limit(self) -> int:
@@ -341,7 +341,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         else:
             self._pump.ready(batch)
 
-    def _task_ref(self, task: Task) -> tuple[Any, str]:
+    def _task_ref(self, task: TaskSpec) -> tuple[Any, str]:
         hit = self._tasks.get(id(task))
         if hit is not None and hit[0] is task:
             return hit[2], hit[1]
@@ -361,7 +361,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         if batch not in self._open:  # cancelled while it waited
             return False
         try:
-            task_ref, digest = self._task_ref(batch.task)
+            task_ref, digest = self._task_ref(batch.spec)
         except SerializationError as exc:
             self._fail_all(batch, exc)
             return False
@@ -373,7 +373,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             header = self._header(digest, c0, r0)
         except Exception as exc:
             self._fail_all(batch, SerializationError(
-                f"Task {batch.task.name!r} cannot be sent to a worker: its flow parameters or result options "
+                f"Task {batch.spec.name!r} cannot be sent to a worker: its flow parameters or result options "
                 f"cannot be pickled ({exc!r})."))
             return False
         try:
@@ -421,7 +421,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                 v.wait()
                 st = v.state
                 b = st.batch if isinstance(st, RemoteState) else None
-                if b is not None and b.runner is self and b.ref is not None:
+                if isinstance(st, RemoteState) and b is not None and b.runner is self and b.ref is not None:
                     slot = slots.get(id(b))
                     if slot is None:
                         slot = slots[id(b)] = len(refs)
@@ -450,7 +450,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                     except Exception:
                         culprit = f"argument {name!r} (a value of type {type(value).__name__})"
                         break
-                err = SerializationError(f"Task {batch.task.name!r} cannot be sent to a worker: {culprit} cannot "
+                err = SerializationError(f"Task {batch.spec.name!r} cannot be sent to a worker: {culprit} cannot "
                                          f"be pickled ({exc!r}). Pass something picklable, or use the thread "
                                          f"runner.")
                 self._final_local(batch, i, S.Failed(message=str(err), data=err))
@@ -579,7 +579,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         if len(calls) > 1:
             engine_logger("runners").warning(
                 "A worker died while running %d task runs of %r (%s); running them again one per cluster task to "
-                "find the one that crashed.", len(calls), batch.task.name, reason)
+                "find the one that crashed.", len(calls), batch.spec.name, reason)
             for call, ref in zip(calls, batch.futures):
                 self._enqueue(Batch(self, [call], [ref]))
             return
@@ -594,8 +594,8 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
         err = WorkerCrashedError(f"The worker running task run {run.name!r} died ({reason}).")
         crashed = S.Crashed(message=str(err), data=err)
         transitions.set_state(run, crashed)
-        retries = call.task.retries
-        if run.run_count <= retries:
+        retries = call.spec.retries
+        if core.should_retry(retries, run.run_count, crashed, None):  # re-sent at once, on another worker
             engine_logger("runners").error("Task run %r crashed: its worker died while running it%s (%s); retry %d "
                                            "of %d.", run.name, where, reason, run.run_count, retries)
             transitions.set_state(run, S.AwaitingRetry(message=f"Worker died; retry {run.run_count} of {retries}."))
@@ -688,7 +688,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
             if not todo:
                 return
             if self._closed:
-                raise MissingResult(f"The values of task {todo[0].task.name!r} were kept on the cluster, which "
+                raise MissingResult(f"The values of task {todo[0].spec.name!r} were kept on the cluster, which "
                                     f"released them when the flow run ended. Call .result() inside the flow, keep "
                                     f"the future until the flow returns, or persist results (persist_result=True).")
             results = self._backend_fetch(todo)
@@ -714,7 +714,7 @@ class RemoteTaskRunner(RemoteBackend, TaskRunner):
                 why = res
             else:
                 why = f"the worker holding them died ({res.lost})"
-            raise MissingResult(f"The values of {len(b.runs)} task run(s) of {b.task.name!r} (batch {b.id}) "
+            raise MissingResult(f"The values of {len(b.runs)} task run(s) of {b.spec.name!r} (batch {b.id}) "
                                 f"could not be fetched from the cluster: {why}") from cause
 
 
@@ -730,13 +730,13 @@ def _rerun_check(batch: Batch, res: BatchResult) -> str | None:
     log = engine_logger("runners")
     if not changed:
         log.warning("%d task run(s) of %r (batch %s) were run again by the cluster after the worker holding their "
-                    "values died; they ended the same way, so their values are used.", rerun, batch.task.name,
+                    "values died; they ended the same way, so their values are used.", rerun, batch.spec.name,
                     batch.id)
         return None
     a, b = changed[0]
     why = (f"the cluster ran them again after the worker holding their values died, and {len(changed)} of them "
            f"ended differently (e.g. {a.name} before, {b.name} now); the values of the re-execution are refused")
-    log.warning("%d task run(s) of %r (batch %s): %s.", rerun, batch.task.name, batch.id, why)
+    log.warning("%d task run(s) of %r (batch %s): %s.", rerun, batch.spec.name, batch.id, why)
     return why
 
 

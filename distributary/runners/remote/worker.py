@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
@@ -18,14 +18,11 @@ from ... import states as S
 from ...engine import TaskCall, run_call, transitions
 from ...engine.futures import TaskRunFuture
 from ...engine.resolve import map_nested
+from ...engine.spec import TaskSpec
 from ...errors import SerializationError
 from ...runs import STATE_CHANGED, TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
-
-if TYPE_CHECKING:
-    from ...tasks import Task
-
 
 # One call of a batch, as shipped: (run id as int, run name, dynamic key, run count so far, parameters, linked).
 # `linked` says the parameters hold Upstream/Settled placeholders to replace before the run.
@@ -90,6 +87,7 @@ class SettledFuture(TaskRunFuture):
     The engine's own resolution then applies (not completed -> NotReady, `allow_failure` -> the exception)."""
 
     __slots__ = ("_state",)
+    task_run: Any  # a _Named: the engine reads only its name (in messages about the upstream)
 
     def __init__(self, name: str, state: State):
         self.task_run = _Named(name)
@@ -168,13 +166,13 @@ class BatchResult:
 # ---------------------------------------------------------------------------------------------------------------
 # The task definition: shipped once per runner, unpickled once per worker process
 # ---------------------------------------------------------------------------------------------------------------
-_TASKS: collections.OrderedDict[str, Task] = collections.OrderedDict()
+_TASKS: collections.OrderedDict[str, TaskSpec] = collections.OrderedDict()
 _TASKS_MAX = 256
 _tasks_lock = threading.Lock()
 
 
-def load_task(digest: str, payload: bytes) -> Task:
-    """The task pickled in `payload`, unpickled once per process and then taken from a cache by `digest`."""
+def load_task(digest: str, payload: bytes) -> TaskSpec:
+    """The task spec pickled in `payload`, unpickled once per process and then taken from a cache by `digest`."""
     with _tasks_lock:
         task = _TASKS.get(digest)
         if task is not None:
@@ -242,7 +240,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries))
 
 
-def run_one(task: Task, header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
+def run_one(task: TaskSpec, header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
              worker: str | None, sender: TelemetrySender | None) -> tuple[State, tuple]:
     run_id, name, dynamic_key, run_count, params, linked = spec
     if linked:
@@ -251,7 +249,7 @@ def run_one(task: Task, header: BatchHeader, spec: CallSpec, upstreams: Sequence
                        header.tags, S.Pending(), dynamic_key)
     run.run_count = run_count
     run.worker = worker
-    run._live = (sender, header.channel) if sender is not None else None
+    run._live = (sender, header.channel) if sender is not None and header.channel is not None else None
     call = TaskCall(task, run, params, None, header.result_options, header.flow_parameters, header.log_prints,
                     header.settings_env)
     try:
@@ -262,7 +260,7 @@ def run_one(task: Task, header: BatchHeader, spec: CallSpec, upstreams: Sequence
         run.end_ts = time.time()
         run.set_state(state)
     finally:
-        if sender is not None:
+        if sender is not None and header.channel is not None:  # a sender exists only for a batch with a channel
             sender.forget(header.channel, run_id)
     state = _sendable(state, run, task)
     has_value = state.is_completed() and state.data is not S.UNSET
@@ -297,7 +295,7 @@ def _discard(_: Any) -> None:
     return None
 
 
-def _sendable(state: State, run: TaskRun, task: Task) -> State:
+def _sendable(state: State, run: TaskRun, task: TaskSpec) -> State:
     """Fail the run now if its value or exception could never leave this worker (better than a transfer error
     later, far from the task). Out-of-band pickling (protocol 5) keeps this cheap for arrays."""
     data = state.data
@@ -333,6 +331,12 @@ class _LiveStates:
             if live is not None:
                 live[0].state(live[1], run.id.int, state)
 
+    def flush(self, timeout: float | None = None) -> bool:
+        return True  # nothing held: `handle` hands each state to the telemetry sender, which sends on its own
+
+    def close(self) -> None:
+        return None
+
 
 _live_sink: _LiveStates | None = None
 
@@ -352,6 +356,7 @@ class _LiveTaskRun(TaskRun):
     """A task run on a worker that reports its state changes to the telemetry sender."""
 
     __slots__ = ("_live",)
+    _live: tuple[TelemetrySender, str] | None  # where its live states go (the sender, the batch's channel)
 
     def set_state(self, state: State) -> None:
         super().set_state(state)
