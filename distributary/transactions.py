@@ -194,9 +194,10 @@ class Transaction:
         self._store().write(_marker_key(self.key), self._values or None, get_serializer("json"))
 
     def _check_committed(self) -> None:
-        store = self._store() if self.key is not None else None
-        if store is not None:
-            self._already_committed = store.read_record(_marker_key(self.key)) is not None
+        key = self.key
+        store = self._store() if key is not None else None
+        if key is not None and store is not None:
+            self._already_committed = store.read_record(_marker_key(key)) is not None
 
     def __repr__(self) -> str:
         return f"Transaction(key={self.key!r}, state={self.state.value}, isolation_level={self.isolation_level.value})"

@@ -422,7 +422,7 @@ def resolve_store(spec: Any, storage_options: Mapping[str, Any] | None = None, *
     if isinstance(spec, AbstractFileSystem):
         options = dict(storage_options if storage_options is not None else getattr(spec, "storage_options", {}))
         url = spec.unstrip_protocol(spec._strip_protocol(base_path or ""))
-        cache_key = (os.getpid(), "fs", id(spec), url, _freeze(options))
+        cache_key: tuple[Any, ...] = (os.getpid(), "fs", id(spec), url, _freeze(options))
         with _CACHE_LOCK:
             store = _STORES.get(cache_key)
             if store is None:

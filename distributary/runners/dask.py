@@ -312,7 +312,7 @@ class DaskTaskRunner(RemoteTaskRunner):
         return self._client.submit(_task_payload, payload, key=f"distributary-task-{digest[:16]}-{self._id[:8]}")
 
     def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
-        key = f"distributary-{batch.task.name}-{batch.id}"
+        key = f"distributary-{batch.spec.name}-{batch.id}"
         batch.summary_ref = None
         with self._plock:
             self._pending[batch.id] = batch
@@ -320,7 +320,11 @@ class DaskTaskRunner(RemoteTaskRunner):
                                         *upstream_refs, key=key)
         # The summary event arrives before the task's completion (same scheduler connection, in order); a task
         # that ends without one (an error, KilledWorker, cancelled) settles here.
-        batch.ref.add_done_callback(lambda f, b=batch: f.status != "finished" and self._summary_arrived(b.id, None))
+        def settle_unless_finished(f: Any) -> None:
+            if f.status != "finished":
+                self._summary_arrived(batch.id, None)
+
+        batch.ref.add_done_callback(settle_unless_finished)
 
     def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
         out: list[BatchSummary | BaseException | None] = []

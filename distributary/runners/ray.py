@@ -423,8 +423,10 @@ class RayTaskRunner(RemoteTaskRunner):
         if hit is not None and hit[0] is task:
             return hit[1]
         self._check_feasible(task, options.options)
-        fn = ray.remote(num_returns=2, max_retries=0, retry_exceptions=False, name=f"distributary:{task.name}",
-                        **options.options)(_batch_body(task_def, self._hub_name))
+        # `name` is a Ray task option its type stubs leave out of `ray.remote`'s overloads
+        remote_options: dict[str, Any] = {"num_returns": 2, "max_retries": 0, "retry_exceptions": False,
+                                          "name": f"distributary:{task.name}", **options.options}
+        fn = ray.remote(**remote_options)(_batch_body(task_def, self._hub_name))
         self._fns[key] = (task, fn)
         return fn
 
@@ -455,7 +457,7 @@ class RayTaskRunner(RemoteTaskRunner):
     def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
         ctx = batch.calls[0].context if batch.calls else None
         options = ctx.get(_options_var, _NO_OPTIONS) if ctx is not None else _NO_OPTIONS
-        fn = self.remote_function(batch.task, options, task_ref)
+        fn = self.remote_function(batch.spec, options, task_ref)
         if task_ref.ref is None:
             batch.ref, summary = fn.remote(payload, *upstream_refs)
         else:
@@ -464,8 +466,8 @@ class RayTaskRunner(RemoteTaskRunner):
         batch.summary_ref = fut
         fut.add_done_callback(lambda _: self._batch_finished(batch))
 
-    def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException]:
-        out: list[BatchSummary | BaseException] = []
+    def _backend_collect(self, batches: list[Batch]) -> list[BatchSummary | BaseException | None]:
+        out: list[BatchSummary | BaseException | None] = []
         for b in batches:
             fut, b.summary_ref = b.summary_ref, None
             exc = fut.exception()
