@@ -1,6 +1,7 @@
 """The transition seam seen from the remote runners: a recording sink sees, for a `.map()` of 1,000 task runs on
-processes, Dask and Ray, every state of every run in the order the run went through them, including a retry
-after a failure and a run whose worker is killed each time it runs it (Crashed after its retry)."""
+processes, Dask and Ray, the 1,000 creations (in one event) and every state of every run in the order the run went
+through them, including a retry after a failure and a run whose worker is killed each time it runs it (Crashed
+after its retry)."""
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ FAILS_ONCE, KILLS = 7, 500
 
 
 class Recorder:
-    kinds = frozenset({"state_changed"})
+    kinds = frozenset({"state_changed", "task_runs_created"})
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
@@ -63,9 +64,14 @@ def test_sink_sees_every_state_of_every_run_in_order(kind, request, tmp_path):
     if kind == "dask":
         request.getfixturevalue("dask_processes").wait_for_workers()
     ids = {id(r): r for r in runs}
+    # one creation event for the .map(), holding the 1,000 task runs (the threads' test: tests/engine/)
+    created = [batch for kind, _, batch in sink.events if kind == "task_runs_created"
+               and any(id(r) in ids for r in batch)]
+    assert len(created) == 1 and len(created[0]) == N
+    assert {id(r) for r in created[0]} == set(ids)
     seen: dict[int, list] = {}
-    for _, run, state in sink.events:
-        if id(run) in ids:
+    for kind, run, state in sink.events:
+        if kind == "state_changed" and id(run) in ids:
             seen.setdefault(id(run), []).append(state)
     assert len(seen) == N
     for run in runs:
