@@ -181,6 +181,14 @@ class Flow(Generic[R]):
         serve(self.to_deployment(name or self.name, **deployment), limit=limit, pause_on_shutdown=pause_on_shutdown,
               print_starting_message=print_starting_message)
 
+    @classmethod
+    def from_source(cls, source: str, entrypoint: str) -> Flow:
+        """The flow at `entrypoint` ("path/file.py:function") in `source` (a folder or a git URL, cloned into
+        DISTRIBUTARY_HOME/sources/), ready for `.deploy(...)` or `.serve(...)` (Prefect's `flow.from_source`)."""
+        from .deployments.definition import from_source
+
+        return from_source(source, entrypoint)  # type: ignore[no-any-return]
+
     def deploy(self, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
                job_variables: dict[str, Any] | None = None, **deployment: Any) -> Any:
         """Register a deployment whose runs go to a work pool (Prefect's `flow.deploy`); returns its id. Keywords
@@ -365,5 +373,7 @@ def flow(__fn: Callable[..., R] | None = None, **options: Any) -> Any:
         return Flow(__fn, **options)
     return lambda fn: Flow(fn, **options)
 
+
+flow.from_source = Flow.from_source  # type: ignore[attr-defined]  # Prefect's `flow.from_source(...)`
 
 __all__ = ["Flow", "flow"]

@@ -24,6 +24,7 @@ def _register() -> None:
     app.add_typer(artifacts.app, name="artifact")
     app.add_typer(variables.app, name="variable")
     app.add_typer(deployments.app, name="deployment")
+    app.command("deploy")(deployments.deploy_command)
     work_pools.register(app)
     app.add_typer(config.config_app, name="config")
     app.add_typer(config.profile_app, name="profile")

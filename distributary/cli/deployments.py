@@ -140,3 +140,23 @@ def deployment_delete(name: str = typer.Argument(..., help="flow-name/deployment
     dep = _deployment(name)
     _storage().delete_deployment(dep.id)
     typer.echo(f"Deleted deployment {dep.full_name}")
+
+
+def deploy_command(entrypoint: str = typer.Argument(..., help="path/to/file.py:flow_function"),
+                   name: str = typer.Option(..., "--name", "-n", help="the deployment's name"),
+                   pool: str = typer.Option(..., "--pool", "-p", help="the work pool its runs go to"),
+                   cron: str | None = typer.Option(None, "--cron"),
+                   interval: float | None = typer.Option(None, "--interval", help="seconds"),
+                   rrule: str | None = typer.Option(None, "--rrule"),
+                   timezone: str | None = typer.Option(None, "--timezone"),
+                   param: list[str] | None = typer.Option(None, "--param", help="key=value (JSON values)"),
+                   tag: list[str] | None = typer.Option(None, "--tag"),
+                   job_variable: list[str] | None = typer.Option(None, "--job-variable", "-jv",
+                                                                 help="key=value (JSON values)"),
+                   paused: bool = typer.Option(False, "--paused")) -> None:
+    """Deploy a flow from its file to a work pool (`distributary deploy flows.py:etl -n nightly -p local`)."""
+    from ..deployments.definition import deploy, load_flow
+
+    flow = load_flow(entrypoint)
+    deploy(flow, name, pool, cron=cron, interval=interval, rrule=rrule, timezone=timezone,
+           parameters=_params(param, None), tags=tag, job_variables=_params(job_variable, None), paused=paused)

@@ -114,6 +114,9 @@ class RunnerDeployment:
         self.concurrency_limit, self.collision_strategy = _limit(concurrency_limit)
         self.paused = bool(paused)
         self.job_variables = dict(job_variables or {})
+        source = getattr(flow, "_deployment_source", None)  # a flow from `from_source`: its file there
+        if entrypoint is None and source is not None:
+            entrypoint, path = source
         if entrypoint is None:
             entrypoint, path = entrypoint_of(flow, path)
         self.entrypoint, self.path = entrypoint, path or os.getcwd()
@@ -203,3 +206,35 @@ def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, buil
           f"`distributary worker start --pool {work_pool_name}` and run it with "
           f"`distributary deployment run '{d.full_name}'`.")
     return dep.id
+
+
+def from_source(source: str, entrypoint: str) -> Any:
+    """The flow at `entrypoint` in `source`: a local folder, or a git repository URL (`https://...`, `git@...`,
+    `file:///path/repo`), cloned once into `DISTRIBUTARY_HOME/sources/` (and fast-forwarded on later calls).
+    Its deployments run it from there."""
+    import hashlib
+    import subprocess
+
+    from .. import settings
+
+    local = Path(source).expanduser()
+    if local.is_dir() and "://" not in source and not source.endswith(".git"):
+        base = local.resolve()  # a folder (a git checkout or not) is used where it is
+    else:
+        base = Path(settings.get("HOME")) / "sources" / hashlib.sha1(source.encode()).hexdigest()[:16]
+        git = ["git", "-c", "protocol.file.allow=always"]
+        try:
+            if (base / ".git").exists():
+                subprocess.run([*git, "-C", str(base), "pull", "--ff-only", "-q"], check=True, capture_output=True,
+                               text=True, timeout=300)
+            else:
+                base.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([*git, "clone", "-q", "--depth", "1", source, str(base)], check=True,
+                               capture_output=True, text=True, timeout=300)
+        except FileNotFoundError:
+            raise ConfigurationError(f"from_source({source!r}) needs git, which is not installed") from None
+        except subprocess.CalledProcessError as exc:
+            raise ConfigurationError(f"could not clone {source!r}: {exc.stderr.strip() or exc}") from None
+    flow = load_flow(entrypoint, str(base))
+    flow._deployment_source = (entrypoint, str(base))
+    return flow

@@ -102,3 +102,36 @@ def test_deploy_errors_say_what_to_do(pool, tmp_path):
         work.deploy("x", work_pool_name="k8s", image="my-registry/x:latest")
     with pytest.raises(ConfigurationError, match="unknown job variable"):
         work.deploy("x", work_pool_name="local", job_variables={"gpu": 1})
+
+
+def test_deploy_command_registers_a_pool_deployment(pool, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["deploy", "flows.py:work", "-n", "cli-made", "-p", "local", "--cron", "0 3 * * *", "--timezone",
+                 "Europe/Berlin", "--param", "mode=ok", "--tag", "cli", "-jv", 'env={"A": "1"}']) == 0
+    dep = get_storage().read_deployment_by_name("work/cli-made")
+    assert dep.work_pool_name == "local" and dep.parameters == {"mode": "ok"} and dep.tags == ["cli"]
+    assert dep.schedules[0].schedule == {"type": "cron", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                                         "day_or": True}
+    assert dep.job_variables == {"env": {"A": "1"}}
+    assert main(["deploy", "flows.py:work", "-n", "x", "-p", "missing"]) == 1
+
+
+def test_from_source_git_repository_deployed_and_run_by_a_worker(pool, tmp_path):
+    from distributary import flow
+
+    dep_id, marks, start_worker = pool
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pipeline.py").write_text(FLOWS.replace("def work(", "def from_git("))
+    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    src = flow.from_source(source=f"file://{repo}", entrypoint="pipeline.py:from_git")
+    new_id = src.deploy("from-git", work_pool_name="local")
+    dep = get_storage().read_deployment(new_id)
+    assert dep.entrypoint == "pipeline.py:from_git" and "sources" in dep.path and dep.path != str(repo)
+    run = get_storage().create_flow_run_from_deployment(new_id)
+    start_worker("git-worker")
+    wait_for(lambda: get_storage().read_flow_run(run.id).state_type == "COMPLETED", 120, "the run from git")
+    assert (marks / str(run.id)).exists()
+    with pytest.raises(ConfigurationError, match="could not clone"):
+        flow.from_source(source=f"file://{tmp_path}/nope.git", entrypoint="x.py:y")
