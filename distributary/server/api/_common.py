@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,13 +28,19 @@ def clean(value: Any) -> Any:
 
 class Body(BaseModel):
     """A request body: unknown fields are refused (422 names them); nulls and Prefect's default operator are
-    ignored."""
+    ignored, except in the fields named in `OPAQUE` (user data such as a variable's value, kept as sent)."""
     model_config = ConfigDict(extra="forbid")
+    OPAQUE: ClassVar[frozenset[str]] = frozenset({"value", "data", "parameters", "task_inputs", "metadata_",
+                                                   "state_details"})
 
     @model_validator(mode="before")
     @classmethod
     def _clean(cls, data: Any) -> Any:
-        return clean(data)
+        if not isinstance(data, dict):
+            return data
+        keep = cls.OPAQUE
+        return {k: v if k in keep else clean(v) for k, v in data.items()
+                if k in keep or (v is not None and not (k == "operator" and v == "and_"))}
 
 
 class Page(Body):

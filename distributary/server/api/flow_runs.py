@@ -54,10 +54,10 @@ class FlowRunsFilter(Page):
     sort: S.FlowRunSort | None = None
 
 
-def orchestration_result(state: Any, run_id: Any) -> dict[str, Any]:
+def orchestration_result(state: Any, *, flow_run_id: Any = None, task_run_id: Any = None) -> dict[str, Any]:
     """Prefect's OrchestrationResult: there are no orchestration rules yet, so every proposal is accepted."""
     return {"status": "ACCEPT", "details": {"type": "accept_details"},
-            "state": state_json(state, flow_run_id=run_id)}
+            "state": state_json(state, flow_run_id=flow_run_id, task_run_id=task_run_id)}
 
 
 @router.post("/", status_code=201)
@@ -97,7 +97,7 @@ def read_flow_run(flow_run_id: uuid.UUID, storage: Storage) -> JSONResponse:
 @router.post("/{flow_run_id}/set_state", status_code=201)
 def set_flow_run_state(flow_run_id: uuid.UUID, body: SetState, storage: Storage) -> JSONResponse:
     recorded = storage.set_flow_run_state(flow_run_id, body.state.to_state(), force=body.force)
-    return respond(orchestration_result(recorded, flow_run_id), 201)
+    return respond(orchestration_result(recorded, flow_run_id=flow_run_id), 201)
 
 
 @router.delete("/{flow_run_id}", status_code=204)

@@ -15,7 +15,7 @@ from ...schemas import sorting as S
 from ...states import State, StateType
 from ..deps import Storage
 from ._common import Body, Page, respond, state_json, task_run_json
-from .flow_runs import SetState, StateCreate
+from .flow_runs import SetState, StateCreate, orchestration_result
 
 router = APIRouter(prefix="/task_runs", tags=["task runs"])
 states_router = APIRouter(prefix="/task_run_states", tags=["task runs"])
@@ -111,8 +111,7 @@ def set_task_run_state(task_run_id: uuid.UUID, body: SetState, storage: Storage)
         start=run.start_time.timestamp() if run.start_time else None,
         end=run.end_time.timestamp() if run.end_time else None)
     storage.write(batch)
-    return respond({"status": "ACCEPT", "details": {"type": "accept_details"},
-                    "state": state_json(storage.read_task_run(task_run_id).state, task_run_id=task_run_id)}, 201)
+    return respond(orchestration_result(storage.read_task_run(task_run_id).state, task_run_id=task_run_id), 201)
 
 
 @states_router.get("/")
