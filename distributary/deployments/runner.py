@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,7 +52,7 @@ class Runner:
 
     def __init__(self, name: str | None = None, limit: int | None = None, query_seconds: float | None = None,
                  pause_on_shutdown: bool = True, storage: Any = None):
-        self.name = name or f"runner-{os.getpid()}"
+        self.name = name or f"serve-{socket.gethostname()}-{os.getpid()}"
         self.limit = limit
         self.query_seconds = query_seconds if query_seconds is not None else _poll_interval()
         self.pause_on_shutdown = pause_on_shutdown
@@ -121,12 +122,18 @@ class Runner:
 
     def tick(self) -> None:
         """One pass: schedule, mark Late, cancel, reap, start due runs."""
+        from ..runstore.work_pools import SERVE_POOL
+
         ids = list(self.deployments)
         now = time.monotonic()
+        self.storage.worker_heartbeat(SERVE_POOL, self.name)
         if now - self._last_schedule >= SCHEDULE_EVERY:
             self._last_schedule = now
             for did in ids:
                 self.storage.schedule_runs(did)
+            timeout = float(settings.get("WORKER_HEARTBEAT_TIMEOUT"))
+            for rid in self.storage.crash_orphaned_runs(SERVE_POOL, timeout=timeout):
+                _log.warning("Flow run %s was Crashed: the serve() process running it stopped.", rid)
         self.storage.mark_late_runs(deployment_ids=ids)
         self._cancel_requested()
         self._reap()
@@ -146,7 +153,7 @@ class Runner:
                     self.storage.set_flow_run_state(run.id, S.Cancelled(
                             message=f"Deployment concurrency limit of {limit} reached (CANCEL_NEW)."))
                 continue  # ENQUEUE: it waits for a slot
-            if self.storage.claim_flow_run(run.id):
+            if self.storage.claim_flow_run(run.id, worker_name=self.name):
                 self._launch(run, self.deployments[did])
 
     def _job(self, run: Any, deployment: Any) -> tuple[list[str], str | None, dict[str, str]]:

@@ -23,6 +23,7 @@ pool_t, worker_t = TABLES["work_pool"], TABLES["worker"]
 POOL_TYPES = ("process", "dask", "ray", "docker", "kubernetes")
 ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.CANCELLING.value)
 HEARTBEAT_TIMEOUT = 90.0  # seconds without a heartbeat after which a worker's runs are Crashed
+SERVE_POOL = "(serve)"    # the heartbeats of serve() processes: their runs are in no pool
 
 
 def _ts(value: float | None) -> dt.datetime | None:
@@ -187,17 +188,20 @@ class WorkPoolStorage:
             return [self._flow_run(r) for r in conn.execute(sa.select(flow_run_t).where(c.id.in_(claimed)))]
 
     def crash_orphaned_runs(self, work_pool_name: str, timeout: float = HEARTBEAT_TIMEOUT) -> list[str]:
-        """Runs of the pool left Pending/Running by a worker whose heartbeat stopped `timeout` s ago: Crashed."""
+        """Runs of the pool left Pending/Running by a worker whose heartbeat stopped `timeout` s ago: Crashed.
+        `SERVE_POOL`: the runs of serve() processes (which heartbeat under that name)."""
         c = flow_run_t.c
+        in_pool = c.work_pool_name.is_(None) if work_pool_name == SERVE_POOL else c.work_pool_name == work_pool_name
         now = time.time()
         dead = sa.select(worker_t.c.name).where(worker_t.c.work_pool_name == work_pool_name,
                                                 worker_t.c.last_heartbeat < now - timeout)
         with self.engine.begin() as conn:
             ids = [r.id for r in conn.execute(sa.select(c.id).where(
-                c.work_pool_name == work_pool_name, c.state_type.in_(ACTIVE), c.worker_name.in_(dead)))]
+                in_pool, c.state_type.in_(ACTIVE), c.worker_name.in_(dead)))]
             if not ids:
                 return []
-            msg = f"The worker running this flow run stopped sending heartbeats for {timeout:g} s."
+            who = "serve() process" if work_pool_name == SERVE_POOL else "worker"
+            msg = f"The {who} running this flow run stopped sending heartbeats for {timeout:g} s."
             conn.execute(sa.update(flow_run_t).where(c.id.in_(ids), c.state_type.in_(ACTIVE)).values(
                 state_type=StateType.CRASHED.value, state_name="Crashed", state_message=msg, state_ts=now))
             conn.execute(state_t.insert(), [{"run_id": i, "type": StateType.CRASHED.value, "name": "Crashed",

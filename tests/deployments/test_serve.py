@@ -104,3 +104,18 @@ def test_cancelling_a_run_that_has_not_started_cancels_it_at_once(run_home, tmp_
     run = run_deployment("work/later", timeout=0)
     st = get_storage()
     assert st.cancel_flow_run(run.id).state_type == "CANCELLED"
+
+
+def test_a_serve_process_killed_with_sigkill_leaves_no_run_running(served, monkeypatch):
+    start, marks = served
+    doomed = start("on-demand", "on-demand")
+    run = run_deployment("work/on-demand", parameters={"mode": "sleep"}, timeout=0)
+    wait_for(lambda: (marks / "started").exists(), what="the run to start")
+    doomed.kill()  # no cleanup at all; the run's process dies with it
+    doomed.wait(30)
+    monkeypatch.setenv("DISTRIBUTARY_WORKER_HEARTBEAT_TIMEOUT", "3")
+    start("on-demand", "on-demand")  # the next serve() notices the missing heartbeats
+    st = get_storage()
+    final = wait_for(lambda: (r := st.read_flow_run(run.id)).state_type == "CRASHED" and r, timeout=120,
+                     what="Crashed")
+    assert "serve() process" in final.state.message
