@@ -36,14 +36,17 @@ knowledge (`running=None`) it resends a multi-run batch one run per task to find
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from .driver import Batch
     from .worker import BatchResult, BatchSummary
 
+# The driver's batch type (driver.Batch): the driver subclasses RemoteBackend[Batch], so this module needs no
+# import of the driver that subclasses it.
+Batch = TypeVar("Batch")
 
-class RemoteBackend(ABC):
+
+class RemoteBackend(ABC, Generic[Batch]):
     """The hooks a backend of `RemoteTaskRunner` implements (see the module docstring)."""
 
     @abstractmethod

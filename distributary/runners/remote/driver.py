@@ -190,7 +190,7 @@ class _Feeder:
 
 
 
-class RemoteTaskRunner(RemoteBackend, TaskRunner):
+class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     """Driver side of a remote runner: batches, gating on upstream futures, the feeder, outcomes, worker death.
 
     A backend subclasses it and implements the hooks of `RemoteBackend` (remote/backend.py).
