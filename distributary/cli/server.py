@@ -41,6 +41,9 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
                f"run store {redact(url)}")
     if settings.get("SERVER_API_AUTH_STRING"):
         typer.echo("basic auth is on (DISTRIBUTARY_SERVER_API_AUTH_STRING)")
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host} without auth: anyone who can reach it can read and change the "
+                   "run store; set DISTRIBUTARY_SERVER_API_AUTH_STRING=user:password", err=True)
     # uvicorn stops gracefully on SIGTERM and SIGINT (stops accepting, finishes the requests in flight), then
     # raises the signal again with the handlers it found: these make that a normal exit (code 0).
     for sig in (signal.SIGTERM, signal.SIGINT):

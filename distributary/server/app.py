@@ -112,7 +112,12 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
     `cors_origins` and `max_body_bytes` default to the `DISTRIBUTARY_SERVER_*` settings."""
     from .. import __version__
     from .api import api_router
-    from .ui import router as ui_router
+    try:
+        from .ui import router as ui_router
+    except ImportError as exc:  # jinja2 or markdown-it-py missing
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError(f"the web UI ({exc.name})", "server", exc) from exc
 
     app = DistributaryApp(ServedStore(database_url, storage), title="distributary", version=__version__,
                           docs_url="/docs", redoc_url=None, openapi_url="/api/openapi.json",
