@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import urllib.parse
 import uuid
@@ -57,6 +58,7 @@ class ApiRunStorage:
         self._auth = str(settings.get("API_AUTH_STRING")) if auth_string is None else auth_string
         self._timeout = float(settings.get("API_REQUEST_TIMEOUT")) if timeout is None else timeout
         self._client: Any = None
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self.chunk_rows = CHUNK_ROWS
 
@@ -70,9 +72,10 @@ class ApiRunStorage:
 
     # -- HTTP --------------------------------------------------------------------------------------------------
     def _http(self) -> Any:
-        if self._client is None:
+        if self._client is None or self._pid != os.getpid():  # a forked worker opens its own connections
             with self._lock:
-                if self._client is None:
+                if self._client is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
                     import httpx
 
                     headers = {"User-Agent": "distributary"}

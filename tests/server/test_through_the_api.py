@@ -167,3 +167,31 @@ def test_client_writes_go_to_the_server(api_env):
     assert client.read_flow_run(run.id).state_type.value == "CANCELLED"
     client.delete_flow_run(run.id)
     assert client.read_flow_runs() == [] and client.read_task_runs() == []
+
+
+def test_artifacts_and_logs_from_process_workers_reach_the_server(server):
+    server.run_flow("""
+        from distributary import flow, task, get_run_logger
+        from distributary.artifacts import create_markdown_artifact
+        from distributary.task_runners import ProcessPoolTaskRunner
+
+        @task
+        def report(i):
+            get_run_logger().info("worker %d reporting", i)
+            create_markdown_artifact(f"# part {i}", key=f"part-{i}")
+            return i
+
+        @flow(name="on-processes", task_runner=ProcessPoolTaskRunner(max_workers=2))
+        def on_processes():
+            return sum(report.map(range(4)).result())
+
+        if __name__ == "__main__":
+            assert on_processes() == 6
+    """)
+    with server.http() as http:
+        keys = {a["key"] for a in http.post("artifacts/latest/filter", json={}).json()}
+        logs = [lg["message"] for lg in http.post("logs/filter", json={"limit": 200}).json()]
+        done = http.post("task_runs/count", json={"task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
+    assert keys == {f"part-{i}" for i in range(4)}
+    assert {f"worker {i} reporting" for i in range(4)} <= set(logs)
+    assert done.json() == 4
