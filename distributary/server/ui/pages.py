@@ -87,7 +87,7 @@ def static(name: str) -> Response:
     if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
         raise HTTPException(404, f"no static file {name!r}")
     return Response(path.read_bytes(), media_type=STATIC_TYPES[path.suffix],
-                    headers={"Cache-Control": "max-age=300"})
+                    headers={"Cache-Control": "max-age=86400"})  # pages link it with a digest
 
 
 # -- dashboard ----------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ with raw HTML disabled, artifacts, times and durations."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +118,20 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+@cache
+def asset(name: str) -> str:
+    """The URL of a static file, with a digest of its content so that browsers never keep a stale copy."""
+    digest = hashlib.sha256((HERE / "static" / name).read_bytes()).hexdigest()[:12]
+    return f"/ui-static/{name}?v={digest}"
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ts=ts, iso=iso, duration=duration, run_duration=run_duration, level_name=level_name,
                        pretty_json=pretty_json, markdown=markdown, cell=cell, progress=progress)
-    env.globals.update(table=table, safe_image_url=safe_image_url)
+    env.globals.update(table=table, safe_image_url=safe_image_url, asset=asset)
     return env
 
 
