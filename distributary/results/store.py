@@ -279,15 +279,19 @@ class ResultStore:
     def check(self) -> None:
         """Raise `ResultStoreError` (naming the bucket and what to do) unless the store's endpoint answers and
         its bucket or container exists. One small request; nothing to check for a local folder or memory://
-        (folders are made on the first write)."""
+        (folders are made on the first write). Access denied to the bucket itself passes: object permissions
+        without bucket permissions are common, and the reads and writes say if they are denied."""
         protocol = self.fs.protocol
         if self.is_local or "memory" in ((protocol,) if isinstance(protocol, str) else tuple(protocol)):
             return
         bucket = self.base_path.split("/", 1)[0]
         url = self.fs.unstrip_protocol(bucket)
-        info = self._io("reach the bucket", url, self.fs.info, bucket)
-        if info.get("type") not in ("directory", None):
-            raise ResultStoreError(f"The result store {self.url}: {url} is not a bucket or container.")
+        try:
+            self._io("reach the bucket", url, self.fs.info, bucket)
+        except ResultStoreError as exc:
+            if exc.__cause__ is not None and _is_denied(exc.__cause__):
+                return  # credentials may read and write objects without the right to look at the bucket
+            raise
 
     def lease(self, key: str, ttl: float | None = None, timeout: float | None = None) -> "Lease":
         """A lease on `key`: a context manager that waits (polling with backoff) until no one else holds it, then
