@@ -102,6 +102,7 @@ def dashboard(request: Request, window: str = "24h") -> HTMLResponse:
     counts = q.flow_run_state_counts(st, since=since)
     return _page("dashboard.html", "dashboard", window=window, windows=list(WINDOWS), hist=hist,
                  counts=q.ordered_states(counts), total=sum(counts.values()),
+                 state_order=q.STATE_ORDER,
                  failures=q.recent_failures(st, limit=10), all_counts=q.ordered_states(q.flow_run_state_counts(st)))
 
 
