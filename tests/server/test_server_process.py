@@ -44,3 +44,19 @@ def test_database_upgrade_creates_and_reset_empties_the_store(tmp_path):
     reset = _cli(home, "server", "database", "reset", "--yes")
     assert reset.returncode == 0, reset.stderr
     assert _cli(home, "variable", "get", "answer").returncode == 1
+
+
+def test_database_upgrade_and_reset_on_postgresql(tmp_path, api_pg_server):
+    url = api_pg_server.create_database("reset_me")
+    env = {**base_env(), "DISTRIBUTARY_HOME": str(tmp_path / "home"), "DISTRIBUTARY_API_DATABASE_CONNECTION_URL": url}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "distributary", *args], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    assert cli("server", "database", "upgrade").returncode == 0
+    assert cli("variable", "set", "answer", "42").returncode == 0
+    reset = cli("server", "database", "reset", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert cli("variable", "get", "answer").returncode == 1
+    assert cli("variable", "set", "answer", "43").returncode == 0  # the schema is back
