@@ -294,7 +294,7 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
                     raise
                 except FlowRunTimeoutError as exc:
                     state = S.TimedOut(message=str(exc), data=exc)
-                    runner.cancel_all(f"flow run {run.name!r} timed out")  # shutdown must not wait for them  # shutdown must not wait for them
+                    runner.cancel_all(f"flow run {run.name!r} timed out")  # shutdown must not wait for them
                 except BaseException as exc:
                     state = S.Failed(message=f"Flow run encountered an exception. {type(exc).__name__}: {exc}",
                                      data=exc)
