@@ -96,8 +96,9 @@ def flow_run_json(run: O.FlowRun) -> dict[str, Any]:
              expected_start_time=_iso(run.expected_start_time))
     d["state"] = state_json(run.state, flow_run_id=run.id)
     d["state_id"] = d["state"]["id"] if d["state"] else None
-    d.update(deployment_id=None, work_queue_name=None, work_pool_name=None, idempotency_key=None, context={},
-             auto_scheduled=False, infrastructure_pid=None, created_by=None)
+    d.update(deployment_id=_str(run.deployment_id), work_queue_name=None, work_pool_name=run.work_pool_name,
+             idempotency_key=run.idempotency_key, context={}, auto_scheduled=run.auto_scheduled,
+             job_variables=run.job_variables, infrastructure_pid=None, created_by=None)
     return d
 
 
