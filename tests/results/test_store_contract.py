@@ -242,9 +242,11 @@ def test_a_record_naming_another_serializer_says_so(store_url: StoreTarget) -> N
 
 def test_lease_is_exclusive_and_renewed_while_held(store_url: StoreTarget) -> None:
     store = store_url.store()
-    with store.lease("k", ttl=0.6) as held:
+    # A ttl of seconds, not tenths: each renewal is three requests, and an emulated bucket on a loaded machine can
+    # take longer than a tenths-of-a-second ttl to answer them (the lease then expires, as it should).
+    with store.lease("k", ttl=3.0) as held:
         assert held.held
-        time.sleep(1.0)  # longer than the ttl: only renewal keeps it
+        time.sleep(4.0)  # longer than the ttl: only renewal keeps it
         with pytest.raises(LockTimeoutError, match=store.url):
             store.lease("k", ttl=5, timeout=0.3).acquire()
         assert not held.lost
