@@ -24,9 +24,9 @@ __all__ = ["flow", "Flow", "task", "Task", "unmapped", "quote", "allow_failure",
 def serve(*deployments: object, **kwargs: object) -> None:
     """Serve several deployments from one process (`distributary.serve(a.to_deployment("a"), ...)`); see
     `distributary.deployments.runner.serve`."""
-    from .deployments.runner import serve as _serve
+    from .flows import _deployments  # the app is a layer above: named, imported on first use
 
-    _serve(*deployments, **kwargs)  # type: ignore[arg-type]
+    _deployments("runner:serve")(*deployments, **kwargs)
 
 
 __all__ += ["serve"]

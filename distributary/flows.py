@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from . import settings
 from . import states as S
+from ._registry import load_dotted
 from .context import FlowRunContext, deployment_run, flow_run_ctx
 from .engine import CALL, async_caller, attempts, core, drive, drive_async, run_hook, sync_caller, transitions
 from .engine.spec import FlowSpec
@@ -26,6 +27,13 @@ from .states import State
 from .tasks import Binder, _check_hooks, bind_method, check_retry_options, check_timeout, rewrap_method, unwrap_method
 
 R = TypeVar("R")
+
+
+def _deployments(path: str) -> Any:
+    """An object of the deployments app ("module:attr" under `distributary.deployments`). The app is a layer
+    above the public API, so Prefect's `flow.serve()`, `to_deployment()`, `deploy()` and `from_source()` name it
+    and import it on first use (as the runner registry does), instead of importing upwards."""
+    return load_dotted(f"distributary.deployments.{path}", "The deployments app")
 
 
 class Flow(Generic[R]):
@@ -89,8 +97,9 @@ class Flow(Generic[R]):
         spec: FlowSpec | None = self.__dict__.get("_spec")
         if spec is None:
             spec = self.__dict__["_spec"] = FlowSpec(
-                owner=self, name=self.name, version=self.version, invoke=self._binder.invoke, isasync=self.isasync,
-                flow_run_name=self.flow_run_name, retries=self.retries, retry_delays=self._retry_delays,
+                owner=self, name=self.name, version=self.version, invoke=self._binder.invoke,
+                signature=self._binder.sig, isasync=self.isasync, flow_run_name=self.flow_run_name,
+                retries=self.retries, retry_delays=self._retry_delays,
                 timeout_seconds=self.timeout_seconds, persist_result=self.persist_result,
                 result_storage=self.result_storage, result_serializer=self.result_serializer,
                 cache_result_in_memory=self.cache_result_in_memory, log_prints=self.log_prints,
@@ -164,9 +173,7 @@ class Flow(Generic[R]):
                       description: str | None = None, version: str | None = None, concurrency_limit: Any = None,
                       paused: bool = False, job_variables: dict[str, Any] | None = None) -> Any:
         """A deployment of this flow (`distributary.deployments.RunnerDeployment`) for `distributary.serve()`."""
-        from .deployments.definition import RunnerDeployment
-
-        return RunnerDeployment.from_flow(
+        return _deployments("definition:RunnerDeployment.from_flow")(
             self, name, cron=cron, interval=interval, rrule=rrule, schedules=schedules, timezone=timezone,
             anchor_date=anchor_date, parameters=parameters, tags=tags, description=description, version=version,
             concurrency_limit=concurrency_limit, paused=paused, job_variables=job_variables)
@@ -176,8 +183,7 @@ class Flow(Generic[R]):
         """Register a deployment of this flow and run its scheduled and triggered runs, each in a subprocess,
         until SIGTERM or Ctrl-C (Prefect's `flow.serve`). Keywords: cron=, interval=, rrule=, schedules=[...],
         timezone=, parameters=, tags=, description=, version=, concurrency_limit=, paused=."""
-        from .deployments.runner import serve
-
+        serve = _deployments("runner:serve")
         serve(self.to_deployment(name or self.name, **deployment), limit=limit, pause_on_shutdown=pause_on_shutdown,
               print_starting_message=print_starting_message)
 
@@ -185,17 +191,13 @@ class Flow(Generic[R]):
     def from_source(cls, source: str, entrypoint: str) -> Flow:
         """The flow at `entrypoint` ("path/file.py:function") in `source` (a folder or a git URL, cloned into
         DISTRIBUTARY_HOME/sources/), ready for `.deploy(...)` or `.serve(...)` (Prefect's `flow.from_source`)."""
-        from .deployments.definition import from_source
-
-        return from_source(source, entrypoint)  # type: ignore[no-any-return]
+        return _deployments("definition:from_source")(source, entrypoint)  # type: ignore[no-any-return]
 
     def deploy(self, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
                job_variables: dict[str, Any] | None = None, **deployment: Any) -> Any:
         """Register a deployment whose runs go to a work pool (Prefect's `flow.deploy`); returns its id. Keywords
         as `serve()`: cron=, interval=, rrule=, schedules=, parameters=, tags=, concurrency_limit=, ..."""
-        from .deployments.definition import deploy
-
-        return deploy(self, name, work_pool_name, image=image, build=build, push=push, job_variables=job_variables,
+        return _deployments("definition:deploy")(self, name, work_pool_name, image=image, build=build, push=push, job_variables=job_variables,
                       **deployment)
 
     def visualize(self, *args: Any, **kwargs: Any) -> None:

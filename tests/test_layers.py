@@ -20,9 +20,6 @@ KNOWN_UPWARD = {
     (D + "runstore", D + "engine.transitions"), (D + "runstore.sink", D + "engine.transitions"),
     # Prefect's utilities.annotations re-export the engine's argument wrappers.
     (D + "utilities.annotations", D + "engine.resolve"),
-    # flow.serve() / flow.to_deployment() and distributary.serve() hand over to the deployments app (Prefect's API).
-    (D + "flows", D + "deployments.definition"), (D + "flows", D + "deployments.runner"),
-    ("distributary", D + "deployments.runner"),
 }
 # Cycles in code other engineers are rewriting (the result store).
 IN_FLIGHT_CYCLES = [

@@ -120,9 +120,8 @@ class RunnerDeployment:
         if entrypoint is None:
             entrypoint, path = entrypoint_of(flow, path)
         self.entrypoint, self.path = entrypoint, path or os.getcwd()
-        unknown = sorted(set(self.parameters) - set(flow._binder.sig.parameters)) if not any(
-            p.kind == p.VAR_KEYWORD for p in flow._binder.sig.parameters.values()) else []
-        self.unknown_parameters = unknown  # kept (Prefect accepts them too); runs get only the known ones
+        # kept (Prefect accepts them too); runs get only the known ones
+        self.unknown_parameters = flow.spec.unknown_parameters(self.parameters)
 
     @classmethod
     def from_flow(cls, flow: Any, name: str, *, cron: str | None = None, interval: Any = None,

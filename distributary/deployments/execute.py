@@ -17,14 +17,11 @@ _log = logging.getLogger("distributary.deployments")
 
 def accepted_parameters(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameters the flow's function takes (others are logged and left out)."""
-    sig = flow._binder.sig.parameters
-    if any(p.kind == p.VAR_KEYWORD for p in sig.values()):
-        return dict(parameters)
-    unknown = sorted(set(parameters) - set(sig))
+    unknown = flow.spec.unknown_parameters(parameters)
     if unknown:
         _log.warning("Flow %r does not take parameter(s) %s of its deployment; they are left out.", flow.name,
                      ", ".join(unknown))
-    return {k: v for k, v in parameters.items() if k in sig}
+    return {k: v for k, v in parameters.items() if k not in unknown}
 
 
 def execute(flow_run_id: str) -> int:

@@ -8,7 +8,8 @@ task shipped to a worker is pickled once however many specs and calls refer to i
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class FlowSpec:
     name: str
     version: str | None
     invoke: Callable[..., Any]
+    signature: inspect.Signature  # of the flow's function: the parameters a run (or a deployment) may give
     isasync: bool
     flow_run_name: Any
     retries: int
@@ -79,6 +81,13 @@ class FlowSpec:
     on_failure: tuple[Hook, ...]
     on_cancellation: tuple[Hook, ...]
     on_crashed: tuple[Hook, ...]
+
+    def unknown_parameters(self, names: Iterable[str]) -> list[str]:
+        """The names among `names` the flow's function does not take, sorted (none when it takes **kwargs)."""
+        params = self.signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return []
+        return sorted(set(names) - set(params))
 
     def __reduce__(self) -> tuple[Any, tuple[Any]]:
         return _get_spec, (self.owner,)

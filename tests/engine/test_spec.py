@@ -65,6 +65,16 @@ def test_flow_spec_and_runs_read_it():
     assert adding(2) == 3
 
 
+def test_flow_spec_names_the_parameters_a_flow_does_not_take():
+    @flow
+    def takes_kwargs(n: int, **rest: int) -> int:
+        return n
+
+    assert adding.spec.unknown_parameters({"n": 1, "source": "x", "b": 2}) == ["b", "source"]
+    assert adding.spec.unknown_parameters(["n"]) == []
+    assert takes_kwargs.spec.unknown_parameters({"n": 1, "source": "x"}) == []  # **kwargs takes any name
+
+
 def test_hooks_added_after_definition_run():
     seen = []
     t = add.with_options(retries=0)
@@ -77,7 +87,8 @@ def _private_reads(path: Path) -> list[str]:
     """`task._x` / `flow._x` / `<...>.task._x` / `<...>.flow._x` attribute reads in one module."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if not (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
             continue
         v = node.value
         name = v.id if isinstance(v, ast.Name) else v.attr if isinstance(v, ast.Attribute) else None
@@ -86,8 +97,8 @@ def _private_reads(path: Path) -> list[str]:
     return found
 
 
-def test_engine_and_runners_read_no_private_task_or_flow_attributes():
-    found = [hit for part in ("engine", "runners") for p in sorted((PKG / part).rglob("*.py"))
+def test_engine_runners_and_deployments_read_no_private_task_or_flow_attributes():
+    found = [hit for part in ("engine", "runners", "deployments") for p in sorted((PKG / part).rglob("*.py"))
              for hit in _private_reads(p)]
     assert found == []
 
