@@ -15,17 +15,11 @@ from ..schedules import Schedule, construct_schedule
 
 
 def deployment_storage() -> Any:
-    """The configured run store, if it can hold deployments: the database (embedded SQLite or PostgreSQL). Over a
-    server (DISTRIBUTARY_API_URL) deployments are not served yet: a clear error instead of a missing method."""
+    """The configured run store: the database (embedded SQLite or PostgreSQL), or the server's API when
+    DISTRIBUTARY_API_URL is set."""
     from ..runstore import get_storage
 
-    storage = get_storage()
-    if not hasattr(storage, "create_deployment"):
-        raise ConfigurationError(
-            "deployments, work pools and workers use the run store's database directly, and DISTRIBUTARY_API_URL "
-            "points at a server, whose API has no deployment routes yet: unset DISTRIBUTARY_API_URL (and set "
-            "DISTRIBUTARY_API_DATABASE_CONNECTION_URL to the server's database to share it)")
-    return storage
+    return get_storage()
 
 
 def entrypoint_of(flow: Any, base: str | None = None) -> tuple[str, str]:

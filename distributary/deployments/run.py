@@ -26,10 +26,7 @@ def run_deployment(name: str | uuid.UUID, parameters: dict[str, Any] | None = No
         dep = storage.read_deployment_by_name(str(name))
     run = storage.create_flow_run_from_deployment(dep.id, parameters=parameters, tags=tags,
                                                   scheduled_time=scheduled_time, idempotency_key=idempotency_key,
-                                                  job_variables=job_variables)
-    if flow_run_name:
-        storage.rename_flow_run(run.id, flow_run_name)
-        run = storage.read_flow_run(run.id)
+                                                  job_variables=job_variables, name=flow_run_name)
     if timeout == 0:
         return run
     deadline = None if timeout is None else time.monotonic() + timeout

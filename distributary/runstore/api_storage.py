@@ -23,6 +23,7 @@ from ..errors import ObjectNotFound, RunStoreError
 from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
+from .api_deployments import ApiDeploymentStorage
 from .batch import Batch
 
 CHUNK_ROWS = 20_000   # rows per ingest request (about 10 MB of task runs with their histories)
@@ -50,7 +51,7 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-class ApiRunStorage:
+class ApiRunStorage(ApiDeploymentStorage):
     """The `RunStorage` interface over a distributary server's API at `url` (`http://host:4200/api`)."""
 
     def __init__(self, url: str, auth_string: str | None = None, timeout: float | None = None):
@@ -63,7 +64,7 @@ class ApiRunStorage:
         self.chunk_rows = CHUNK_ROWS
 
     def __getattr__(self, name: str) -> Any:
-        # storage methods the API does not serve yet (deployments, work pools: their routes come with them)
+        # storage methods the API does not serve yet
         if name.startswith("_"):
             raise AttributeError(name)
         raise NotServed(f"`{name}` is not available through the server API at {self.url} yet: unset "

@@ -32,6 +32,8 @@ FINAL = {t.value for t in FINAL_TYPES}
 MAX_RUNS, MIN_RUNS = 100, 3
 MAX_AHEAD, MIN_AHEAD = dt.timedelta(days=100), dt.timedelta(hours=1)
 LATE_AFTER = 15.0  # seconds past its scheduled time a run that has not started becomes Late
+INSERT_ROWS = 500  # runs per INSERT statement (SQLite allows 32,766 bound values; a run row has 22)
+SCHEDULE_CHUNK = 100  # deployments per scheduler transaction (each locked while its runs are inserted)
 
 
 def _ts(value: float | None) -> dt.datetime | None:
@@ -277,14 +279,15 @@ class DeploymentStorage:
                                                                          **(job_variables or {})}}
 
     def _insert_runs(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[str]:
-        """Insert runs, skipping any whose idempotency key exists (ON CONFLICT DO NOTHING); the ids inserted."""
+        """Insert runs in bulk, skipping any whose idempotency key exists (one INSERT ... ON CONFLICT DO NOTHING
+        per `INSERT_ROWS` rows, on SQLite and PostgreSQL alike); the ids inserted."""
         # RETURNING, not rowcount: psycopg reports no row count for a skipped ON CONFLICT insert
-        stmt = (_insert(self.dialect, flow_run_t).on_conflict_do_nothing(index_elements=["flow_id", "idempotency_key"])
-                .returning(flow_run_t.c.id))
-        inserted = []
-        for row in rows:
-            if conn.execute(stmt, row).first() is not None:
-                inserted.append(row["id"])
+        inserted: list[str] = []
+        for i in range(0, len(rows), INSERT_ROWS):
+            part = rows[i:i + INSERT_ROWS]
+            stmt = (_insert(self.dialect, flow_run_t).values(part)
+                    .on_conflict_do_nothing(index_elements=["flow_id", "idempotency_key"]).returning(flow_run_t.c.id))
+            inserted.extend(r.id for r in conn.execute(stmt))
         if inserted:
             by_id = {r["id"]: r for r in rows}
             conn.execute(state_t.insert(), [
@@ -297,9 +300,11 @@ class DeploymentStorage:
                                         parameters: dict[str, Any] | None = None, tags: Iterable[str] | None = None,
                                         scheduled_time: dt.datetime | None = None,
                                         idempotency_key: str | None = None,
-                                        job_variables: dict[str, Any] | None = None) -> O.FlowRun:
-        """A `Scheduled` run of the deployment (now, or at `scheduled_time`). With an `idempotency_key` already
-        used for this flow, the existing run is returned and nothing is created."""
+                                        job_variables: dict[str, Any] | None = None,
+                                        name: str | None = None) -> O.FlowRun:
+        """A `Scheduled` run of the deployment (now, or at `scheduled_time`; named `name` or a generated name).
+        With an `idempotency_key` already used for this flow, the existing run is returned and nothing is
+        created."""
         now = time.time()
         with self.engine.begin() as conn:
             dep = conn.execute(sa.select(deployment_t).where(deployment_t.c.id == str(deployment_id))).first()
@@ -308,6 +313,8 @@ class DeploymentStorage:
             row = self._run_row(dep, parameters=parameters, tags=tags, scheduled_time=_epoch(scheduled_time, now) or now,
                                 idempotency_key=idempotency_key, auto_scheduled=False, job_variables=job_variables,
                                 now=now)
+            if name:
+                row["name"] = name
             if not self._insert_runs(conn, [row]):
                 got = conn.execute(sa.select(flow_run_t).where(flow_run_t.c.flow_id == dep.flow_id,
                                                                flow_run_t.c.idempotency_key == idempotency_key)).first()
@@ -348,30 +355,47 @@ class DeploymentStorage:
     def schedule_runs(self, deployment_id: uuid.UUID | str, now: dt.datetime | None = None,
                       max_runs: int = MAX_RUNS, min_runs: int = MIN_RUNS, max_ahead: dt.timedelta = MAX_AHEAD,
                       min_ahead: dt.timedelta = MIN_AHEAD) -> int:
-        """Create the deployment's upcoming auto-scheduled runs; how many were new. Safe to call from any number
-        of processes at once: each run's key is `scheduled {deployment} {schedule} {time}`, and the unique index
-        drops a second insert of it. The schedules are read under a lock on the deployment in the same
-        transaction, so a schedule replaced meanwhile never gets runs."""
+        """Create the deployment's upcoming auto-scheduled runs; how many were new (see `schedule_many`)."""
+        return self.schedule_many([deployment_id], now=now, max_runs=max_runs, min_runs=min_runs,
+                                  max_ahead=max_ahead, min_ahead=min_ahead)
+
+    def schedule_many(self, deployment_ids: Iterable[Any] | None = None, now: dt.datetime | None = None,
+                      max_runs: int = MAX_RUNS, min_runs: int = MIN_RUNS, max_ahead: dt.timedelta = MAX_AHEAD,
+                      min_ahead: dt.timedelta = MIN_AHEAD) -> int:
+        """Create the upcoming auto-scheduled runs of these deployments (default: every deployment that is not
+        paused); how many were new. Safe to call from any number of processes at once: each run's key is
+        `scheduled {deployment} {schedule} {time}`, and the unique index drops a second insert of it. The
+        schedules are read under a lock on their deployments in the same transaction, so a schedule replaced
+        meanwhile never gets runs. `SCHEDULE_CHUNK` deployments per transaction, their runs in bulk inserts."""
         start = now or dt.datetime.now(dt.timezone.utc)
         t0 = time.time()
-        did = str(deployment_id)
-        with self.engine.begin() as conn:
-            dep = self._lock_deployment(conn, did)
-            if dep is None or dep.paused:
-                return 0
-            rows = []
-            for s in self._schedules(conn, [did]).get(did, []):
-                if not s.active:
-                    continue
-                sched = s.as_schedule()
-                dates = sched.get_dates(max_runs, start=start, end=start + max_ahead)
-                for i, at in enumerate(dates):
-                    if i >= min_runs and at > start + min_ahead:
-                        break
-                    rows.append(self._run_row(dep, parameters=s.parameters, tags=None, scheduled_time=at.timestamp(),
-                                              idempotency_key=f"scheduled {did} {s.id} {at.isoformat()}",
-                                              auto_scheduled=True, job_variables=None, now=t0))
-            return len(self._insert_runs(conn, rows))
+        if deployment_ids is None:
+            with self._read() as conn:
+                ids = [r.id for r in conn.execute(sa.select(deployment_t.c.id).where(deployment_t.c.paused.is_(False))
+                                                  .order_by(deployment_t.c.id))]
+        else:
+            ids = sorted({str(i) for i in deployment_ids})  # one lock order for every scheduler: no deadlock
+        made = 0
+        for i in range(0, len(ids), SCHEDULE_CHUNK):
+            with self.engine.begin() as conn:
+                deps = {r.id: r for r in conn.execute(sa.select(deployment_t).where(
+                    deployment_t.c.id.in_(ids[i:i + SCHEDULE_CHUNK])).order_by(deployment_t.c.id).with_for_update())}
+                scheds = self._schedules(conn, [d for d, r in deps.items() if not r.paused])
+                rows = []
+                for did, dep_scheds in scheds.items():
+                    for s in dep_scheds:
+                        if not s.active:
+                            continue
+                        dates = s.as_schedule().get_dates(max_runs, start=start, end=start + max_ahead)
+                        for k, at in enumerate(dates):
+                            if k >= min_runs and at > start + min_ahead:
+                                break
+                            rows.append(self._run_row(
+                                deps[did], parameters=s.parameters, tags=None, scheduled_time=at.timestamp(),
+                                idempotency_key=f"scheduled {did} {s.id} {at.isoformat()}", auto_scheduled=True,
+                                job_variables=None, now=t0))
+                made += len(self._insert_runs(conn, rows))
+        return made
 
     def read_due_runs(self, deployment_ids: Iterable[Any], before: dt.datetime | float | None = None,
                       limit: int | None = None, after: dt.datetime | float | None = None) -> list[O.FlowRun]:

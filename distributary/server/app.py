@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import settings
-from ..errors import ObjectNotFound, RunStoreError
+from ..errors import ConfigurationError, ObjectNotFound, RunStoreError
 from .deps import ServedStore
 
 
@@ -128,6 +128,10 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
     @app.exception_handler(ObjectNotFound)
     async def not_found(_: Request, exc: ObjectNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConfigurationError)
+    async def refused(_: Request, exc: ConfigurationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(RunStoreError)
     async def store_unavailable(_: Request, exc: RunStoreError) -> JSONResponse:

@@ -6,11 +6,23 @@ from fastapi import APIRouter
 
 def api_router() -> APIRouter:
     """Every resource router of the API (paths relative to `/api`)."""
-    from . import admin, artifacts, deployments, flow_runs, flows, ingest, logs, task_runs, variables
+    from . import (
+        admin,
+        artifacts,
+        deployments,
+        flow_run_control,
+        flow_runs,
+        flows,
+        ingest,
+        logs,
+        task_runs,
+        variables,
+        work_pools,
+    )
 
     root = APIRouter()
     for router in (admin.router, flows.router, flow_runs.router, flow_runs.states_router, task_runs.router,
                    task_runs.states_router, logs.router, artifacts.router, variables.router, deployments.router,
-                   ingest.router):
+                   work_pools.router, flow_run_control.router, ingest.router):
         root.include_router(router)
     return root

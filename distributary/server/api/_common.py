@@ -98,7 +98,8 @@ def flow_run_json(run: O.FlowRun) -> dict[str, Any]:
     d["state_id"] = d["state"]["id"] if d["state"] else None
     d.update(deployment_id=_str(run.deployment_id), work_queue_name=None, work_pool_name=run.work_pool_name,
              idempotency_key=run.idempotency_key, context={}, auto_scheduled=run.auto_scheduled,
-             job_variables=run.job_variables, infrastructure_pid=None, created_by=None)
+             job_variables=run.job_variables, infrastructure_pid=None, created_by=None,
+             worker_name=run.worker_name)
     return d
 
 
