@@ -132,7 +132,12 @@ def _check(eng: Engine) -> str | None:
             raise RunStoreError(
                 f"the run store {eng.url.database} is not a readable SQLite database ({exc.orig}); move it "
                 "away to start a new one, or point DISTRIBUTARY_API_DATABASE_CONNECTION_URL elsewhere") from exc
-        raise RunStoreError(f"cannot use the run store at {where}: {exc.orig}".strip()) from exc
+        reason = " ".join(str(exc.orig).split())
+        if "authentication failed" in reason:  # 28P01 / 28000: credentials, not the network
+            said = reason.split("FATAL:")[-1].strip()
+            raise RunStoreError(f"cannot log in to the run store at {where}: {said}; check the user name and "
+                                "password in DISTRIBUTARY_API_DATABASE_CONNECTION_URL (environment or profile)") from exc
+        raise RunStoreError(f"cannot use the run store at {where}: {reason}".strip()) from exc
     except sa.exc.OperationalError as exc:  # pragma: no cover - DatabaseError covers it; kept for clarity
         raise RunStoreError(f"cannot reach the run store at {redact(str(eng.url))}: {exc.orig}") from exc
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PASSWORD_GROUP = "password_users"
 
 
 def _free_port() -> int:
@@ -43,6 +44,9 @@ class PostgresServer:
         subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--no-sync"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        # members of `password_users` log in with a password (the wrong-credentials tests); everyone else is trusted
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         with open(self.dir / "server.log", "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 _as_postgres([str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k",
@@ -62,7 +66,8 @@ class PostgresServer:
 
         while True:  # the port is open before the server accepts logins
             try:
-                psycopg.connect(self.url, connect_timeout=2).close()
+                with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+                    conn.execute(f"CREATE ROLE {PASSWORD_GROUP} NOLOGIN")
                 return self
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
@@ -75,6 +80,15 @@ class PostgresServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def password_url(self, database: str, user: str, password: str) -> str:
+        """A role that must log in with `password` (scram-sha-256), owner of `database`; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{user}" LOGIN PASSWORD \'{password}\' IN ROLE {PASSWORD_GROUP}')
+            conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{user}"')
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
     def create_database(self, name: str) -> str:
         import psycopg
 
@@ -83,9 +97,17 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
+    def _signal_postmaster(self) -> None:
+        try:
+            os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            pass
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            # runuser forwards the signal to postgres; SIGINT is PostgreSQL's fast shutdown
+            # SIGINT is PostgreSQL's fast shutdown; runuser does not always pass it on, so the postmaster gets
+            # it by its own pid (else every session waited 30 s here)
+            self._signal_postmaster()
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
