@@ -56,7 +56,7 @@ class TaskRun:
     """One run of a task: id, name, parameters, tags, times and the state history."""
 
     __slots__ = ("id", "name", "task_name", "task_key", "flow_run_id", "parameters", "tags", "start_ts",
-                 "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker")
+                 "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker", "abandoned")
 
     def __init__(self, id: uuid.UUID, name: str, task_name: str, task_key: str, flow_run_id: uuid.UUID | None,
                  parameters: dict[str, Any], tags: frozenset[str], state: State, dynamic_key: int = 0):
@@ -75,6 +75,7 @@ class TaskRun:
         self.cache_key: str | None = None
         self.dynamic_key = dynamic_key
         self.worker: str | None = None
+        self.abandoned = False  # given up while still executing: its late states are refused (transitions)
 
     def set_state(self, state: State) -> None:
         """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""
@@ -101,7 +102,8 @@ class FlowRun:
     """One run of a flow. Subflow runs point at their parent flow run."""
 
     __slots__ = ("id", "name", "flow_name", "flow_version", "parameters", "tags", "start_ts", "end_ts", "state",
-                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "expected_start_ts", "__weakref__")
+                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "expected_start_ts", "abandoned",
+                 "__weakref__")
 
     def __init__(self, id: uuid.UUID, name: str, flow_name: str, parameters: dict[str, Any],
                  tags: frozenset[str], state: State, parent_flow_run_id: uuid.UUID | None = None,
@@ -120,6 +122,7 @@ class FlowRun:
         self.parent_flow_run_id = parent_flow_run_id
         self.task_runs: list[TaskRun] = []
         self.expected_start_ts: float | None = None  # a scheduled run's time (deployments)
+        self.abandoned = False
 
     def set_state(self, state: State) -> None:
         """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""

@@ -91,6 +91,8 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             try:
                 if unsaved is None:
                     value = _consume((yield (CALL, params)))
+                    if run.abandoned:  # given up while the function ran: its outcome is not kept nor persisted
+                        return run.state, False
                     final = core.state_from_return(value)
                 else:  # this attempt retries the write, not the function
                     (value, final), unsaved = unsaved, None
@@ -109,7 +111,7 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
                 raise
             except BaseException as exc:
                 call.returned = S.UNSET
-                return core.failed_state_for(exc, run.name), True
+                return core.failed_state_for(exc, run.name), not run.abandoned
 
         def on_retry(failed: State, delay: float) -> None:
             if unsaved is not None:  # this retry writes the result again, it does not call the function
@@ -134,6 +136,9 @@ def attempts(run: Any, retries: int, delays: tuple[float, ...], jitter: float | 
     may be retried goes through `retry` (the rule, AwaitingRetry, the delay) and the next attempt. Returns the
     state of the last attempt (the caller finishes the run with it)."""
     while True:
+        if run.abandoned:  # given up (a flow timeout) while it waited to retry: no further attempt
+            last: State = run.state
+            return last
         run.run_count += 1
         running = transitions.set_state(run, S.Running() if run.run_count == 1 else S.Retrying())
         state, retryable = yield from attempt(running)
@@ -243,6 +248,8 @@ def _stage_in_transaction(opts: caching.ResultOptions, key: str | None, value: A
 
 
 def _finish(task: TaskSpec, run: TaskRun, state: State, ctx: TaskRunContext | None) -> State:
+    if run.abandoned:  # its final state was set when it was given up; no late hooks, logs or end time
+        return run.state
     run.end_ts = time.time()
     transitions.set_state(run, state)
     transitions.run_finished(run)

@@ -49,7 +49,10 @@ _thread: threading.Thread | None = None
 # Transitions
 # ---------------------------------------------------------------------------------------------------------------
 def set_state(run: Any, state: State) -> State:
-    """Make `state` the run's current state: append it to the history and tell the sinks. Returns it."""
+    """Make `state` the run's current state: append it to the history and tell the sinks. Returns it.
+    A run that was abandoned (`abandon`) refuses it: its state and history stay as they are."""
+    if run.abandoned:
+        return state
     run.state = state
     run.state_history.append(state)
     if STATE_CHANGED in _wanted:
@@ -59,13 +62,22 @@ def set_state(run: Any, state: State) -> State:
 
 def set_states(run: Any, states: Sequence[State]) -> None:
     """Apply several states in order (e.g. the history a remote worker sent back with a run)."""
-    if not states:
+    if not states or run.abandoned:
         return
     run.state = states[-1]
     run.state_history.extend(states)
     if STATE_CHANGED in _wanted:
         for s in states:
             _put((STATE_CHANGED, run, s))
+
+
+def abandon(run: Any, state: State) -> None:
+    """End a run that is still executing somewhere it cannot be stopped (a thread): `state` is its final state,
+    and every later state its execution proposes is refused, so the outcome it reaches late changes neither
+    its state nor its history."""
+    set_state(run, state)
+    run.abandoned = True
+    run_finished(run)
 
 
 def task_runs_created(runs: Sequence[Any]) -> None:

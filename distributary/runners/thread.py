@@ -47,9 +47,10 @@ class LocalFuture(SettableFuture):
             state = call.context.copy().run(run_call, call) if call.context is not None else run_call(call)
         except BaseException as exc:  # the engine only lets interrupts and its own bugs through
             state = S.Crashed(message=f"Task run {call.task_run.name!r} crashed: {exc!r}", data=exc)
-            transitions.set_state(call.task_run, state)
-            transitions.run_finished(call.task_run)
-            self.set_final(state)
+            if not call.task_run.abandoned:
+                transitions.set_state(call.task_run, state)
+                transitions.run_finished(call.task_run)
+                self.set_final(state)
             if not isinstance(exc, Exception):
                 raise
             engine_logger("runners").exception("Task run %r crashed", call.task_run.name)
@@ -154,15 +155,14 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._abandoned = True
         log = engine_logger("runners")
         for fut in list(self._futures):
-            if fut.done() or fut.cancel(reason):
+            if fut.done() or fut.cancel(reason) or fut.task_run.state.is_final():  # final: its future is due
                 continue
             run = fut.task_run
             state = S.Cancelled(message=f"Task run {run.name!r} was abandoned while running: {reason}; its "
                                         f"thread cannot be stopped and runs on, its outcome is ignored.")
             log.warning("Task run %r is still running in a thread, which cannot be stopped: abandoned (%s).",
                         run.name, reason)
-            transitions.set_state(run, state)
-            transitions.run_finished(run)
+            transitions.abandon(run, state)  # what the thread does later changes neither state nor history
             fut.set_final(state)
 
     def shutdown(self) -> None:
