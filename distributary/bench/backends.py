@@ -1,7 +1,8 @@
 """Where a sweep runs its work: one `Backend` per runner spec. A backend starts its cluster once per sweep
 (timed separately as start-up), makes fresh distributary runners pointed at it by address, and opens the raw
 baseline for one run (`ThreadPoolExecutor`, `ProcessPoolExecutor`, `client.map` + `client.gather`,
-`ray.remote` + `ray.get`).
+`ray.remote` + `ray.get`). The cluster pools also offer the hand-batched forms an experienced user writes for many
+small items (`map_chunked`: one cluster task per chunk; Dask's `map_bag`).
 
 It also starts the S3 server of the cache scenarios (moto on a free loopback port, stopped by pid).
 """
@@ -54,6 +55,23 @@ class RawPool:
     def call(self, fn: Callable, *args: Any) -> Any:
         """One task: fn(*args)."""
         raise NotImplementedError
+
+    def map_chunked(self, fn: Callable, items: list, chunks: int = 32) -> list:
+        """fn over `items` cut into `chunks` consecutive chunks, one task per chunk, results flattened."""
+        raise NotImplementedError(f"{type(self).__name__} has no hand-batched baseline")
+
+
+CHUNKS = 32  # chunks of the hand-batched baselines: a few per worker thread, as a Dask or Ray user would cut
+
+
+def process_chunk(fn: Callable, chunk: list) -> list:
+    """The hand-batched baselines' cluster task: fn over one chunk, in a plain loop."""
+    return [fn(x) for x in chunk]
+
+
+def chunked(items: list, chunks: int) -> list[list]:
+    size = max(1, -(-len(items) // chunks))
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class ExecutorRaw(RawPool):
@@ -112,6 +130,17 @@ class DaskRaw(RawPool):
     def call(self, fn: Callable, *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False).result()
 
+    def map_chunked(self, fn: Callable, items: list, chunks: int = CHUNKS) -> list:
+        parts = chunked(items, chunks)
+        futures = self.client.map(process_chunk, [fn] * len(parts), parts, pure=False)
+        return [y for part in self.client.gather(futures) for y in part]
+
+    def map_bag(self, fn: Callable, items: list, chunks: int = CHUNKS) -> list:
+        """`dask.bag.from_sequence(items, npartitions=chunks).map(fn)`, computed on this client."""
+        import dask.bag as db
+
+        return list(self.client.compute(db.from_sequence(items, npartitions=chunks).map(fn)).result())
+
 
 def _call_with_list(reduce: Callable[[list], Any], *values: Any) -> Any:
     return reduce(list(values))
@@ -155,6 +184,10 @@ class RayRaw(RawPool):
 
     def call(self, fn: Callable, *args: Any) -> Any:
         return self.ray.get(self._r(fn).remote(*args))
+
+    def map_chunked(self, fn: Callable, items: list, chunks: int = CHUNKS) -> list:
+        r = self._r(process_chunk)
+        return [y for part in self.ray.get([r.remote(fn, c) for c in chunked(items, chunks)]) for y in part]
 
 
 # ---------------------------------------------------------------------------------------------------------------

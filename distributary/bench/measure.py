@@ -29,8 +29,9 @@ _PACKAGES = ("distributary", "dask", "distributed", "ray", "fsspec", "s3fs", "py
 class Measurement:
     """Every run of one (scenario, runner, implementation, N) point.
 
-    `impl` is "distributary", "raw" (the runner's own API doing the same work) or "prefect" (Prefect 3 on the
-    same cluster). `startup_s` is the runner's cluster start-up time, measured once per sweep and never part of
+    `impl` is "distributary", "raw" (the runner's own API doing the same work, one task per item),
+    "raw_batched" / "raw_bag" (the hand-batched forms on Dask and Ray: one cluster task per chunk, dask.bag) or
+    "prefect" (Prefect 3 on the same cluster). `startup_s` is the runner's cluster start-up time, measured once per sweep and never part of
     `walls`. `task_s` is the nominal work inside one task (0 for the trivial tasks of the built-in suite).
     """
 

@@ -1,8 +1,8 @@
 """A sweep's outputs: the terminal table, the JSON file, the Markdown report and the PNG plot.
 
 One table row per (scenario, runner, N): distributary's wall time (median, min-max over repeats) next to the raw
-baseline's and Prefect's, overhead per task above raw, tasks per second, driver peak memory and the cluster's
-start-up time. matplotlib is imported only by `plot()` (Agg canvas, no pyplot, no global backend change).
+baseline's (per item, and hand-batched where measured) and Prefect's, overhead per task above raw, tasks per
+second, driver peak memory and the cluster's start-up time. matplotlib is imported only by `plot()` (Agg canvas, no pyplot, no global backend change).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from .sweep import SweepResult
 from .targets import Target, check_targets
 
 HEADERS = ["scenario", "runner", "N", "wall s (min-max)", "raw s", "x raw", "overhead us/task", "tasks/s",
-           "peak MB (raw)", "RSS+ MB (raw)", "start-up s", "prefect s"]
-NUMERIC = {2, 4, 5, 6, 7, 8, 9, 10, 11}
+           "peak MB (raw)", "RSS+ MB (raw)", "start-up s", "prefect s", "hand-batched s (x)", "bag s (x)"]
+NUMERIC = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -53,11 +53,13 @@ def rows(result: SweepResult) -> list[list[str]]:
         ours = index.get((m.scenario, m.runner, "distributary", m.n))
         raw = index.get((m.scenario, m.runner, "raw", m.n))
         prefect = index.get((m.scenario, m.runner, "prefect", m.n))
+        batched = index.get((m.scenario, m.runner, "raw_batched", m.n))
+        bag = index.get((m.scenario, m.runner, "raw_bag", m.n))
         startup = next((x.startup_s for x in (ours, raw, prefect) if x is not None), None)
         if ours is None or not ours.ok:
             why = ours.error if ours is not None and ours.error else "not run"
             out.append([m.scenario, m.runner, f"{m.n:,}", _short(why), _wall_or_error(raw), "", "", "", "", "",
-                        _num(startup), _wall_or_error(prefect)])
+                        _num(startup), _wall_or_error(prefect), _wall_or_error(batched), _wall_or_error(bag)])
             continue
         wall = f"{_num(ours.wall)} ({_num(ours.wall_min)}-{_num(ours.wall_max)})"
         ratio = over = ""
@@ -65,7 +67,8 @@ def rows(result: SweepResult) -> list[list[str]]:
             ratio = f"{ours.wall / raw.wall:.2f}"
             over = _num((ours.wall - raw.wall) / ours.n * 1e6)
         out.append([m.scenario, m.runner, f"{m.n:,}", wall, _wall_or_error(raw), ratio, over, _num(ours.tasks_per_s),
-                    _mb_pair(ours, raw), _mb_pair(ours, raw, rss=True), _num(startup), _wall_or_error(prefect)])
+                    _mb_pair(ours, raw), _mb_pair(ours, raw, rss=True), _num(startup), _wall_or_error(prefect),
+                    _against(ours, batched), _against(ours, bag)])
     return out
 
 
@@ -78,6 +81,13 @@ def headline_rows(result: SweepResult) -> list[list[str]]:
     keep = [r for r in rows(result) if best.get((r[0], r[1])) == int(r[2].replace(",", ""))]
     order = {name: i for i, name in enumerate(result.scenarios())}
     return sorted(keep, key=lambda r: order.get(r[0], len(order)))  # stable: runners stay in sweep order
+
+
+def _against(ours: Measurement, base: Measurement | None) -> str:
+    """A baseline's wall and ours as a multiple of it: "2.24 (1.10x)"."""
+    if base is None or not base.ok:
+        return _wall_or_error(base)
+    return f"{_num(base.wall)} ({ours.wall / base.wall:.2f}x)"
 
 
 def _short(text: str, limit: int = 40) -> str:

@@ -1,7 +1,8 @@
 """The built-in scaling scenarios of `distributary bench`. Each one does the same work twice in the same run:
 through distributary (a flow on the runner under test) and through the runner's raw API (the baseline).
 
-1. `fanout`      N trivial tasks (x + 1), mapped then gathered.
+1. `fanout`      N trivial tasks (x + 1), mapped then gathered. On Dask and Ray it has two more baselines, the
+                 hand-batched forms (`raw_batched`: one cluster task per chunk of 32 chunks; `raw_bag`: dask.bag).
 2. `fanout_1mb`  N tasks returning 1 MiB each; all are waited for (results stay where they were computed), then
                  gathered.
 3. `chain`       N tasks, each depending on the previous one (passed as a future).
@@ -171,7 +172,8 @@ class Context:
 @dataclass
 class Scenario:
     """One scenario: `ours(ctx, backend, n)` and `raw(...)` each return the zero-argument callable that is timed.
-    `max_n` caps N per runner kind (sizes above it are not run); `fixed_sizes` replaces the sweep's sizes."""
+    `max_n` caps N per runner kind (sizes above it are not run); `fixed_sizes` replaces the sweep's sizes.
+    `extra_raw` are more baselines by impl name: (the runner kinds they apply to, the maker like `raw`)."""
 
     name: str
     title: str
@@ -181,6 +183,17 @@ class Scenario:
     needs_s3: bool = False
     fixed_sizes: Callable[[Context], list[int]] | None = None
     unit: str = "tasks"
+    extra_raw: dict[str, tuple[frozenset[str], Callable[[Context, Backend, int], Callable[[], Any]]]] = \
+        field(default_factory=dict)
+
+    def impls(self, kind: str) -> list[tuple[str, Callable[[Context, Backend, int], Callable[[], Any]]]]:
+        """(impl name, maker) of every implementation run for a runner kind: the baselines, then ours."""
+        out: list[tuple[str, Callable[[Context, Backend, int], Callable[[], Any]]]] = []
+        if self.raw is not None:
+            out.append(("raw", self.raw))
+        out += [(name, make) for name, (kinds, make) in self.extra_raw.items() if kind in kinds]
+        out.append(("distributary", self.ours))
+        return out
 
     def sizes(self, ctx: Context, kind: str, sizes: list[int], caps: bool = True) -> list[int]:
         if self.fixed_sizes is not None:
@@ -193,18 +206,28 @@ def _on(flow_obj: Any, backend: Backend) -> Any:
     return flow_obj.with_options(task_runner=backend.make_runner())
 
 
-def _simple(flow_obj: Any, raw_run: Callable[[Any, int], Any]) -> tuple[Callable, Callable]:
-    def ours(ctx: Context, backend: Backend, n: int) -> Callable[[], Any]:
-        f = _on(flow_obj, backend)
-        return lambda: f(n)
-
+def _raw_only(raw_run: Callable[[Any, int], Any]) -> Callable[[Context, Backend, int], Callable[[], Any]]:
+    """A baseline maker: `raw_run(pool, n)` in a fresh raw pool of the backend."""
     def raw(ctx: Context, backend: Backend, n: int) -> Callable[[], Any]:
         def run() -> Any:
             with backend.raw() as pool:
                 return raw_run(pool, n)
         return run
 
-    return ours, raw
+    return raw
+
+
+def _simple(flow_obj: Any, raw_run: Callable[[Any, int], Any]) -> tuple[Callable, Callable]:
+    def ours(ctx: Context, backend: Backend, n: int) -> Callable[[], Any]:
+        f = _on(flow_obj, backend)
+        return lambda: f(n)
+
+    return ours, _raw_only(raw_run)
+
+
+CLUSTERS = frozenset({"dask", "ray"})
+HAND_BATCHED = {"raw_batched": (CLUSTERS, _raw_only(lambda p, n: len(p.map_chunked(inc, list(range(n)))))),
+                "raw_bag": (frozenset({"dask"}), _raw_only(lambda p, n: len(p.map_bag(inc, list(range(n))))))}
 
 
 def _cache(where: str) -> tuple[Callable, Callable]:
@@ -298,7 +321,7 @@ def _build() -> dict[str, Scenario]:
     big = {"threads": 10**6, "*": 10**5}
     out = [
         Scenario("fanout", "fan-out of N trivial tasks", *_simple(fanout_flow, lambda p, n: len(p.map(inc, range(n)))),
-                 max_n=big),
+                 max_n=big, extra_raw=HAND_BATCHED),
         Scenario("fanout_1mb", "fan-out of N tasks returning 1 MiB each",
                  *_simple(fanout_1mb_flow, lambda p, n: sum(len(b) for b in p.map_wait_gather(megabyte, range(n)))),
                  max_n={"*": 10**3}),

@@ -208,7 +208,7 @@ def run_sweep(runners: str | Iterable[RunnerSpec] = "threads,processes", scenari
     out: list[Measurement] = []
     notes: list[str] = []
     backends_info: list[dict[str, Any]] = []
-    total = sum(len(sc.sizes(ctx, s.kind, sizes, caps)) * (2 if sc.raw else 1) * (repeat + (1 if memory else 0))
+    total = sum(len(sc.sizes(ctx, s.kind, sizes, caps)) * len(sc.impls(s.kind)) * (repeat + (1 if memory else 0))
                 for s in specs for sc in chosen)
     bar = Progress(total, enabled=progress)
     moto = None
@@ -230,7 +230,7 @@ def run_sweep(runners: str | Iterable[RunnerSpec] = "threads,processes", scenari
                 for sc in chosen:
                     for n in sc.sizes(ctx, spec.kind, sizes, caps):
                         out.append(_point(sc, backend, "distributary", n, error=msg))
-                        bar.step(spec.label, count=(2 if sc.raw else 1) * (repeat + (1 if memory else 0)))
+                        bar.step(spec.label, count=len(sc.impls(spec.kind)) * (repeat + (1 if memory else 0)))
                 backends_info.append(backend.info())
                 continue
             if backend.startup_s is not None:
@@ -240,7 +240,7 @@ def run_sweep(runners: str | Iterable[RunnerSpec] = "threads,processes", scenari
                     if sc.needs_s3 and ctx.s3_options is None:
                         for n in sc.sizes(ctx, spec.kind, sizes, caps):
                             out.append(_point(sc, backend, "distributary", n, error="S3 server not available"))
-                            bar.step(sc.name, count=(2 if sc.raw else 1) * (repeat + (1 if memory else 0)))
+                            bar.step(sc.name, count=len(sc.impls(spec.kind)) * (repeat + (1 if memory else 0)))
                         continue
                     out += _run_scenario(sc, backend, ctx, sc.sizes(ctx, spec.kind, sizes, caps), repeat, memory,
                                          memory_max_n, max_seconds, bar, min(repeat_long, repeat), long_seconds)
@@ -320,8 +320,7 @@ def _run_scenario(sc: Scenario, backend: Backend, ctx: Context, sizes: list[int]
                   memory_max_n: int, max_seconds: float | None, bar: Progress, repeat_long: int = 1,
                   long_seconds: float = 60.0) -> list[Measurement]:
     label = backend.spec.label
-    impls: list[tuple[str, Callable]] = [("raw", sc.raw)] if sc.raw else []
-    impls.append(("distributary", sc.ours))
+    impls = sc.impls(backend.spec.kind)
     results: list[Measurement] = []
     per_point = len(impls) * (repeat + (1 if memory else 0))
     last: dict[str, tuple[int, float]] = {}

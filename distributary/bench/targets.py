@@ -6,6 +6,8 @@ MISSED or NOT MEASURED, with every figure it was judged on.
    (Dask: tracemalloc's peak; Ray: resident-set growth, since raw Ray's state lives in native memory).
 3. Cache hits (INPUTS, local and S3): within 1.5x of raw fsspec exists + read of the same objects (largest N).
 4. >= 20x faster than Prefect 3 wherever Prefect was measured.
+5. Against the hand-batched raw forms (one cluster task per chunk): Dask <= 1.2x at N = 10^4 and 10^5, Ray <= 5x
+   at N = 10^5 (fan-out).
 """
 from __future__ import annotations
 
@@ -99,6 +101,17 @@ def check_targets(measurements: list[Measurement]) -> list[Target]:
                 t2.checks.append(Check(f"{runner} N={n:.0e} memory ({how})", mem, 1.5, mem <= 1.5, "x"))
     t2.missing = "fanout on dask/ray at N=10^4 or 10^5 was not measured"
 
+    t5 = Target("Dask <= 1.2x hand-batched raw at N=10^4 and 10^5, Ray <= 5x at N=10^5 (fanout)")
+    for runner, kind in runners:
+        limit, sizes = {"dask": (1.2, (10**4, 10**5)), "ray": (5.0, (10**5,))}.get(kind, (0.0, ()))
+        for size in sizes:
+            ours = idx.get(("fanout", runner, "distributary", size))
+            base = idx.get(("fanout", runner, "raw_batched", size))
+            if ours and base:
+                ratio = ours.wall / base.wall
+                t5.checks.append(Check(f"{runner} N={size:.0e}", ratio, limit, ratio <= limit, "x"))
+    t5.missing = "fanout on dask/ray with the hand-batched baseline at N=10^4 or 10^5 was not measured"
+
     t3 = Target("Cache hits within 1.5x of raw fsspec exists+read (largest N per store and runner)")
     for scenario in ("cache_local", "cache_s3"):
         for runner, _ in runners:
@@ -119,7 +132,7 @@ def check_targets(measurements: list[Measurement]) -> list[Target]:
             speedup = prefect.wall / ours.wall
             t4.checks.append(Check(f"{scenario} {runner} N={n}", speedup, 20.0, speedup >= 20.0, "x faster"))
     t4.missing = "Prefect was not measured (run with --with-prefect)"
-    return [t1, t2, t3, t4]
+    return [t1, t2, t3, t4, t5]
 
 
 __all__ = ["check_targets", "Target", "Check"]

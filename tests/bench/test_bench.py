@@ -66,6 +66,13 @@ def test_smoke_runs_every_scenario_and_writes_table_json_markdown_png(tmp_path, 
                 for m in got:
                     assert m["error"] is None, m
                     assert len(m["walls"]) == 2 and m["wall_median_s"] > 0 and m["peak_bytes"] > 0
+    # The hand-batched baselines (one Dask task per chunk, dask.bag) sit beside the per-item one, on Dask only.
+    for impl in ("raw_batched", "raw_bag"):
+        got = [m for m in ms if m["scenario"] == "fanout" and m["impl"] == impl]
+        assert {m["kind"] for m in got} == {"dask"}, (impl, got)
+        assert all(m["error"] is None and m["wall_median_s"] > 0 for m in got), got
+    report = (tmp_path / "report.md").read_text()
+    assert "hand-batched s (x)" in report and "hand-batched raw" in report
     dask_rows = [m for m in ms if m["kind"] == "dask"]
     assert all(m["startup_s"] is not None for m in dask_rows)  # connecting is timed apart from the runs
     assert {t["status"] for t in data["targets"]} <= {"MET", "MISSED", "NOT MEASURED"}
