@@ -114,3 +114,12 @@ class ObjectNotFound(DistributaryError, LookupError):
 
 class ArtifactError(DistributaryError, ValueError):
     """An artifact's content is not of the form its kind needs (e.g. a table that is not a table)."""
+
+
+class ConcurrencySlotAcquisitionError(DistributaryError, RuntimeError):
+    """Concurrency slots could not be taken: a limit that does not exist (with `strict=True`), more slots than
+    the limit, a rate limit without decay, or the run store refused."""
+
+
+class AcquireConcurrencySlotTimeoutError(DistributaryError, TimeoutError):
+    """No concurrency slot came free within `timeout_seconds`."""

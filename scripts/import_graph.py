@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "engine": 2, "runners": 3,
     # L4 public API (Prefect 3 paths)
     "__init__": 4, "flows": 4, "tasks": 4, "task_runners": 4, "futures": 4, "artifacts": 4, "variables": 4,
-    "client": 4, "runtime": 4,
+    "client": 4, "runtime": 4, "concurrency": 4,
     # L5 apps
     "cli": 5, "bench": 5, "deployments": 5, "workers": 5, "server": 5, "__main__": 5,
 }

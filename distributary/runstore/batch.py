@@ -99,6 +99,8 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
     "deployment_schedule": frozenset({"schedule", "parameters"}),
     "work_pool": frozenset({"base_job_template"}),
     "worker": frozenset(),
+    "concurrency_limit": frozenset(),
+    "concurrency_lease": frozenset({"holder"}),
 }
 # table -> (how: "insert" | "upsert" | "ignore"), in the order a batch is written
 WRITE_ORDER = (("flow", "flows", "ignore"), ("flow_run", "flow_runs", "upsert"), ("task_run", "task_runs", "upsert"),

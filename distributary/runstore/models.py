@@ -192,4 +192,34 @@ class WorkerRow(Base):
     __table_args__ = (UniqueConstraint("work_pool_name", "name", name="uq_worker_pool_name"),)
 
 
+class ConcurrencyLimitRow(Base):
+    """A global concurrency limit or rate limit (revision 0006). `active_slots` is the occupancy at `slots_ts`;
+    a limit with `slot_decay_per_second` loses that many slots each second after it."""
+    __tablename__ = "concurrency_limit"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    limit: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    active_slots: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    slots_ts: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    denied_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    slot_decay_per_second: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    avg_slot_occupancy_seconds: Mapped[float] = mapped_column(Float, default=2.0, server_default="2")
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class ConcurrencyLeaseRow(Base):
+    """Slots of one limit held by one lease; a lease over several limits has a row per limit. A lease that is not
+    renewed before `expires` gives its slots back (to the next acquisition of that limit)."""
+    __tablename__ = "concurrency_lease"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    limit_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[Any] = mapped_column(JSON, nullable=True)
+    expires: Mapped[float] = mapped_column(Float)
+    created: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_concurrency_lease_limit", "limit_id", "expires"),)
+
+
 TABLES = {t.name: t for t in Base.metadata.sorted_tables}

@@ -19,6 +19,7 @@ from . import db
 from .batch import Batch, result_ref_row, write_batch
 from .deployments import DeploymentStorage
 from .work_pools import WorkPoolStorage
+from .concurrency import ConcurrencyStorage
 from .models import TABLES
 
 flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["task_run"]
@@ -112,9 +113,9 @@ def _state_clauses(table: Any, f: F._StateFilter | None) -> list[Any]:
     return out
 
 
-class SqlRunStorage(DeploymentStorage, WorkPoolStorage):
+class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
     """The run store on one SQLAlchemy engine (SQLite or PostgreSQL); deployments: `deployments.py`, work pools
-    and workers: `work_pools.py`."""
+    and workers: `work_pools.py`, concurrency limits: `concurrency.py`."""
 
     def __init__(self, engine: Engine | None = None, url: str | None = None):
         self.engine = engine or db.get_engine(url)
