@@ -49,10 +49,13 @@ def _emit(data: dict[str, Any], in_run: bool) -> None:
     from .runstore import ensure_sink, write_artifact_now
 
     if in_run and flow_run_ctx.get() is None:
-        # a task on a remote worker (processes, Dask, Ray): no flow run in this process, which may be stopped as
-        # soon as the task returns; the artifact is written now (the task's states reach the driver's run store
-        # with its outcome)
-        write_artifact_now(data)
+        # a task on a remote worker (processes, Dask, Ray): no flow run in this process. The artifact goes to the
+        # driver with the batch's telemetry (before its outcome), so it lands in the driver's run store; a task
+        # run outside a batch writes it now (the process may be stopped as soon as the task returns)
+        from .runners.remote.telemetry import forward_artifact
+
+        if not forward_artifact(data):
+            write_artifact_now(data)
         return
     if ensure_sink() is None:  # recording is off
         return

@@ -1,4 +1,4 @@
-"""Telemetry between workers and the driver: log records and live states of running task runs, batched.
+"""Telemetry between workers and the driver: log records, artifacts and live states of running task runs, batched.
 
 Worker side: `TelemetrySender` (one per process, `telemetry_sender()`), fed by the log-forwarding handler and by
 the live task runs; a backend sets its transport. Driver side: `TelemetryReceiver.handle(payload)`.
@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...engine import transitions
 from ...logging import ROOT, emit_remote, engine_logger, record_to_dict, setup_logging
 from ...states import State
 
 TELEMETRY_INTERVAL = 0.5  # seconds between two shipments of log records and live states from a worker process
 _MAX_RECORDS_PER_MESSAGE = 500
-LOG, STATE = "log", "state"
+LOG, STATE, ARTIFACT = "log", "state", "artifact"
 _sender_lock = threading.Lock()
 
 _channel: contextvars.ContextVar[str | None] = contextvars.ContextVar("distributary_channel", default=None)
@@ -45,6 +46,7 @@ class TelemetrySender:
         self._transport: Callable[[str, bytes], None] | None = None
         self._lock = threading.Lock()
         self._logs: dict[str, list[dict[str, Any]]] = {}
+        self._artifacts: dict[str, list[dict[str, Any]]] = {}
         self._states: dict[str, dict[int, State]] = {}
         self._thread: threading.Thread | None = None
 
@@ -59,6 +61,11 @@ class TelemetrySender:
     def log(self, channel: str, record: dict[str, Any]) -> None:
         with self._lock:
             self._logs.setdefault(channel, []).append(record)
+
+    def artifact(self, channel: str, data: dict[str, Any]) -> None:
+        """An artifact event made by a task run here; it reaches the driver before the batch's outcome does."""
+        with self._lock:
+            self._artifacts.setdefault(channel, []).append(data)
 
     def state(self, channel: str, run_id: int, state: State) -> None:
         with self._lock:
@@ -76,10 +83,12 @@ class TelemetrySender:
         if transport is None:
             return
         with self._lock:
-            channels = [channel] if channel is not None else list(set(self._logs) | set(self._states))
+            channels = [channel] if channel is not None else list(set(self._logs) | set(self._states)
+                                                                     | set(self._artifacts))
             out = []
             for ch in channels:
                 records: list[tuple[str, Any]] = [(LOG, r) for r in self._logs.pop(ch, ())]
+                records.extend((ARTIFACT, a) for a in self._artifacts.pop(ch, ()))
                 states = self._states.get(ch)
                 if states:
                     records.extend((STATE, (rid, s.without_data())) for rid, s in states.items() if not s.is_final())
@@ -101,6 +110,16 @@ class TelemetrySender:
 
 
 _sender: TelemetrySender | None = None
+
+
+def forward_artifact(data: dict[str, Any]) -> bool:
+    """Send an artifact event made inside a remote batch to the driver (which records it with the run's
+    events); False outside a batch."""
+    channel = _channel.get()
+    if channel is None:
+        return False
+    telemetry_sender().artifact(channel, data)
+    return True
 
 
 def telemetry_sender() -> TelemetrySender:
@@ -152,8 +171,9 @@ def install_log_forwarding() -> None:
 # Driver side
 # ---------------------------------------------------------------------------------------------------------------
 class TelemetryReceiver:
-    """Takes in telemetry payloads (from any transport): re-emits log records on the driver's console and
-    passes live states to `on_state(run_id_int, state)`. Payloads of other channels are ignored."""
+    """Takes in telemetry payloads (from any transport): re-emits log records on the driver's console, hands
+    artifacts to the transition seam (the run store records them) and passes live states to
+    `on_state(run_id_int, state)`. Payloads of other channels are ignored."""
 
     def __init__(self, channel: str, on_state: Callable[[int, State], None]):
         self.channel = channel
@@ -172,8 +192,10 @@ class TelemetryReceiver:
                 emit_remote(data)
             elif kind == STATE:
                 self.on_state(*data)
+            elif kind == ARTIFACT:
+                transitions.artifact(data)
 
 
 
-__all__ = ["TELEMETRY_INTERVAL", "LOG", "STATE", "TelemetrySender", "telemetry_sender", "TelemetryReceiver",
-           "encode_telemetry", "decode_telemetry", "install_log_forwarding"]
+__all__ = ["TELEMETRY_INTERVAL", "LOG", "STATE", "ARTIFACT", "TelemetrySender", "telemetry_sender", "forward_artifact",
+           "TelemetryReceiver", "encode_telemetry", "decode_telemetry", "install_log_forwarding"]
