@@ -55,13 +55,17 @@ def _dt_or_none(ts: float | None) -> _dt.datetime | None:
 class TaskRun:
     """One run of a task: id, name, parameters, tags, times and the state history."""
 
-    __slots__ = ("id", "name", "task_name", "task_key", "flow_run_id", "parameters", "tags", "start_ts",
+    __slots__ = ("_id", "_name", "task_name", "task_key", "flow_run_id", "parameters", "tags", "start_ts",
                  "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker", "abandoned")
 
-    def __init__(self, id: uuid.UUID, name: str, task_name: str, task_key: str, flow_run_id: uuid.UUID | None,
-                 parameters: dict[str, Any], tags: frozenset[str], state: State, dynamic_key: int = 0):
-        self.id = id
-        self.name = name
+    def __init__(self, id: uuid.UUID | int, name: str | None, task_name: str, task_key: str,
+                 flow_run_id: uuid.UUID | None, parameters: dict[str, Any], tags: frozenset[str], state: State,
+                 dynamic_key: int = 0):
+        # The id may come as the UUID's 128-bit int (a `.map()` derives its runs' ids from one batch id, see
+        # `batch_run_ids`); the UUID object is made on first read. A name of None is the default name,
+        # "<task name>-<dynamic key>", made when read. Both keep a large fan-out's records small and cheap.
+        self._id = id
+        self._name = name
         self.task_name = task_name
         self.task_key = task_key
         self.flow_run_id = flow_run_id
@@ -76,6 +80,26 @@ class TaskRun:
         self.dynamic_key = dynamic_key
         self.worker: str | None = None
         self.abandoned = False  # given up while still executing: its late states are refused (transitions)
+
+    @property
+    def id(self) -> uuid.UUID:
+        v = self._id
+        if v.__class__ is int:
+            v = self._id = uuid_from_int(v)  # two threads racing here make equal UUIDs: harmless
+        return v  # type: ignore[return-value]
+
+    @id.setter
+    def id(self, value: uuid.UUID) -> None:
+        self._id = value
+
+    @property
+    def name(self) -> str:
+        n = self._name
+        return n if n is not None else f"{self.task_name}-{self.dynamic_key}"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def set_state(self, state: State) -> None:
         """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""
@@ -96,6 +120,42 @@ class TaskRun:
 
     def __repr__(self) -> str:
         return f"TaskRun(name={self.name!r}, state={self.state!r})"
+
+
+_BATCH_SPAN = 32  # the low bits of a batch id that number its runs (version and variant bits lie above)
+
+
+def batch_run_ids(n: int) -> list[int]:
+    """The ids (as 128-bit ints) of `n` new runs: one random version-4 UUID per 2**32 runs with its low 32 bits
+    numbering them. Unique as uuid4 ids are in practice (90 random bits per batch), at the cost of one uuid4 per
+    batch instead of one per run."""
+    out: list[int] = []
+    while len(out) < n:
+        base = uuid.uuid4().int >> _BATCH_SPAN << _BATCH_SPAN
+        out.extend(range(base, base + min(n - len(out), 1 << _BATCH_SPAN)))
+    return out
+
+
+_new_uuid = object.__new__
+_set_attr = object.__setattr__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _uuid_unchecked(value: int) -> uuid.UUID:
+    u: uuid.UUID = _new_uuid(uuid.UUID)
+    _set_attr(u, "int", value)
+    _set_attr(u, "is_safe", _SAFE_UNKNOWN)
+    return u
+
+
+def _uuid_checked(value: int) -> uuid.UUID:
+    return uuid.UUID(int=value)
+
+
+# `uuid.UUID(int=value)` without its argument checks (the value is a valid id already): a third of the cost;
+# the checked constructor on a Python whose UUID keeps its fields elsewhere.
+uuid_from_int: Callable[[int], uuid.UUID] = (
+    _uuid_unchecked if {"int", "is_safe"} <= set(getattr(uuid.UUID, "__slots__", ())) else _uuid_checked)
 
 
 class FlowRun:

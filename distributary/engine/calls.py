@@ -14,7 +14,8 @@ from .. import states as S
 from ..context import current_tags as _current_tags
 from ..context import flow_run_ctx
 from ..errors import DistributaryError, MappingLengthMismatch, MappingMissingIterable
-from ..runs import TaskRun
+from ..runs import TaskRun, batch_run_ids
+from ..states import State
 from . import transitions
 from .caching import ResultOptions, resolve_result_options
 from .futures import TaskRunFuture
@@ -66,10 +67,13 @@ class TaskCall:
 
 
 def new_task_run(task: TaskSpec, parameters: dict[str, Any], flow_run_id: uuid.UUID | None, dynamic_key: int,
-                 tags: frozenset[str]) -> TaskRun:
+                 tags: frozenset[str], run_id: uuid.UUID | int | None = None,
+                 pending: State | None = None) -> TaskRun:
+    """A task run's record. A `.map()` passes ids from `batch_run_ids` and one Pending state for all its runs
+    (made at the same moment); a run without a `task_run_name` keeps the default name, made when read."""
     name = task.task_run_name
     if name is None:
-        name = f"{task.name}-{dynamic_key}"
+        pass
     elif callable(name):
         name = str(name())
     else:
@@ -78,8 +82,8 @@ def new_task_run(task: TaskSpec, parameters: dict[str, Any], flow_run_id: uuid.U
         except (KeyError, IndexError, AttributeError) as exc:
             raise DistributaryError(f"task_run_name {name!r} of task {task.name!r} could not be filled in from "
                                     f"its parameters {sorted(parameters)}: {exc!r}") from exc
-    return TaskRun(uuid.uuid4(), name, task.name, task.task_key, flow_run_id, parameters, tags, S.Pending(),
-                   dynamic_key)
+    return TaskRun(uuid.uuid4() if run_id is None else run_id, name, task.name, task.task_key, flow_run_id,
+                   parameters, tags, S.Pending() if pending is None else pending, dynamic_key)
 
 
 _global_keys = itertools.count()
@@ -108,9 +112,10 @@ def make_calls(task_: HasTaskSpec, param_list: Sequence[dict[str, Any]], wait_fo
     opts = resolve_result_options(task, ctx)
     tags = task.tags | _current_tags.get()
     context = contextvars.copy_context()
-    calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags), params, wait_for, opts,
-                      flow_params, log_prints, settings_env, context)
-             for params, key in zip(param_list, keys)]
+    pending = S.Pending()
+    calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags, run_id, pending), params, wait_for,
+                      opts, flow_params, log_prints, settings_env, context)
+             for params, key, run_id in zip(param_list, keys, batch_run_ids(n))]
     runs = [c.task_run for c in calls]
     if ctx is not None and ctx.flow_run is not None:
         ctx.flow_run.task_runs.extend(runs)

@@ -9,6 +9,7 @@ import os
 import queue
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from .. import states as S
@@ -20,28 +21,34 @@ from ..logging import engine_logger
 from ..states import State
 from .base import TaskRunner, gate
 
+_claim_lock = threading.Lock()  # held for a test-and-clear of one future's call: never contended for long
+
 
 class LocalFuture(SettableFuture):
     """Future of a task run executed in this process. The run is executed once, by whichever thread claims it
-    first (a pool worker, or a worker thread waiting for it)."""
+    first (a pool worker, or a worker thread waiting for it): claiming takes the future's call."""
 
-    __slots__ = ("_call", "_claim", "_runner", "_deps")
+    __slots__ = ("_call", "_runner", "_deps", "_batch")
 
     def __init__(self, call: TaskCall, runner: ThreadPoolTaskRunner | None):
         super().__init__(call.task_run)
         self._call: TaskCall | None = call
-        self._claim = [True]
         self._runner = runner
         self._deps: list[TaskRunFuture] | None = None
+        self._batch: _Batch | None = None
+
+    def _claim(self) -> TaskCall | None:
+        """The call, taken by this thread; None if another thread (or cancel) took it first."""
+        with _claim_lock:
+            call = self._call
+            self._call = None
+        return call
 
     def execute(self) -> bool:
         """Run the task run here unless another thread already claimed it."""
-        try:
-            self._claim.pop()
-        except IndexError:
+        call = self._claim()
+        if call is None:
             return False
-        call = self._call
-        assert call is not None
         try:
             # The submitter's context (flow run, tags), copied: a map's calls share one snapshot.
             state = call.context.copy().run(run_call, call) if call.context is not None else run_call(call)
@@ -61,9 +68,7 @@ class LocalFuture(SettableFuture):
 
     def cancel(self, reason: str) -> bool:
         """End the run Cancelled if no thread has claimed it yet; False if one is running it."""
-        try:
-            self._claim.pop()
-        except IndexError:
+        if self._claim() is None:
             return False
         run = self.task_run
         state = S.Cancelled(message=f"Task run {run.name!r} was cancelled before it started: {reason}.")
@@ -73,9 +78,23 @@ class LocalFuture(SettableFuture):
         return True
 
     def set_final(self, state: State) -> None:
-        self._call = None
         self._deps = None
         super().set_final(state)
+        batch = self._batch
+        if batch is not None:
+            batch.one_done()
+
+    @classmethod
+    def fetch_many(cls, futures: list[TaskRunFuture[Any]], timeout: float | None = None) -> None:
+        """The futures of a whole `.map()` (its FutureList): one wait for the batch instead of one per run, so the
+        waiting thread wakes once, not once per run. Anything else is waited for run by run, by `result()`."""
+        first = futures[0] if futures else None
+        batch = getattr(first, "_batch", None)
+        if batch is not None and batch.size == len(futures) and all(
+                getattr(f, "_batch", None) is batch for f in futures):
+            runner = batch.runner
+            if getattr(threading.current_thread(), "_distributary_runner", None) is not runner:
+                batch.wait(timeout)  # a pool thread waits run by run instead: it runs what it waits for
 
     def wait(self, timeout: float | None = None) -> None:
         if self._final is None:
@@ -91,6 +110,36 @@ class LocalFuture(SettableFuture):
                 d.wait()
         if self._call is not None:
             self.execute()
+
+
+class _Batch:
+    """The runs of one `.map()` with no upstreams, queued once per worker instead of once per run: each worker
+    that takes it draws runs one at a time (`next` on a list iterator is atomic), so runs start as they would from
+    a queue of single runs, without a queue operation or a wake-up per run."""
+
+    __slots__ = ("runs", "size", "runner", "_left", "_lock", "_done")
+
+    def __init__(self, futures: list[LocalFuture], runner: ThreadPoolTaskRunner):
+        self.runs = iter(futures)
+        self.size = len(futures)
+        self.runner = runner
+        self._left = len(futures)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._done.set()
+
+    def wait(self, timeout: float | None) -> None:
+        self._done.wait(timeout)
+
+    def drain(self) -> None:
+        for fut in self.runs:
+            fut.execute()
 
 
 class ThreadPoolTaskRunner(TaskRunner):
@@ -110,9 +159,8 @@ class ThreadPoolTaskRunner(TaskRunner):
         return {"max_workers": self._requested}
 
     def start(self) -> None:
-        self._queue: queue.SimpleQueue[LocalFuture | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[LocalFuture | _Batch | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
         self._futures: list[LocalFuture] = []
         self._abandoned = False
 
@@ -128,12 +176,34 @@ class ThreadPoolTaskRunner(TaskRunner):
         return fut
 
     def submit_calls(self, calls: Sequence[TaskCall]) -> list[LocalFuture]:
-        return [self.submit_call(c) for c in calls]
+        if len(calls) < 2:
+            return [self.submit_call(c) for c in calls]
+        futures = [LocalFuture(c, self) for c in calls]
+        self._futures.extend(futures)
+        ready: list[LocalFuture] = []
+        for fut, call in zip(futures, calls):
+            deps = find_upstreams(call.parameters, call.wait_for)
+            if deps:
+                fut._deps = deps
+                gate(deps, partial(self._put, fut))
+            else:
+                ready.append(fut)
+        if len(ready) < 2:
+            for fut in ready:
+                self._put(fut)
+        elif ready:
+            batch = _Batch(ready, self)
+            if len(ready) == len(futures):
+                for fut in ready:
+                    fut._batch = batch
+            for _ in range(min(len(ready), self.max_workers)):
+                self._put(batch)
+        return futures
 
-    def _put(self, fut: LocalFuture) -> None:
-        self._queue.put(fut)
-        if self._idle.acquire(blocking=False):
-            return
+    def _put(self, item: LocalFuture | _Batch) -> None:
+        # The pool grows by one thread per queued item up to max_workers and keeps them until shutdown: no
+        # idle-thread count to keep per run (a Python-level semaphore costs more than the run's engine work).
+        self._queue.put(item)
         if len(self._threads) < self.max_workers:
             t = threading.Thread(target=self._work, name=f"distributary-thread-{len(self._threads)}", daemon=True)
             t._distributary_runner = self  # type: ignore[attr-defined]
@@ -141,13 +211,15 @@ class ThreadPoolTaskRunner(TaskRunner):
             t.start()
 
     def _work(self) -> None:
-        get, idle = self._queue.get, self._idle
+        get = self._queue.get
         while True:
-            fut = get()
-            if fut is None:
+            item = get()
+            if item is None:
                 break
-            fut.execute()
-            idle.release()
+            if isinstance(item, LocalFuture):
+                item.execute()
+            else:
+                item.drain()
 
     def cancel_all(self, reason: str) -> None:
         """Runs not started end Cancelled. A thread cannot be stopped from outside: a running run is abandoned
