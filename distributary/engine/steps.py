@@ -19,7 +19,7 @@ from ..logging import engine_logger, reset_log_prints, set_log_prints
 from ..runs import TaskRun
 from ..states import State
 from ..transactions import get_transaction
-from . import caching, core, transitions
+from . import caching, core, tag_limits, transitions
 from .calls import TaskCall
 from .drivers import CALL, IO, SLEEP, Step, async_caller, drive, drive_async, run_coro_sync, sync_caller
 from .resolve import resolve_parameters
@@ -51,6 +51,7 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
     token = task_run_ctx.set(ctx)
     lp_token = set_log_prints(bool(call.log_prints))  # a task's False overrides its flow's True
     lease: Any = None
+    slots: Any = None  # the run's tag concurrency slots
     try:
         key = None
         while opts is not None:  # a store error here is retried like any failure, before anything computes
@@ -117,10 +118,16 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             if unsaved is not None:  # this retry writes the result again, it does not call the function
                 _retrying(run, task.retries, "writing the result")(failed, delay)
 
+        if run.tags:
+            try:
+                slots = yield from tag_limits.take_slots(run)
+            except Exception as exc:  # the limit could not be used (the store refused): the run fails, saying why
+                return _finish(task, run, core.failed_state_for(exc, run.name), ctx)
         final = yield from attempts(run, task.retries, task.retry_delays, task.retry_jitter_factor, attempt,
                                     _condition(task, run), on_retry)
         return _finish(task, run, final, ctx)
     finally:
+        tag_limits.give_back(slots)
         if lease is not None:
             lease.__exit__(None, None, None)
         reset_log_prints(lp_token)

@@ -185,7 +185,7 @@ def keeper() -> LeaseKeeper:
 
 
 # -- tag-based task-run limits ----------------------------------------------------------------------------------
-TAG_CACHE_SECONDS = 5.0  # how long a process trusts its list of the tags that have limits
+TAG_CACHE_SECONDS = 2.0  # how long a process trusts its list of the tags that have limits
 _tag_cache: tuple[float, frozenset[str]] | None = None
 
 
