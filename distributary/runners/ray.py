@@ -19,6 +19,7 @@ import contextvars
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -358,6 +359,53 @@ def _release() -> None:
             ray.shutdown()
 
 
+class _DeadWorkers:
+    """Which worker process ran a Ray task, from the task events the cluster's GCS keeps (read only when a worker
+    died, again for a few seconds if they were not reported yet; nothing is read while all is well)."""
+
+    TRIES = 6
+    WAIT = 0.5  # seconds between tries: task events reach the GCS about once a second, later on a loaded machine
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def name(self, task_id: Any) -> str | None:
+        with self._lock:
+            for attempt in range(self.TRIES):
+                try:
+                    found = self._lookup(task_id.binary())
+                except Exception as exc:  # Ray Client, an older or newer Ray: the message just names no worker
+                    _log.debug("Could not read Ray task events to name a dead worker: %r", exc)
+                    return None
+                if found is not None:
+                    return found
+                if attempt + 1 < self.TRIES:
+                    time.sleep(self.WAIT)
+        return None
+
+    @staticmethod
+    def _lookup(task_id: bytes) -> str | None:
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+
+        node = pid = None
+        parse = gcs_pb2.TaskEvents.FromString  # type: ignore[attr-defined]  # generated code without stubs
+        for raw in state._connect_and_get_accessor().get_task_events():
+            event = parse(raw)
+            if event.task_id == task_id and event.HasField("state_updates"):
+                update = event.state_updates
+                pid = update.worker_pid or pid
+                node = update.node_id or node
+        if not pid:
+            return None
+        ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if node and n.get("NodeID") == node.hex()),
+                  None)
+        return f"ray:{ip or 'node ' + (node or b'?').hex()[:12]}:{pid}"
+
+
+_dead_workers = _DeadWorkers()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The runner
 # ---------------------------------------------------------------------------------------------------------------
@@ -488,6 +536,12 @@ class RayTaskRunner(RemoteTaskRunner):
 
     def _backend_worker_died(self, exc: BaseException) -> bool:
         return isinstance(exc, _WORKER_DEATH)
+
+    def _backend_dead_worker(self, batch: Batch) -> str | None:
+        """Ray's WorkerCrashedError does not say which worker died; the cluster's task events do (the node and
+        the pid of the worker process that ran the batch's Ray task), as "ray:<node ip>:<pid>"."""
+        ref = batch.ref
+        return _dead_workers.name(ref.task_id()) if ref is not None else None
 
     def _backend_cancel(self, batches: list[Batch]) -> None:
         """`ray.cancel(force=True)`: a queued batch never runs, a running one's worker process is killed."""

@@ -19,6 +19,8 @@ collect()       `_backend_collect(batches)`: per batch its `BatchSummary` (a sum
 fetch()         `_backend_fetch(batches)`: the `BatchResult`s (values) of settled batches whose values stayed
                 remote, fetched together.
 worker_died()   `_backend_worker_died(exc)`: whether a batch's error means its worker died.
+dead_worker()   `_backend_dead_worker(batch)`: optional, the worker that died running it, in words, when the
+                error does not say (for the ERROR line and the run's message), else None.
 release()       `_backend_release(batches)`: drop the remote copies of these batches' values.
 settled()       `_backend_settled(batches)`: optional hook, these batches' summaries were applied.
 cluster_lost()  `_backend_cluster_lost(exc)`: whether a batch's error means the cluster itself is gone (words
@@ -82,6 +84,10 @@ class RemoteBackend(ABC, Generic[Batch]):
     def _backend_worker_died(self, exc: BaseException) -> bool:
         """Whether a batch's error means its worker died (the run may be retried)."""
         return False
+
+    def _backend_dead_worker(self, batch: Batch) -> str | None:
+        """The worker that died running `batch` ("ray:10.0.0.5:4134"), when the backend can tell, else None."""
+        return None
 
     def _backend_settled(self, batches: list[Batch]) -> None:  # noqa: B027 (optional hook, empty on purpose)
         """Hook: these batches' summaries were applied."""

@@ -493,7 +493,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                     again += 1
                 elif isinstance(res, BaseException):
                     if self._backend_worker_died(res):
-                        self._lost(batch, f"{type(res).__name__}: {res}")
+                        self._lost(batch, f"{type(res).__name__}: {res}", worker=self._backend_dead_worker(batch))
                     else:
                         gone = self._backend_cluster_lost(res)
                         why = f"crashed: {gone}" if gone else f"could not run on the cluster: {res!r}"
@@ -548,12 +548,13 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         with self._lock:
             self._lock.notify_all()
 
-    def _lost(self, batch: Batch, reason: str, summary: BatchSummary | None = None) -> None:
+    def _lost(self, batch: Batch, reason: str, summary: BatchSummary | None = None,
+              worker: str | None = None) -> None:
         try:
             if summary is not None and summary.running is not None:
                 self._partly_lost(batch, reason, summary)
             else:
-                self._resend_or_crash(batch, reason, summary.worker if summary is not None else None)
+                self._resend_or_crash(batch, reason, summary.worker if summary is not None else worker)
         finally:  # only now: the new batches are open already, so shutdown's wait cannot slip through
             with self._lock:
                 self._open.discard(batch)
@@ -578,8 +579,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         calls = batch.calls or []
         if len(calls) > 1:
             engine_logger("runners").warning(
-                "A worker died while running %d task runs of %r (%s); running them again one per cluster task to "
-                "find the one that crashed.", len(calls), batch.spec.name, reason)
+                "A worker%s died while running %d task runs of %r (%s); running them again one per cluster task to "
+                "find the one that crashed.", f" ({worker})" if worker else "", len(calls), batch.spec.name, reason)
             for call, ref in zip(calls, batch.futures):
                 self._enqueue(Batch(self, [call], [ref]))
             return
@@ -591,7 +592,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         run = call.task_run
         run.run_count += 1
         where = f" on {worker}" if worker and worker not in reason else ""
-        err = WorkerCrashedError(f"The worker running task run {run.name!r} died ({reason}).")
+        err = WorkerCrashedError(f"The worker running task run {run.name!r}{where} died ({reason}).")
         crashed = S.Crashed(message=str(err), data=err)
         transitions.set_state(run, crashed)
         retries = call.spec.retries
