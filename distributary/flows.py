@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 from . import settings
 from . import states as S
 from ._registry import load_dotted
-from .context import FlowRunContext, deployment_run, flow_run_ctx
+from .context import FlowRunContext, current_tags, deployment_run, flow_run_ctx
 from .engine import CALL, async_caller, attempts, core, drive, drive_async, run_hook, sync_caller, transitions
 from .engine.spec import FlowSpec
 from .errors import FlowRunTimeoutError, ParameterTypeError, UnknownNameError
@@ -248,7 +248,9 @@ def _flow_steps(flow: Flow, params: dict[str, Any], out: list[Any] | None = None
     name = flow.flow_run_name(**params) if callable(flow.flow_run_name) else (
         flow.flow_run_name.format(**params) if isinstance(flow.flow_run_name, str) else
         spec.name if spec is not None else flow_run_name(run_id))
-    run = FlowRun(run_id, name, flow.name, params, spec.tags if spec is not None else frozenset(), S.Pending(),
+    # the tags of the `with tags(...)` blocks around the call, and a deployment's own (as Prefect tags a flow run)
+    run_tags = current_tags.get() | (spec.tags if spec is not None else frozenset())
+    run = FlowRun(run_id, name, flow.name, params, run_tags, S.Pending(),
                   parent.flow_run_id if parent is not None else None, flow.version)
     if spec is not None:  # a deployment's run, created ahead of time: it keeps its id, name, tags and time
         run.expected_start_ts = spec.expected_start_ts
