@@ -1,7 +1,9 @@
 """`distributary server start` (the API and the UI on uvicorn) and `distributary server database upgrade/reset`."""
 from __future__ import annotations
 
+import os
 import signal
+from typing import Any
 
 import typer
 
@@ -23,6 +25,8 @@ def _need_server_extra() -> None:
 @app.command("start")
 def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTARY_SERVER_API_HOST, 127.0.0.1)"),
           port: int = typer.Option(None, help="port to listen on (DISTRIBUTARY_SERVER_API_PORT, 4200)"),
+          workers: int = typer.Option(None, help="server processes (DISTRIBUTARY_SERVER_WORKERS; default: one per "
+                                                 "CPU core, at most 4)"),
           log_level: str = typer.Option("info", help="uvicorn's log level")) -> None:
     """Serve the API under /api and the UI at / until SIGTERM or Ctrl-C (a graceful stop)."""
     from .. import settings
@@ -30,15 +34,21 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
     _need_server_extra()
     import uvicorn
 
-    from ..runstore.db import database_url, redact
+    from ..runstore import db
     from ..server.app import create_app
 
     host = host or str(settings.get("SERVER_API_HOST"))
     port = port if port is not None else int(settings.get("SERVER_API_PORT"))
-    url = database_url()
+    workers = workers if workers is not None else int(settings.get("SERVER_WORKERS"))
+    if workers <= 0:
+        workers = max(1, min(4, os.cpu_count() or 1))
+    url = db.database_url()
+    # migrate once, here, before any worker opens the store; then let the workers open their own connections
+    db.get_engine(url)
+    db.dispose_engines()
     app_ = create_app(url)
     typer.echo(f"distributary server on http://{host}:{port} (API http://{host}:{port}/api, docs /docs), "
-               f"run store {redact(url)}")
+               f"run store {db.redact(url)}, {workers} worker process{'es' if workers > 1 else ''}")
     if settings.get("SERVER_API_AUTH_STRING"):
         typer.echo("basic auth is on (DISTRIBUTARY_SERVER_API_AUTH_STRING)")
     elif host not in ("127.0.0.1", "localhost", "::1"):
@@ -48,7 +58,16 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
     # raises the signal again with the handlers it found: these make that a normal exit (code 0).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": log_level in ("debug", "trace"),
+                              "timeout_graceful_shutdown": 10}
+    if workers == 1:
+        uvicorn.run(app_, **common)
+    else:
+        # each worker process builds its app from the same settings (the environment it inherits); they share the
+        # listening socket, and the store: SQLite in WAL mode (readers never wait, writers take turns) or a
+        # PostgreSQL connection pool each
+        os.environ["DISTRIBUTARY_API_DATABASE_CONNECTION_URL"] = url
+        uvicorn.run("distributary.server.app:create_app", factory=True, workers=workers, **common)
     typer.echo("distributary server stopped")
 
 

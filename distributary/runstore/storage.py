@@ -24,6 +24,9 @@ from .models import TABLES
 
 flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["task_run"]
 state_t, log_t, artifact_t, variable_t = TABLES["run_state"], TABLES["log"], TABLES["artifact"], TABLES["variable"]
+RAW_JSON = frozenset({"parameters", "tags", "result_ref", "job_variables"})  # read as text by `*_rows` reads
+_FLOW_RUN_ROW_COLUMNS = [sa.cast(col, sa.Text).label(col.name) if col.name in RAW_JSON else col
+                         for col in flow_run_t.c if col.name not in ("flow_name", "worker_name")]
 
 
 class RunStorage(Protocol):
@@ -153,6 +156,15 @@ class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
         with self._read() as conn:
             return [O.Flow(id=r.id, name=r.name, created=_ts(r.created)) for r in conn.execute(q)]
 
+    def count_flows(self, flow_filter: F.FlowFilter | None = None,
+                    flow_run_filter: F.FlowRunFilter | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(flow_t).where(*self._flow_clauses(flow_filter))
+        if flow_run_filter is not None:
+            q = q.where(flow_t.c.id.in_(sa.select(flow_run_t.c.flow_id).where(
+                *self._flow_run_clauses(flow_run_filter))))
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def _flow_clauses(self, f: F.FlowFilter | None) -> list[Any]:
         if f is None:
             return []
@@ -210,25 +222,56 @@ class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
             deployment_id=r.deployment_id, idempotency_key=r.idempotency_key, auto_scheduled=bool(r.auto_scheduled),
             work_pool_name=r.work_pool_name, job_variables=r.job_variables or {}, worker_name=r.worker_name)
 
-    def read_flow_runs(self, flow_filter: F.FlowFilter | None = None, flow_run_filter: F.FlowRunFilter | None = None,
-                       sort: S.FlowRunSort | None = None, limit: int | None = None, offset: int = 0,
-                       task_run_filter: F.TaskRunFilter | None = None) -> list[O.FlowRun]:
+    def _flow_runs_where(self, q: sa.Select[Any], flow_filter: F.FlowFilter | None,
+                         flow_run_filter: F.FlowRunFilter | None, task_run_filter: F.TaskRunFilter | None
+                         ) -> sa.Select[Any]:
         c = flow_run_t.c
-        q = sa.select(flow_run_t).where(*self._flow_run_clauses(flow_run_filter))
+        q = q.where(*self._flow_run_clauses(flow_run_filter))
         if flow_filter is not None:
             q = q.where(c.flow_id.in_(sa.select(flow_t.c.id).where(*self._flow_clauses(flow_filter))))
         if task_run_filter is not None:
             q = q.where(c.id.in_(sa.select(task_run_t.c.flow_run_id).where(
                 *self._task_run_clauses(task_run_filter))))
+        return q
+
+    def count_flow_runs(self, flow_filter: F.FlowFilter | None = None,
+                        flow_run_filter: F.FlowRunFilter | None = None,
+                        task_run_filter: F.TaskRunFilter | None = None) -> int:
+        q = self._flow_runs_where(sa.select(sa.func.count()).select_from(flow_run_t), flow_filter, flow_run_filter,
+                                  task_run_filter)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def _flow_runs_query(self, columns: Sequence[Any], flow_filter: F.FlowFilter | None,
+                         flow_run_filter: F.FlowRunFilter | None, sort: S.FlowRunSort | None, limit: int | None,
+                         offset: int, task_run_filter: F.TaskRunFilter | None) -> sa.Select[Any]:
+        c = flow_run_t.c
+        q = self._flow_runs_where(sa.select(*columns), flow_filter, flow_run_filter, task_run_filter)
         sort = S.FlowRunSort(sort) if sort else S.FlowRunSort.ID_DESC
         order = {S.FlowRunSort.START_TIME_ASC: c.start_time.asc(), S.FlowRunSort.START_TIME_DESC: c.start_time.desc(),
                  S.FlowRunSort.EXPECTED_START_TIME_ASC: c.expected_start_time.asc(),
                  S.FlowRunSort.EXPECTED_START_TIME_DESC: c.expected_start_time.desc(),
                  S.FlowRunSort.NAME_ASC: c.name.asc(), S.FlowRunSort.NAME_DESC: c.name.desc(),
                  S.FlowRunSort.END_TIME_DESC: c.end_time.desc()}.get(sort, c.created.desc())
-        q = q.order_by(order, c.created.desc(), c.id).offset(offset or 0).limit(limit)
+        return q.order_by(order, c.created.desc(), c.id).offset(offset or 0).limit(limit)
+
+    def read_flow_runs(self, flow_filter: F.FlowFilter | None = None, flow_run_filter: F.FlowRunFilter | None = None,
+                       sort: S.FlowRunSort | None = None, limit: int | None = None, offset: int = 0,
+                       task_run_filter: F.TaskRunFilter | None = None) -> list[O.FlowRun]:
+        q = self._flow_runs_query([flow_run_t], flow_filter, flow_run_filter, sort, limit, offset, task_run_filter)
         with self._read() as conn:
             return [self._flow_run(r) for r in conn.execute(q)]
+
+    def read_flow_run_rows(self, flow_filter: F.FlowFilter | None = None,
+                           flow_run_filter: F.FlowRunFilter | None = None, sort: S.FlowRunSort | None = None,
+                           limit: int | None = None, offset: int = 0,
+                           task_run_filter: F.TaskRunFilter | None = None) -> list[Any]:
+        """What `read_flow_runs` reads, as database rows with the JSON columns left as JSON text (`RAW_JSON`):
+        the server's read path renders them straight to its response, without a model per row."""
+        q = self._flow_runs_query(_FLOW_RUN_ROW_COLUMNS, flow_filter, flow_run_filter, sort, limit, offset,
+                                  task_run_filter)
+        with self._read() as conn:
+            return conn.execute(q).all()
 
     def read_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun:
         got = self.read_flow_runs(flow_run_filter=F.FlowRunFilter(id=F.FlowRunFilterId(any_=[_uuid(flow_run_id)])))

@@ -53,7 +53,9 @@ class ServerProcess:
 
     # -- the process -------------------------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        env = {**base_env(), "DISTRIBUTARY_HOME": str(self.home), **self.extra_env}
+        # one server process unless a test asks for more (DISTRIBUTARY_SERVER_WORKERS): quicker to start
+        env = {**base_env(), "DISTRIBUTARY_HOME": str(self.home), "DISTRIBUTARY_SERVER_WORKERS": "1",
+               **self.extra_env}
         self._starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115  closed when the process is reaped
         log.write(f"--- start {self._starts}\n".encode())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
+import pytest
 from api_server import REPO, base_env
 
 
@@ -60,3 +62,47 @@ def test_database_upgrade_and_reset_on_postgresql(tmp_path, api_pg_server):
     assert reset.returncode == 0, reset.stderr
     assert cli("variable", "get", "answer").returncode == 1
     assert cli("variable", "set", "answer", "43").returncode == 0  # the schema is back
+
+
+MANY_WRITERS = """
+import sys
+from distributary import flow, task
+from distributary.task_runners import ThreadPoolTaskRunner
+
+@task
+def inc(x):
+    return x + 1
+
+@flow(name="multi-worker", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def mapped(n):
+    return sum(inc.map(range(n)).result())
+
+assert mapped(int(sys.argv[1]) if len(sys.argv) > 1 else 300) == sum(range(1, 301))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_several_worker_processes_share_one_store(start_server, backend, request):
+    """`--workers 2`: requests land on either process; the store (SQLite in WAL mode, or PostgreSQL) is one, so
+    what one process wrote the other reads, and a SIGTERM stops them all."""
+    env = {"DISTRIBUTARY_SERVER_WORKERS": "2"}
+    if backend == "postgresql":
+        env["DISTRIBUTARY_API_DATABASE_CONNECTION_URL"] = request.getfixturevalue(
+            "api_pg_server").create_database("multiworker")
+    srv = start_server(env=env)
+    assert "2 worker processes" in srv.log()
+    procs = [subprocess.Popen([sys.executable, "-c", MANY_WRITERS], env=srv.client_env(), cwd=srv.workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    with srv.http() as http:
+        while any(p.poll() is None for p in procs):  # reads on fresh connections, while both flows write
+            assert http.post("flow_runs/filter", json={"limit": 5}, headers={"Connection": "close"}).status_code == 200
+        for p in procs:
+            assert p.wait() == 0, p.stderr.read()[-2000:]
+        for _ in range(10):  # each request may reach either process: every one sees the same store
+            fresh = httpx.post(f"{srv.api_url}/task_runs/count", json={}, headers={"Connection": "close"})
+            assert fresh.json() == 600
+        runs = http.post("flow_runs/filter", json={}).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.log()

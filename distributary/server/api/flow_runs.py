@@ -1,4 +1,4 @@
-"""`/flow_runs`: create, filter, read, set_state, delete; `/flow_run_states`: a flow run's history."""
+"""`/flow_runs`: create, filter, count, read, graph, set_state, delete; `/flow_run_states`: a flow run's history."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,8 +13,8 @@ from ...runstore.batch import Batch
 from ...schemas import filters as F
 from ...schemas import sorting as S
 from ...states import State, StateType
-from ..deps import Storage
-from ._common import Body, Page, flow_run_json, respond, state_json
+from ..deps import Storage, read_in_thread
+from ._common import Body, Page, dependency_json, flow_run_json, flow_run_rows_json, respond, respond_bytes, state_json
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
 states_router = APIRouter(prefix="/flow_run_states", tags=["flow runs"])
@@ -54,6 +54,12 @@ class FlowRunsFilter(Page):
     sort: S.FlowRunSort | None = None
 
 
+class FlowRunsCount(Body):
+    flows: F.FlowFilter | None = None
+    flow_runs: F.FlowRunFilter | None = None
+    task_runs: F.TaskRunFilter | None = None
+
+
 def orchestration_result(state: Any, *, flow_run_id: Any = None, task_run_id: Any = None) -> dict[str, Any]:
     """Prefect's OrchestrationResult: there are no orchestration rules yet, so every proposal is accepted."""
     return {"status": "ACCEPT", "details": {"type": "accept_details"},
@@ -81,12 +87,33 @@ def create_flow_run(body: FlowRunCreate, storage: Storage) -> JSONResponse:
 
 
 @router.post("/filter")
-def read_flow_runs(storage: Storage, body: FlowRunsFilter | None = None) -> JSONResponse:
-    body = body or FlowRunsFilter()
-    runs = storage.read_flow_runs(flow_filter=body.flows, flow_run_filter=body.flow_runs,
-                                  task_run_filter=body.task_runs, sort=body.sort, limit=body.limit,
-                                  offset=body.offset)
-    return respond([flow_run_json(r) for r in runs])
+async def read_flow_runs(storage: Storage, body: FlowRunsFilter | None = None) -> Response:
+    f = body or FlowRunsFilter()
+
+    def read() -> Response:
+        rows = storage.read_flow_run_rows(flow_filter=f.flows, flow_run_filter=f.flow_runs,
+                                          task_run_filter=f.task_runs, sort=f.sort, limit=f.limit, offset=f.offset)
+        return respond_bytes(flow_run_rows_json(rows))
+
+    return await read_in_thread(read)
+
+
+@router.post("/count")
+def count_flow_runs(storage: Storage, body: FlowRunsCount | None = None) -> int:
+    """How many flow runs match (Prefect's `POST /flow_runs/count`: the filters of `/flow_runs/filter`)."""
+    body = body or FlowRunsCount()
+    return int(storage.count_flow_runs(flow_filter=body.flows, flow_run_filter=body.flow_runs,
+                                       task_run_filter=body.task_runs))
+
+
+@router.get("/{flow_run_id}/graph")
+def read_flow_run_graph(flow_run_id: uuid.UUID, storage: Storage) -> JSONResponse:
+    """Prefect's task-run dependency graph of a flow run: each task run with its upstream task runs (from its
+    recorded inputs), state and times (`DependencyResult`s, in creation order)."""
+    storage.read_flow_run(flow_run_id)  # 404 for an unknown run
+    runs = storage.read_task_runs(flow_run_filter=F.FlowRunFilter(id=F.FlowRunFilterId(any_=[flow_run_id])),
+                                  sort=S.TaskRunSort.EXPECTED_START_TIME_ASC)
+    return respond([dependency_json(r) for r in runs])
 
 
 @router.get("/{flow_run_id}")

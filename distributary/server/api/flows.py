@@ -1,4 +1,4 @@
-"""`/flows`: create (by name), filter, read by id or name."""
+"""`/flows`: create (by name), filter, count, read by id or name."""
 from __future__ import annotations
 
 import time
@@ -46,6 +46,18 @@ def read_flows(storage: Storage, body: FlowsFilter | None = None) -> JSONRespons
     flows = storage.read_flows(flow_filter=body.flows, flow_run_filter=body.flow_runs, sort=body.sort,
                                limit=body.limit, offset=body.offset)
     return respond([flow_json(f) for f in flows])
+
+
+class FlowsCount(Body):
+    flows: F.FlowFilter | None = None
+    flow_runs: F.FlowRunFilter | None = None
+
+
+@router.post("/count")
+def count_flows(storage: Storage, body: FlowsCount | None = None) -> int:
+    """How many flows match (Prefect's `POST /flows/count`: the filters of `/flows/filter`, an integer)."""
+    body = body or FlowsCount()
+    return int(storage.count_flows(flow_filter=body.flows, flow_run_filter=body.flow_runs))
 
 
 @router.get("/name/{name}")
