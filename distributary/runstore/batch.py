@@ -149,7 +149,9 @@ def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
 
 
 def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
-    """Run a batch's statements on a DB-API cursor inside the caller's transaction."""
+    """Run a batch's statements on a DB-API cursor inside the caller's transaction (rows it holds already are
+    not appended again: `drop_stored`)."""
+    drop_stored(cursor, dialect, batch)
     for table, field, how in WRITE_ORDER:
         rows = getattr(batch, field)
         if rows:
@@ -161,3 +163,40 @@ def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
         data = f"CAST({mark} AS JSON)" if dialect == "postgresql" else mark
         cursor.executemany(f"UPDATE artifact SET data = {data}, updated = {mark} WHERE id = {mark}",
                            [(json.dumps(u["data"]), u["updated"], u["id"]) for u in batch.artifact_updates.values()])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# At-least-once delivery: a batch sent again (the HTTP client resends one whose answer it did not get, a spooled
+# batch is replayed after a crash) adds nothing. Runs and artifacts are upserts by id; appended rows (state
+# history entries, log lines) that are already stored are dropped, inside the writing transaction.
+# ---------------------------------------------------------------------------------------------------------------
+STATE_KEY = ("run_id", "type", "timestamp")
+LOG_KEY = ("flow_run_id", "task_run_id", "timestamp", "name", "level", "message")
+_IN_CHUNK = 500  # values per IN (...) list (SQLite's parameter limit)
+
+
+def _stored_keys(cursor: Any, table: str, key: tuple[str, ...], where: str,
+                 params: Sequence[Any]) -> set[tuple[Any, ...]]:
+    cursor.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {where}", tuple(params))
+    return {tuple(r) for r in cursor.fetchall()}
+
+
+def drop_stored(cursor: Any, dialect: str, batch: Batch) -> None:
+    """Remove from `batch.states` and `batch.logs` the rows the database holds already (same run, type and time
+    for a state; same run, task run, time, logger, level and message for a log line)."""
+    mark = "%s" if dialect == "postgresql" else "?"
+    if batch.states:
+        run_ids = sorted({s["run_id"] for s in batch.states})
+        seen: set[tuple[Any, ...]] = set()
+        for i in range(0, len(run_ids), _IN_CHUNK):
+            part = run_ids[i:i + _IN_CHUNK]
+            seen |= _stored_keys(cursor, "run_state", STATE_KEY,
+                                 f"run_id IN ({', '.join([mark] * len(part))})", part)
+        if seen:
+            batch.states = [s for s in batch.states if tuple(s.get(k) for k in STATE_KEY) not in seen]
+    if batch.logs:
+        times = [lg["timestamp"] for lg in batch.logs]
+        seen = _stored_keys(cursor, "log", LOG_KEY, f"timestamp >= {mark} AND timestamp <= {mark}",
+                            (min(times), max(times)))
+        if seen:
+            batch.logs = [lg for lg in batch.logs if tuple(lg.get(k) for k in LOG_KEY) not in seen]
