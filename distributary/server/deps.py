@@ -31,13 +31,17 @@ class ServedStore:
         return self._storage
 
 
-async def get_storage(request: Request) -> Any:
-    """The `SqlRunStorage` of the app serving `request` (a FastAPI dependency; async, so FastAPI does not send it
-    to a thread: the storage is opened once, then this is an attribute read)."""
+def get_storage(request: Request) -> Any:
+    """The `SqlRunStorage` of the app serving `request`."""
     return request.app.store.storage()
 
 
-Storage = Annotated[Any, Depends(get_storage)]  # a route's `storage: Storage` parameter
+async def _storage_dependency(request: Request) -> Any:
+    # async, so FastAPI does not send it to a thread: the storage is opened once, then this is an attribute read
+    return request.app.store.storage()
+
+
+Storage = Annotated[Any, Depends(_storage_dependency)]  # a route's `storage: Storage` parameter
 
 
 _limiters: dict[int, anyio.CapacityLimiter] = {}

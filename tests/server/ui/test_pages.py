@@ -348,3 +348,30 @@ def test_with_auth_on_the_ui_asks_for_it_and_never_shows_it(browser, start_serve
             assert password not in body, path
     finally:
         ctx.close()
+
+
+def test_the_dashboard_flows_artifacts_and_variables_update_themselves(page, record_into):
+    tabs = {}
+    for path in ("/", "/flows", "/artifacts", "/variables"):
+        tab = page.pw if not tabs else page.pw.context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        tab.goto(page.base_url + path)
+        tab.evaluate("window.__same_page = true")
+        tabs[path] = (tab, errors)
+    assert "No failed or crashed flow runs" in tabs["/"][0].locator("section", has_text="Failures").inner_text()
+
+    with pytest.raises(RuntimeError):
+        broken()
+    create_markdown_artifact("fresh notes", key="live-notes")
+    Variable.set("live-region", "eu-north")
+
+    failures = tabs["/"][0].locator("section", has_text="Failures")
+    failures.locator("td", has_text="the warehouse is down").wait_for()
+    tabs["/flows"][0].locator("#flows tbody", has_text="broken").wait_for()
+    tabs["/artifacts"][0].locator("#artifact-keys", has_text="live-notes").wait_for()
+    tabs["/variables"][0].locator("#variables tbody", has_text="eu-north").wait_for()
+    for path, (tab, errors) in tabs.items():
+        assert tab.evaluate("window.__same_page") is True, f"{path} was reloaded instead of updated in place"
+        assert not errors, f"JavaScript errors on {path}: {errors}"
+    page.shot("dashboard-live")

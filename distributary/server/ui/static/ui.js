@@ -267,9 +267,25 @@ function taskRunPage() {
   });
 }
 
+// -- the dashboard, flows, artifacts and variables: the page itself fetched again and its content swapped in place --
+const SNAPSHOT_PAGES = ["dashboard", "flows", "artifacts", "artifact-key", "artifact", "variables"];
+
+function snapshotPage() {
+  const main = document.querySelector("main");
+  every(3000, async () => {
+    if (document.hidden) return;
+    const r = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!r.ok) throw new Error(location.href + ": HTTP " + r.status);
+    const fresh = new DOMParser().parseFromString(await r.text(), "text/html").querySelector("main");
+    // the server escaped what it rendered; parsed HTML inserted this way runs no script either
+    if (fresh) swap(main, fresh.innerHTML);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
   if (page === "flow-runs") flowRunsPage();
   else if (page === "flow-run") flowRunPage();
   else if (page === "task-run") taskRunPage();
+  else if (SNAPSHOT_PAGES.includes(page)) snapshotPage();
 });
