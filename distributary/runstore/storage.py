@@ -26,7 +26,7 @@ flow_t, flow_run_t, task_run_t = TABLES["flow"], TABLES["flow_run"], TABLES["tas
 state_t, log_t, artifact_t, variable_t = TABLES["run_state"], TABLES["log"], TABLES["artifact"], TABLES["variable"]
 RAW_JSON = frozenset({"parameters", "tags", "result_ref", "job_variables"})  # read as text by `*_rows` reads
 _FLOW_RUN_ROW_COLUMNS = [sa.cast(col, sa.Text).label(col.name) if col.name in RAW_JSON else col
-                         for col in flow_run_t.c if col.name not in ("flow_name", "worker_name")]
+                         for col in flow_run_t.c if col.name != "flow_name"]
 
 
 class RunStorage(Protocol):
