@@ -17,7 +17,7 @@ from ..context import TaskRunContext, task_run_ctx
 from ..errors import ResultStoreError, UpstreamTaskError
 from ..logging import engine_logger, reset_log_prints, set_log_prints
 from ..runs import TaskRun
-from ..states import State
+from ..states import State, StateType
 from ..transactions import get_transaction
 from . import caching, core, tag_limits, transitions
 from .calls import TaskCall
@@ -26,6 +26,8 @@ from .resolve import resolve_parameters
 from .spec import TaskSpec
 
 _log: logging.Logger | None = None
+# Return values that are neither a State, a collection of states nor a generator: taken as they are.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), dict})
 
 
 def _logger() -> logging.Logger:
@@ -91,16 +93,21 @@ def _steps(call: TaskCall) -> Generator[Step, Any, State]:
             call.returned = S.UNSET
             try:
                 if unsaved is None:
-                    value = _consume((yield (CALL, params)))
+                    value = yield (CALL, params)
+                    if value.__class__ in _PLAIN:  # most return values: no generator to consume, not a State
+                        final = None
+                    else:
+                        value = _consume(value)
+                        final = core.state_from_return(value)
                     if run.abandoned:  # given up while the function ran: its outcome is not kept nor persisted
                         return run.state, False
-                    final = core.state_from_return(value)
                 else:  # this attempt retries the write, not the function
                     (value, final), unsaved = unsaved, None
                 call.returned = value
                 try:
                     if final is None:
-                        final = yield from _completed(value, opts, key, ctx)
+                        final = S.Completed(data=value) if opts is None else (
+                            yield from _completed(value, opts, key, ctx))
                     elif final.is_completed() and opts is not None and opts.persist and final.data is not S.UNSET:
                         final.result_ref = yield from _persist_returned(opts, key, final.data, ctx)
                 except ResultStoreError:
@@ -260,15 +267,20 @@ def _finish(task: TaskSpec, run: TaskRun, state: State, ctx: TaskRunContext | No
     run.end_ts = time.time()
     transitions.set_state(run, state)
     transitions.run_finished(run)
-    if state.is_failed() or state.is_crashed():
-        _logger().error("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
-    elif _logger().isEnabledFor(10):
-        _logger().debug("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
-    hooks = task.on_completion if state.is_completed() else task.on_failure if (
-        state.is_failed() or state.is_crashed()) else ()
+    log = _log or _logger()
+    kind = state.type
+    if kind is StateType.COMPLETED:
+        hooks = task.on_completion
+    elif kind is StateType.FAILED or kind is StateType.CRASHED:
+        hooks = task.on_failure
+        log.error("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
+    else:
+        hooks = ()
+    if kind is not StateType.FAILED and kind is not StateType.CRASHED and log.isEnabledFor(10):
+        log.debug("Task run %r finished in state %r", run.name, state, extra={"run_name": run.name})
     for hook in hooks:
         run_hook(hook, task.owner, run, state)
-    if state.is_completed() and (task.on_commit or task.on_rollback):
+    if kind is StateType.COMPLETED and (task.on_commit or task.on_rollback):
         txn = get_transaction()
         if txn is not None:
             txn.add_hooks(task.on_commit, task.on_rollback)
