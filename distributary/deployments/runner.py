@@ -58,7 +58,6 @@ class Runner:
         self.pause_on_shutdown = pause_on_shutdown
         self._storage = storage
         self.deployments: dict[str, RunnerDeployment] = {}  # deployment id -> definition
-        self._limits: dict[str, tuple[int | None, str | None]] = {}
         self.in_flight: dict[str, _InFlight] = {}
         self._stop = threading.Event()
         self._signal: int | None = None
@@ -76,8 +75,6 @@ class Runner:
         """Register the deployment (create or update it in the run store) and serve it."""
         dep = deployment.apply(self.storage)
         self.deployments[str(dep.id)] = deployment
-        self._limits[str(dep.id)] = (dep.concurrency_limit, (dep.concurrency_options.collision_strategy
-                                                             if dep.concurrency_options else None))
         return dep
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -146,15 +143,10 @@ class Runner:
         if room is not None and room <= 0:
             return
         for run in self.storage.read_due_runs(ids, limit=room):
-            did = str(run.deployment_id)
-            limit, strategy = self._limits.get(did, (None, None))
-            if limit is not None and self.storage.count_deployment_runs(did, ACTIVE) >= limit:
-                if strategy == "CANCEL_NEW" and self.storage.claim_flow_run(run.id, message="limit reached"):
-                    self.storage.set_flow_run_state(run.id, S.Cancelled(
-                            message=f"Deployment concurrency limit of {limit} reached (CANCEL_NEW)."))
-                continue  # ENQUEUE: it waits for a slot
+            # the claim keeps the deployment's concurrency limit atomically: at the limit it fails (ENQUEUE: the
+            # run waits) or cancels the run (CANCEL_NEW)
             if self.storage.claim_flow_run(run.id, worker_name=self.name):
-                self._launch(run, self.deployments[did])
+                self._launch(run, self.deployments[str(run.deployment_id)])
 
     def _job(self, run: Any, deployment: Any) -> tuple[list[str], str | None, dict[str, str]]:
         """The command, working directory and environment of a run's process."""

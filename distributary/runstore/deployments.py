@@ -413,18 +413,13 @@ class DeploymentStorage:
 
     def claim_flow_run(self, flow_run_id: uuid.UUID | str, state_name: str = "Pending",
                        message: str | None = None, worker_name: str | None = None) -> bool:
-        """Move a Scheduled (or Late) run to Pending, atomically: True for exactly one of several claimants."""
-        now = time.time()
-        rid = str(flow_run_id)
-        extra = {} if worker_name is None else {"worker_name": worker_name}
+        """Move a Scheduled (or Late) run to Pending, atomically: True for exactly one of several claimants, and
+        never beyond its deployment's or its work pool's concurrency limit (a run of a CANCEL_NEW deployment at
+        its limit is Cancelled instead; see `claims.py`)."""
+        from .claims import claim
+
         with self.engine.begin() as conn:
-            n = conn.execute(sa.update(flow_run_t).where(flow_run_t.c.id == rid, flow_run_t.c.state_type == SCHEDULED)
-                             .values(state_type=StateType.PENDING.value, state_name=state_name,
-                                     state_message=message, state_ts=now, **extra)).rowcount
-            if n:
-                conn.execute(state_t.insert(), [{"run_id": rid, "type": StateType.PENDING.value, "name": state_name,
-                                                 "message": message, "timestamp": now, "result_ref": None}])
-        return bool(n)
+            return claim(conn, str(flow_run_id), state_name, message, worker_name)
 
     def mark_late_runs(self, now: dt.datetime | float | None = None, late_after: float = LATE_AFTER,
                        deployment_ids: Iterable[Any] | None = None) -> int:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigurationError, ObjectNotFound
 from ..schemas import objects as O
-from ..states import Cancelled, StateType
+from ..states import StateType
 from .deployments import SCHEDULED, _insert
 from .models import TABLES
 
@@ -159,29 +159,15 @@ class WorkPoolStorage:
                 limit = min(limit, pool.concurrency_limit - int(busy))
                 if limit <= 0:
                     return []
-            due = list(conn.execute(sa.select(c.id, c.deployment_id).where(
+            due = [r.id for r in conn.execute(sa.select(c.id).where(
                 c.work_pool_name == work_pool_name, c.state_type == SCHEDULED, c.expected_start_time <= time.time())
-                .order_by(c.expected_start_time, c.id).limit(limit * 3)))
-            d = TABLES["deployment"]
-            limits = {r.id: (r.concurrency_limit, r.collision_strategy) for r in conn.execute(
-                sa.select(d.c.id, d.c.concurrency_limit, d.c.collision_strategy).where(
-                    d.c.id.in_({r.deployment_id for r in due}), d.c.concurrency_limit.is_not(None)))}
-            busy_by = {did: int(conn.execute(sa.select(sa.func.count()).select_from(flow_run_t).where(
-                c.deployment_id == did, c.state_type.in_(ACTIVE))).scalar() or 0) for did in limits}
+                .order_by(c.expected_start_time, c.id).limit(limit * 3))]
         claimed: list[str] = []
-        for rid, did in due:
+        for rid in due:  # each claim checks the pool's and the deployment's limits atomically (claims.py)
             if len(claimed) >= limit:
                 break
-            dep_limit, strategy = limits.get(did, (None, None))
-            if dep_limit is not None and busy_by[did] >= dep_limit:  # the deployment's own concurrency limit
-                if strategy == "CANCEL_NEW" and self.claim_flow_run(rid, message="limit reached"):
-                    self.set_flow_run_state(rid, Cancelled(
-                        message=f"Deployment concurrency limit of {dep_limit} reached (CANCEL_NEW)."))
-                continue
             if self.claim_flow_run(rid, message=f"claimed by worker {worker_name}", worker_name=worker_name):
                 claimed.append(rid)
-                if did in busy_by:
-                    busy_by[did] += 1
         if not claimed:
             return []
         with self._read() as conn:

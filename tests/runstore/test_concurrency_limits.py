@@ -203,3 +203,36 @@ def test_gcl_and_concurrency_limit_commands(store_env, capsys):
     assert cli("concurrency-limit", "reset", "database")[0] == 0
     assert cli("concurrency-limit", "delete", "database")[0] == 0
     assert cli("concurrency-limit", "inspect", "database")[0] == 1
+
+
+CLAIMER = textwrap.dedent("""
+    import json, os, sys, time
+    from distributary.runstore.storage import SqlRunStorage
+    url, go, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    st = SqlRunStorage(url=url)
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    print(json.dumps([rid for rid in ids if st.claim_flow_run(rid, worker_name=str(os.getpid()))]))
+""")
+
+
+@pytest.mark.slow
+def test_processes_claiming_runs_never_exceed_the_deployment_or_pool_limit(storage, store_url, tmp_path):
+    storage.create_work_pool("pool", concurrency_limit=2)
+    capped = storage.create_deployment(flow_name="f", name="capped", concurrency_limit=3)
+    pooled = storage.create_deployment(flow_name="f", name="pooled", work_pool_name="pool")
+    runs = [str(storage.create_flow_run_from_deployment(d.id).id) for d in (capped, pooled) for _ in range(30)]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, store_url, str(go), json.dumps(runs[i::4] + runs)],
+                              env=_env(store_url, tmp_path), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for i in range(4)]
+    time.sleep(1.0)
+    go.touch()
+    claimed = [rid for p in procs for rid in json.loads(p.communicate(timeout=180)[0])]
+    assert len(claimed) == len(set(claimed)) == 5  # 3 of the capped deployment, 2 of the pool: no more
+    assert storage.count_deployment_runs(capped.id, ["PENDING"]) == 3
+    assert storage.count_deployment_runs(pooled.id, ["PENDING"]) == 2
+    first = next(r for r in claimed if r in runs[:30])
+    storage.set_flow_run_state(first, __import__("distributary.states", fromlist=["x"]).Completed())
+    assert storage.claim_flow_run(runs[29]) or any(storage.claim_flow_run(r) for r in runs[:30])  # a slot freed
+    assert storage.count_deployment_runs(capped.id, ["PENDING"]) == 3
