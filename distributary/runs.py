@@ -27,6 +27,11 @@ LOG = "log"                              # (kind, None, dict): see `distributary
 RUN_FINISHED = "run_finished"            # (kind, TaskRun | FlowRun, final State)
 ARTIFACT = "artifact"                    # (kind, None, dict): an artifact created inside or outside a run
 EVENT_KINDS = frozenset({FLOW_RUN_CREATED, TASK_RUNS_CREATED, STATE_CHANGED, LOG, RUN_FINISHED, ARTIFACT})
+# The bulk form of STATE_CHANGED: (kind, None, list[(TaskRun | FlowRun, Sequence[State])]), the states many runs
+# went through (already appended to their histories, in order), e.g. one cluster batch's outcome. Only a sink
+# that names it in `kinds` receives it (and then no STATE_CHANGED events for those states: one bulk insert per
+# batch); every other sink that wants STATE_CHANGED gets the same states as one STATE_CHANGED event each.
+STATES_CHANGED = "states_changed"
 
 RunEvent = tuple[str, Any, Any]  # (kind, run: TaskRun | FlowRun | None, payload)
 

@@ -1,6 +1,7 @@
 """The one place a run's state changes, and the stream of run events every observer reads.
 
-`set_state(run, state)` appends to the run's history and emits a `state_changed` event; the other emitters say
+`set_state(run, state)` appends to the run's history and emits a `state_changed` event (`set_states_many`: many
+runs at once, one bulk `states_changed` event, see `distributary.runs.STATES_CHANGED`); the other emitters say
 that runs were created, a run finished, a log record or an artifact was made. Events go into one process-wide
 queue (an append, no lock, no I/O) and a dispatcher thread hands them in batches to the registered sinks
 (`distributary.runs.RunEventSink`), in the order they happened. Kinds that no sink wants are never queued, so
@@ -25,6 +26,7 @@ from ..runs import (
     LOG,
     RUN_FINISHED,
     STATE_CHANGED,
+    STATES_CHANGED,
     TASK_RUNS_CREATED,
     RecorderSink,
     RunEvent,
@@ -78,6 +80,19 @@ def abandon(run: Any, state: State) -> None:
     set_state(run, state)
     run.abandoned = True
     run_finished(run)
+
+
+def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
+    """Apply the new states of many runs at once: `items` are (run, its states in order), e.g. every run of a
+    cluster batch. The same as `set_states` per run, with ONE event for the lot: sinks that name
+    `runs.STATES_CHANGED` in their `kinds` receive `(STATES_CHANGED, None, items)` (bulk inserts); every other
+    sink receives one `STATE_CHANGED` event per state, as from `set_states`. `items` must not change afterwards."""
+    for run, states in items:
+        if states:
+            run.state = states[-1]
+            run.state_history.extend(states)
+    if items and (STATE_CHANGED in _wanted or STATES_CHANGED in _wanted):
+        _put((STATES_CHANGED, None, items))
 
 
 def task_runs_created(runs: Sequence[Any]) -> None:
@@ -204,9 +219,15 @@ def deliver() -> None:
                     batch.append(pop())
             except IndexError:
                 pass
+            expanded: list[RunEvent] | None = None  # the batch with bulk state events spelled out per state
             for sink in _sinks:
                 kinds = getattr(sink, "kinds", None)
-                events = batch if kinds is None else [e for e in batch if e[0] in kinds]
+                if kinds is None or STATES_CHANGED not in kinds:
+                    if expanded is None:
+                        expanded = _expand(batch)
+                    events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]
+                else:
+                    events = [e for e in batch if e[0] in kinds]
                 if not events:
                     continue
                 try:
@@ -214,6 +235,19 @@ def deliver() -> None:
                 except Exception:
                     _log.exception("Run-event sink %r failed on %d events; they are lost for it.", sink,
                                    len(events))
+
+
+def _expand(batch: list[RunEvent]) -> list[RunEvent]:
+    """`batch` with each STATES_CHANGED event replaced by its STATE_CHANGED events, in order."""
+    if not any(e[0] == STATES_CHANGED for e in batch):
+        return batch
+    out: list[RunEvent] = []
+    for e in batch:
+        if e[0] == STATES_CHANGED:
+            out.extend((STATE_CHANGED, run, s) for run, states in e[2] for s in states)
+        else:
+            out.append(e)
+    return out
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -254,5 +288,5 @@ def _dispatch_loop() -> None:
 
 _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too
 
-__all__ = ["set_state", "set_states", "task_runs_created", "flow_run_created", "run_finished", "log_record",
+__all__ = ["set_state", "set_states", "set_states_many", "task_runs_created", "flow_run_created", "run_finished", "log_record",
            "artifact", "wants", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

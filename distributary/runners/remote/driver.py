@@ -520,7 +520,25 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     def _apply(self, batch: Batch, summary: BatchSummary) -> None:
         states: list[RemoteState] = []
         holds_values = False
+        worker = summary.worker
+        starts, ends = summary.starts, summary.ends
+        applied: list[tuple[TaskRun, Sequence[State]]] = []
+        live = self._live
         for i, (run, entry) in enumerate(zip(batch.runs, summary.runs)):
+            if entry is None:  # the compact form: Running, then Completed with its value on the worker
+                start_ts = starts[i]  # type: ignore[index]
+                end_ts = ends[i]  # type: ignore[index]
+                final = RemoteState(StateType.COMPLETED, "Completed", None, S.UNSET, None, end_ts)
+                final.batch = batch
+                final.index = i
+                holds_values = True
+                applied.append((run, (State(StateType.RUNNING, "Running", None, S.UNSET, None, start_ts), final)))
+                if run.start_ts is None:
+                    run.start_ts = start_ts
+                run.end_ts, run.run_count, run.worker = end_ts, run.run_count + 1, worker
+                live.pop(run.id.int, None)
+                states.append(final)
+                continue
             start_ts, end_ts, run_count, cache_key, history, has_value = entry
             last = history[-1]
             final = RemoteState(last.type, last.name, last.message, last.data, last.result_ref, last.ts)
@@ -528,12 +546,13 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             final.index = i
             holds_values = holds_values or has_value
             history[-1] = final
-            transitions.set_states(run, history)
+            applied.append((run, history))
             if run.start_ts is None:
                 run.start_ts = start_ts
-            run.end_ts, run.run_count, run.cache_key, run.worker = end_ts, run_count, cache_key, summary.worker
-            self._live.pop(run.id.int, None)
+            run.end_ts, run.run_count, run.cache_key, run.worker = end_ts, run_count, cache_key, worker
+            live.pop(run.id.int, None)
             states.append(final)
+        transitions.set_states_many(applied)  # the batch's states in one run event (bulk inserts downstream)
         batch.states = states
         batch.calls = None
         with self._lock:
@@ -566,8 +585,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         calls = batch.calls or []
         k = min(len(summary.runs), len(calls))
         if k:
-            self._apply(Batch(self, calls[:k], batch.futures[:k]), BatchSummary(batch.id, summary.worker,
-                                                                                   summary.runs[:k]))
+            self._apply(Batch(self, calls[:k], batch.futures[:k]), summary.head(k))
         rest = k
         if summary.running and k < len(calls):
             self._charge(calls[k], batch.futures[k], reason, summary.worker)

@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,11 +16,13 @@ import cloudpickle
 
 from ... import settings
 from ... import states as S
-from ...engine import TaskCall, run_call, transitions
+from ...context import TaskRunContext, task_run_ctx
+from ...engine import TaskCall, core, run_call, transitions
 from ...engine.futures import TaskRunFuture
-from ...engine.resolve import map_nested
+from ...engine.resolve import map_nested, needs_resolution
 from ...engine.spec import TaskSpec
 from ...errors import SerializationError
+from ...logging import engine_logger, reset_log_prints, set_log_prints
 from ...runs import STATE_CHANGED, TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
@@ -111,16 +114,35 @@ class BatchSummary:
     """What the driver needs of a finished batch, without the values: per task run
     `(start_ts, end_ts, run_count, cache_key, new_states, has_value)` where `new_states` are the states the run
     went through on the worker (values dropped, exceptions kept) and `has_value` says the final state holds a
-    value on the worker. `lost` is set instead when the batch could not run (its previous attempt's worker died)."""
+    value on the worker. `lost` is set instead when the batch could not run (its previous attempt's worker died).
 
-    __slots__ = ("batch_id", "worker", "runs", "lost", "running")
+    Compact form (the common case of a packed batch): `runs[i]` is None for a run that went the plain way,
+    Running at `starts[i]` then Completed (with its value on the worker) at `ends[i]` in its first attempt, with
+    no cache key; the two arrays carry its times and nothing else is shipped for it. `entry(i)` gives any run's
+    full entry, building the states of a compact one on demand."""
 
-    def __init__(self, batch_id: str, worker: str | None, runs: list[tuple], lost: str | None = None,
-                 running: bool | None = None):
+    __slots__ = ("batch_id", "worker", "runs", "lost", "running", "starts", "ends")
+
+    def __init__(self, batch_id: str, worker: str | None, runs: Sequence[tuple | None], lost: str | None = None,
+                 running: bool | None = None, starts: array | None = None, ends: array | None = None):
         self.batch_id, self.worker, self.runs, self.lost = batch_id, worker, runs, lost
         # With `lost`: `runs` are the runs that finished before the worker died, and `running` says whether the
         # next run had started (None: not known, as on Dask and Ray).
         self.running = running
+        self.starts, self.ends = starts, ends
+
+    def entry(self, i: int) -> tuple:
+        """The full entry of run `i` (see the class docstring)."""
+        e = self.runs[i]
+        if e is not None:
+            return e
+        start, end = self.starts[i], self.ends[i]  # type: ignore[index]
+        return (start, end, 1, None, [S.Running(timestamp=start), S.Completed(timestamp=end)], True)
+
+    def head(self, k: int) -> BatchSummary:
+        """The summary of the first `k` runs only."""
+        cut = None if self.starts is None else (self.starts[:k], self.ends[:k])  # type: ignore[index]
+        return BatchSummary(self.batch_id, self.worker, self.runs[:k], None, None, *(cut or (None, None)))
 
 
 class BatchResult:
@@ -225,19 +247,115 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
         install_log_forwarding()
         watch_live_states()
     states: list[State] = []
-    entries: list[tuple] = []
+    entries: list[tuple | None] = []
+    n = len(specs)
+    starts, ends = array("d", bytes(8 * n)), array("d", bytes(8 * n))
+    plain = _plain_task(task, header)
     try:
         with settings.overlay(header.settings_env):  # settings travel as data: the process env is left alone
-            for spec in specs:
-                state, entry = run_one(task, header, spec, upstreams, worker, sender)
-                states.append(state)
-                entries.append(entry)
+            lp_token = set_log_prints(bool(header.log_prints)) if plain else None
+            try:
+                for i, spec in enumerate(specs):
+                    if plain and not spec[5] and not needs_resolution(spec[4]):
+                        state, entry, starts[i] = run_plain(task, header, spec, worker, sender)
+                        ends[i] = state.ts
+                    else:
+                        state, entry = run_one(task, header, spec, upstreams, worker, sender)
+                    states.append(state)
+                    entries.append(entry)
+            finally:
+                if lp_token is not None:
+                    reset_log_prints(lp_token)
     finally:
         if token is not None:
             _channel.reset(token)
         if sender is not None:
             sender.flush(header.channel)  # this batch's log records leave before its outcome does
-    return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries))
+    return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries, starts=starts, ends=ends))
+
+
+def _plain_task(task: TaskSpec, header: BatchHeader) -> bool:
+    """Whether the task's runs may take the tight loop (`run_plain`): nothing of the engine's beyond one call,
+    its states and its context applies to them (no result options, hooks, retries, timeout or async)."""
+    return (header.result_options is None and not task.isasync and not task.timeout_seconds
+            and not task.retries and not (task.on_running or task.on_completion or task.on_failure
+                                          or task.on_commit or task.on_rollback))
+
+
+def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str | None,
+              sender: TelemetrySender | None) -> tuple[State, tuple | None, float]:
+    """One run of a plain task (`_plain_task`) without the engine's step machinery, with the same outcome:
+    Running, then Completed with the value, or Failed with the exception (logged at ERROR as the engine does);
+    the run's context is set, so `get_run_logger()` and `distributary.runtime` work in the task. Returns the
+    final state, None for a run that completed with a sendable value (the compact form) or else its full entry,
+    and its start time."""
+    run_id, name, dynamic_key, run_count, params, _ = spec
+    run = _LiveTaskRun(uuid.UUID(int=run_id), name, task.name, task.task_key, header.flow_run_id, params,
+                       header.tags, _PENDING, dynamic_key)
+    run.run_count = run_count + 1
+    run.worker = worker
+    live = sender is not None and header.channel is not None
+    start = run.start_ts = time.time()
+    running = S.Running(timestamp=start)
+    run.state = running
+    if live:
+        run._live = (sender, header.channel)  # type: ignore[assignment]
+        sender.state(header.channel, run_id, running)  # type: ignore[union-attr, arg-type]
+    ctx_token = task_run_ctx.set(TaskRunContext(task.owner, run, params, header.flow_parameters,
+                                                bool(header.log_prints), None))
+    try:
+        value = task.invoke(**params)
+        final = None
+        if type(value) not in _PLAIN:
+            if _is_generator(value):
+                value = _consume_generator(value)
+            final = core.state_from_return(value)
+    except Exception as exc:
+        final = core.failed_state_for(exc, name)
+    except BaseException as exc:  # as run_one: the engine lets interrupts through, a batch's outcome never does
+        final = S.Crashed(message=f"Task run {name!r} was interrupted on the worker by {type(exc).__name__}: "
+                                  f"{exc}", data=exc)
+    finally:
+        task_run_ctx.reset(ctx_token)
+        if live:
+            sender.forget(header.channel, run_id)  # type: ignore[union-attr, arg-type]
+    if final is None:  # the common case: a value, checked to be sendable unless of a builtin type
+        done = State(S.StateType.COMPLETED, "Completed", None, value)
+        if type(value) in _PLAIN:
+            return done, None, start
+        run.state_history = [running, done]
+        final = _sendable(done, run, task)
+        if final is done:
+            return done, None, start
+        run.end_ts = time.time()
+    else:
+        run.end_ts = time.time()
+        run.state_history = [running, final]
+        run.state = final
+        if final.is_failed() or final.is_crashed():
+            engine_logger("task_runs").error("Task run %r finished in state %r", name, final,
+                                             extra={"run_name": name})
+        final = _sendable(final, run, task)
+    has_value = final.is_completed() and final.data is not S.UNSET
+    history = [s.without_data() for s in run.state_history]
+    return final, (start, run.end_ts, run.run_count, None, history, has_value), start
+
+
+_PENDING = S.Pending(timestamp=0.0)  # the placeholder initial state of a plain run (never shipped)
+
+
+def _is_generator(value: Any) -> bool:
+    import inspect
+    import types
+
+    return isinstance(value, types.GeneratorType) or inspect.isasyncgen(value)
+
+
+def _consume_generator(value: Any) -> list[Any]:
+    from ...engine.steps import _consume
+
+    out: list[Any] = _consume(value)
+    return out
 
 
 def run_one(task: TaskSpec, header: BatchHeader, spec: CallSpec, upstreams: Sequence[BatchResult],
@@ -367,4 +485,4 @@ class _LiveTaskRun(TaskRun):
 
 
 __all__ = ["CallSpec", "BatchHeader", "Upstream", "Settled", "SettledFuture", "BatchSummary", "BatchResult",
-           "load_task", "run_batch", "run_one", "link_upstreams", "pack_batch", "unpack_batch", "watch_live_states"]
+           "load_task", "run_batch", "run_one", "run_plain", "link_upstreams", "pack_batch", "unpack_batch", "watch_live_states"]

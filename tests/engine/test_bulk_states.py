@@ -1,0 +1,46 @@
+"""The bulk form of state changes (`transitions.set_states_many`): one event for many runs to sinks that ask for
+it, the same states one event each to every other sink, and the histories as `set_states` leaves them."""
+from __future__ import annotations
+
+import uuid
+
+from distributary import states as S
+from distributary.engine import transitions
+from distributary.runs import STATE_CHANGED, STATES_CHANGED, TaskRun
+from tests.recording_sink import RecordingSink
+
+
+class BulkSink(RecordingSink):
+    kinds = frozenset({STATES_CHANGED, STATE_CHANGED})
+
+
+def _run(i: int) -> TaskRun:
+    return TaskRun(uuid.uuid4(), f"t-{i}", "t", "t-key", None, {}, frozenset(), S.Pending())
+
+
+def test_bulk_states_reach_bulk_sinks_once_and_others_per_state():
+    plain, bulk = RecordingSink(), BulkSink()
+    transitions.add_sink(plain)
+    transitions.add_sink(bulk)
+    try:
+        runs = [_run(i) for i in range(3)]
+        transitions.set_state(runs[0], S.Running())  # a single change before the bulk one keeps its place
+        items = [(r, [S.Running(), S.Completed()]) for r in runs[1:]]
+        items.append((runs[0], [S.Failed(message="boom")]))
+        transitions.set_states_many(items)
+        transitions.deliver()
+    finally:
+        transitions.remove_sink(plain)
+        transitions.remove_sink(bulk)
+    assert [s.name for s in runs[0].state_history] == ["Pending", "Running", "Failed"]
+    assert [s.name for s in runs[1].state_history] == ["Pending", "Running", "Completed"]
+    assert runs[2].state.is_completed() and runs[0].state.is_failed()
+    # The plain sink sees every state of every run, in order, as single events.
+    assert [(e[1].name, e[2].name) for e in plain.of(STATE_CHANGED)] == [
+        ("t-0", "Running"), ("t-1", "Running"), ("t-1", "Completed"), ("t-2", "Running"), ("t-2", "Completed"),
+        ("t-0", "Failed")]
+    assert plain.of(STATES_CHANGED) == []
+    # The bulk sink sees the single change, then one event carrying the three runs' states.
+    assert [e[0] for e in bulk.events] == [STATE_CHANGED, STATES_CHANGED]
+    assert [(r.name, [s.name for s in states]) for r, states in bulk.events[1][2]] == [
+        ("t-1", ["Running", "Completed"]), ("t-2", ["Running", "Completed"]), ("t-0", ["Failed"])]
