@@ -158,10 +158,26 @@ class BatchResult:
         self._taken = False
 
     def __getstate__(self) -> tuple:
-        return (self.batch_id, self.states, None if self._taken else self.summary, self.lost)
+        # Compact: a plain Completed state travels as its value and its time (in an array); others as they are.
+        values: list[Any] = []
+        times = array("d")
+        others: dict[int, State] = {}
+        for i, st in enumerate(self.states):
+            if st.type is _COMPLETED and st.result_ref is None and st.message is None and st.name == "Completed" \
+                    and type(st) is State:
+                values.append(st.data)
+                times.append(st.ts)
+            else:
+                values.append(None)
+                times.append(0.0)
+                others[i] = st
+        return (self.batch_id, values, times, others, None if self._taken else self.summary, self.lost)
 
     def __setstate__(self, state: tuple) -> None:
-        self.batch_id, self.states, self.summary, self.lost = state
+        self.batch_id, values, times, others, self.summary, self.lost = state
+        self.states = [others[i] if i in others else _completed(v, t)
+                       for i, (v, t) in enumerate(zip(values, times))] if others else \
+            [_completed(v, t) for v, t in zip(values, times)]
         self._taken = False
 
     @classmethod
@@ -183,6 +199,16 @@ class BatchResult:
         summary = self.take_summary()
         self.summary = None
         return self, summary
+
+
+_COMPLETED = S.StateType.COMPLETED
+
+
+def _completed(value: Any, ts: float) -> State:
+    """Completed(data=value) at `ts`, built without the constructor's checks (unpickling many at once)."""
+    st = State.__new__(State)
+    st.type, st.name, st.message, st.ts, st.data, st.result_ref = _COMPLETED, "Completed", None, ts, value, None
+    return st
 
 
 # ---------------------------------------------------------------------------------------------------------------
