@@ -4,9 +4,13 @@ and `ResultStore.load`, against raw pyarrow IPC + fsspec on the same file system
     python benchmarks/bench_store_write.py                 # local store
     python benchmarks/bench_store_write.py --s3            # also S3 on a moto server started here
     python benchmarks/bench_store_write.py --mb 100 --repeat 5
+    python benchmarks/bench_store_write.py --checksum --repeat 21   # what the XXH3 checksum costs a local write
 
-The store does more than the raw path (CRC32 of the data, a JSON record, temp file + rename); the target is a
-ratio (store time / raw time) within 1.2x. Results are printed and saved under benchmarks/results/.
+The store does more than the raw path (XXH3-64 of the data, a JSON record, fresh-name data); the target is a
+ratio (store time / raw time) within 1.2x. `--checksum` times the local `ResultStore.write` with its hasher and
+with a hasher that does nothing (interleaved, medians), and XXH3 of the same bytes alone: the checksum's cost
+is (with - without) / with, target under 10% of the write. Results are printed and saved under
+benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -91,6 +95,53 @@ def bench(label: str, url: str, options: dict[str, Any], table: pa.Table, repeat
     return rows
 
 
+class _NoHash:
+    """A hasher that hashes nothing: the write without its checksum, as the baseline of --checksum."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 16
+
+
+def checksum_cost(table: pa.Table, repeat: int) -> dict[str, Any]:
+    import xxhash
+
+    from distributary.results import backends
+
+    arrow = get_serializer("arrow")
+    data = arrow.dumps(table)
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        store = resolve_store(str(Path(tmp) / "store"))
+        real, overlap = backends.new_hasher, backends.OVERLAP_MIN
+
+        def write(hasher: Any, overlap_min: int = overlap) -> Callable[[], Any]:
+            def run() -> None:
+                backends.new_hasher, backends.OVERLAP_MIN = hasher, overlap_min
+                try:
+                    store.write("bench", table, arrow)
+                finally:
+                    backends.new_hasher, backends.OVERLAP_MIN = real, overlap
+            return run
+
+        variants = {"with": write(real), "without": write(_NoHash),
+                    "serial": write(real, sys.maxsize),  # hashed before writing, in the writing thread (before)
+                    "hash_alone": lambda: xxhash.xxh3_64_digest(data)}
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeat):  # interleaved: each sees the same machine conditions
+            for name, fn in variants.items():
+                times[name] += timed(fn, 1)
+    with_s, without_s, serial_s, alone_s = (statistics.median(times[k])
+                                            for k in ("with", "without", "serial", "hash_alone"))
+    return {"MB": round(len(data) / 2**20, 1), "write_s": round(with_s, 4), "write_without_checksum_s":
+            round(without_s, 4), "write_hashing_serially_s": round(serial_s, 4), "hash_alone_s": round(alone_s, 4),
+            "cost_of_write": round((with_s - without_s) / with_s, 3),
+            "serial_cost_of_write": round((serial_s - without_s) / serial_s, 3),
+            "hash_alone_of_write": round(alone_s / with_s, 3),
+            "min_s": {k: round(min(v), 4) for k, v in times.items()}}
+
+
 def start_moto() -> tuple[subprocess.Popen, dict[str, Any]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,9 +168,20 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100, help="table size in MiB (default 100)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median reported)")
     parser.add_argument("--s3", action="store_true", help="also measure S3 on a local moto server")
+    parser.add_argument("--checksum", action="store_true", help="only what the checksum costs a local write")
     args = parser.parse_args()
 
     table = make_table(args.mb)
+    if args.checksum:
+        result = checksum_cost(table, args.repeat)
+        for k, v in result.items():
+            print(f"{k:26s} {v}")
+        print("cost_of_write = (write - write without checksum) / write (target < 0.10)")
+        out = Path(__file__).parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "bench_store_checksum.json").write_text(json.dumps({**result, "repeat": args.repeat,
+                                                                   "cpus": os.cpu_count()}, indent=2))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         rows += bench("local", str(Path(tmp) / "store"), {}, table, args.repeat)
