@@ -128,7 +128,7 @@ class ApiRunStorage(ApiDeploymentStorage):
         (422) cannot succeed later: it is reported as lost, loudly, and dropped."""
         while len(batch):
             part, taken = _take(batch, self.chunk_rows)
-            data = json.dumps(part.to_dict(), default=str, separators=(",", ":")).encode()
+            data = json.dumps(part.to_dict(decode=True), default=str, separators=(",", ":")).encode()
             try:
                 self.request("POST", "ingest", content=data)
             except ApiError as exc:

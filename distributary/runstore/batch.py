@@ -71,8 +71,17 @@ class Batch:
         self.artifacts.update(other.artifacts)
         self.artifact_updates.update(other.artifact_updates)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.FIELDS}
+    def to_dict(self, decode: bool = False) -> dict[str, Any]:
+        """The rows by field; `decode`: JSON values the sink encoded itself (`Json`) as plain values again (for
+        a JSON body, where they would otherwise travel as strings)."""
+        d = {f: getattr(self, f) for f in self.FIELDS}
+        if decode:
+            for f, rows in d.items():
+                listed = rows.values() if isinstance(rows, dict) else rows
+                if any(v.__class__ is Json for r in listed for v in r.values()):
+                    plain = [{k: json.loads(v) if v.__class__ is Json else v for k, v in r.items()} for r in listed]
+                    d[f] = {r["id"]: r for r in plain} if isinstance(rows, dict) else plain
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Batch:
@@ -108,13 +117,17 @@ WRITE_ORDER = (("flow", "flows", "ignore"), ("flow_run", "flow_runs", "upsert"),
 KEEP_ON_UPSERT = ("created",)
 
 
-@functools.lru_cache(maxsize=128)
-def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str) -> str:
-    """INSERT, INSERT ... ON CONFLICT (id) DO NOTHING, or an upsert keeping `created`."""
+MAX_PARAMS = 30_000  # bound parameters per statement (SQLite allows 32,766, PostgreSQL 65,535)
+MAX_ROWS = 500       # rows per multi-row INSERT
+
+
+@functools.lru_cache(maxsize=256)
+def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str, rows: int = 1) -> str:
+    """INSERT of `rows` rows, INSERT ... ON CONFLICT (id) DO NOTHING, or an upsert keeping `created`."""
     mark = "%s" if dialect == "postgresql" else "?"
     json_cols = JSON_COLUMNS[table]
     values = ", ".join(f"CAST({mark} AS JSON)" if k in json_cols and dialect == "postgresql" else mark for k in keys)
-    sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES ({values})"
+    sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES " + ", ".join([f"({values})"] * rows)
     if how == "upsert":
         sets = ", ".join(f"{k} = excluded.{k}" for k in keys if k != "id" and k not in KEEP_ON_UPSERT)
         sql += f" ON CONFLICT (id) DO UPDATE SET {sets}" if sets else " ON CONFLICT (id) DO NOTHING"
@@ -125,27 +138,41 @@ def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str) -> str:
 
 def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
                     how: str) -> list[tuple[str, list[Any]]]:
-    """(sql, parameter rows) pairs for `rows` (grouped by their columns; JSON values encoded)."""
+    """(sql, flat parameters) pairs for `rows`: multi-row INSERTs of up to MAX_ROWS rows each, grouped by their
+    columns, JSON values encoded. Few statements, not one per row: the driver releases the interpreter lock
+    around each statement, and a writer thread that gave it up once per row would wait for it once per row
+    behind a busy flow's threads."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:  # every row of one executemany must have the same columns
+    for r in rows:  # every row of one statement must have the same columns
         groups.setdefault(tuple(r), []).append(r)
     out = []
     dumps = json.dumps
     for keys, group in groups.items():
         json_at = [i for i, k in enumerate(keys) if k in JSON_COLUMNS[table]]
-        params: list[Any]
+        flat: list[Any] = []
         if json_at:
-            params = []
             for r in group:
                 vals = list(r.values())
                 for i in json_at:
                     if vals[i] is not None:
-                        vals[i] = dumps(vals[i])
-                params.append(vals)
+                        v = vals[i]
+                        vals[i] = v if v.__class__ is Json else dumps(v)
+                flat.extend(vals)
         else:
-            params = [tuple(r.values()) for r in group]
-        out.append((bulk_sql(dialect, table, keys, how), params))
+            for r in group:
+                flat.extend(r.values())
+        per = max(1, min(MAX_ROWS, MAX_PARAMS // len(keys)))
+        width = per * len(keys)
+        n = len(group)
+        for start in range(0, n, per):
+            count = min(per, n - start)
+            out.append((bulk_sql(dialect, table, keys, how, count), flat[start * len(keys):start * len(keys) + width]))
     return out
+
+
+class Json(str):
+    """A JSON column value already encoded (the sink encodes hot columns itself, faster than `json.dumps`)."""
+    __slots__ = ()
 
 
 def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
@@ -157,7 +184,7 @@ def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
         if rows:
             for sql, params in bulk_statements(dialect, table, list(rows.values()) if isinstance(rows, dict)
                                                else rows, how):
-                cursor.executemany(sql, params)
+                cursor.execute(sql, params)
     if batch.artifact_updates:
         mark = "%s" if dialect == "postgresql" else "?"
         data = f"CAST({mark} AS JSON)" if dialect == "postgresql" else mark
