@@ -55,6 +55,14 @@ def test_malformed_bodies_are_422_naming_the_field(module_server, path, body, lo
     assert loc in _locs(r)
 
 
+def test_an_ingested_row_the_database_refuses_is_422_with_its_reason(module_server):
+    run = {"id": "r1", "name": "n", "flow_id": "f", "flow_name": "f", "created": 1.0, "run_count": 0}  # no total_run_time
+    with module_server.http() as http:
+        r = http.post("ingest", json={"flow_runs": {"r1": run}})
+        assert r.status_code == 422 and "total_run_time" in r.text
+        assert http.post("flow_runs/count", json={}).status_code == 200  # and the server goes on
+
+
 def test_malformed_ids_in_paths_are_422(module_server):
     with module_server.http() as http:
         r = http.get("flow_runs/not-a-uuid")

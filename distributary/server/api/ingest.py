@@ -68,7 +68,13 @@ async def ingest(request: Request, storage: Storage) -> JSONResponse:
 
     def write() -> int:
         batch = parse_batch(raw)
-        storage.write(batch)
+        try:
+            storage.write(batch)
+        except Exception as exc:
+            # a row the database refuses (a NOT NULL column left out, ...): the sender's mistake, not the server's
+            if any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__):
+                raise _bad("", f"the run store refused the batch: {exc}".strip()) from None
+            raise
         return len(batch)
 
     return JSONResponse({"rows": await run_in_threadpool(write)})
