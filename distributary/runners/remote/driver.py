@@ -166,7 +166,9 @@ class _Feeder:
                     if not self.cond.wait(1.0) and self.in_flight and not self.done_q:
                         idle = True  # a quiet second with batches out: look at the workers (outside the lock)
                         break
-                    limit = r._in_flight_limit()
+                    # The cached count only: counting asks the cluster, whose I/O thread may be waiting for
+                    # this lock (to report a finished batch), so it must not happen while the lock is held.
+                    limit = r._in_flight_limit(refresh=False)
                 if self.stopping:
                     return
                 done, self.done_q = self.done_q, []
@@ -325,8 +327,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 message=f"Task run {run.name!r} could not start within its timeout of {b.spec.timeout_seconds} "
                         f"seconds: {self._backend_where()} has no workers."), "timed out waiting for a worker")
 
-    def _in_flight_limit(self) -> int:
-        return self.max_in_flight or max(16, 4 * self._threads())
+    def _in_flight_limit(self, refresh: bool = True) -> int:
+        return self.max_in_flight or max(16, 4 * (self._threads() if refresh else max(1, self._threads_at[1])))
 
     def _enqueue(self, batch: Batch) -> None:
         with self._lock:
