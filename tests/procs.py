@@ -27,3 +27,32 @@ def stop_all(procs: Iterable[subprocess.Popen], timeout: float = 30.0) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
+
+
+def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
+    """The most (start, end) intervals open at one instant (an end at the same instant as a start comes first)."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = peak = 0
+    for _, d in events:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+# A process that waits for the file argv[1], then holds the limit "db" argv[3] times for 0.1 s each, and writes
+# the (start, end) of each hold to argv[2] as JSON.
+CONCURRENCY_CONTENDER = """
+import json, os, sys, time
+from distributary.concurrency.sync import concurrency
+go, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+while not os.path.exists(go):
+    time.sleep(0.005)
+spans = []
+for _ in range(n):
+    with concurrency("db", timeout_seconds=120):
+        start = time.time()
+        time.sleep(0.1)
+        spans.append((start, time.time()))
+with open(out, "w") as fh:
+    json.dump(spans, fh)
+"""

@@ -23,6 +23,7 @@ from ..errors import ObjectNotFound, RunStoreError
 from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
+from .api_concurrency import ApiConcurrencyStorage
 from .api_deployments import ApiDeploymentStorage
 from .batch import Batch
 
@@ -51,7 +52,7 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-class ApiRunStorage(ApiDeploymentStorage):
+class ApiRunStorage(ApiDeploymentStorage, ApiConcurrencyStorage):
     """The `RunStorage` interface over a distributary server's API at `url` (`http://host:4200/api`)."""
 
     def __init__(self, url: str, auth_string: str | None = None, timeout: float | None = None):

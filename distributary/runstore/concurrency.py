@@ -189,8 +189,8 @@ class ConcurrencyStorage:
                                   holder: dict[str, Any] | None = None) -> Acquisition:
         """Take `slots` slots of every active limit in `names`, all or none, now (never waits). In
         "concurrency" mode the slots are held by a lease of `lease_seconds` (renew it with
-        `renew_concurrency_lease`, give them back with `release_concurrency_slots`); in "rate_limit" mode they
-        are not given back but decay. Names that are not limits are listed in `missing`; inactive limits do not
+        `renew_concurrency_lease`, give them back with `release_concurrency_slots`; None: no lease, give them back
+        with `release_concurrency_slots_by_name`); in "rate_limit" mode they are not given back but decay. Names that are not limits are listed in `missing`; inactive limits do not
         limit."""
         if mode not in MODES:
             raise ConfigurationError(f"mode must be one of {MODES}, not {mode!r}")
@@ -215,7 +215,7 @@ class ConcurrencyStorage:
                     f"update {flat[0]} --slot-decay-per-second RATE`")
         if not active:
             return Acquisition(acquired=True, limits=minimal, missing=missing)
-        lease_id = str(uuid.uuid4()) if mode == "concurrency" else None
+        lease_id = str(uuid.uuid4()) if mode == "concurrency" and lease_seconds is not None else None
         refused: list[Any] = []
 
         def go(conn: sa.Connection) -> None:
@@ -233,7 +233,7 @@ class ConcurrencyStorage:
             if lease_id is not None:
                 conn.execute(lease_t.insert(), [
                     {"id": lease_id, "limit_id": r.id, "slots": slots, "holder": holder,
-                     "expires": now + float(lease_seconds or DEFAULT_LEASE_SECONDS), "created": now}
+                     "expires": now + float(lease_seconds or 0), "created": now}
                     for r in active])
 
         try:
@@ -306,6 +306,15 @@ class ConcurrencyStorage:
             return [{"id": r.id, "name": r.name, "limit": r.limit} for r in rows]
 
         return self._write(go)
+
+    def release_holder_slots(self, names: Sequence[str], holder: dict[str, Any]) -> int:
+        """Give back the slots `holder` holds of the named limits (Prefect's v1 `/concurrency_limits/decrement`);
+        how many leases were released."""
+        with self.engine.connect().execution_options(distributary_read=True) as conn:
+            ids = {r.id for r in conn.execute(sa.select(limit_t.c.id).where(limit_t.c.name.in_(list(names))))}
+            leases = {r.id for r in conn.execute(sa.select(lease_t.c.id, lease_t.c.holder).where(
+                lease_t.c.limit_id.in_(ids))) if r.holder == holder}
+        return sum(bool(self.release_concurrency_slots(lid)) for lid in sorted(leases))
 
     def renew_concurrency_lease(self, lease_id: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
         """Push a lease's expiry `lease_seconds` from now; False if it is gone."""

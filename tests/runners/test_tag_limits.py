@@ -7,20 +7,12 @@ import time
 import uuid
 
 import pytest
+from procs import max_overlap
 
 from distributary import flow, task
 from distributary.runners.process import ProcessPoolTaskRunner
 from distributary.runners.thread import ThreadPoolTaskRunner
 from distributary.runstore import get_storage, slots
-
-
-def _peak(spans):
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    now = peak = 0
-    for _, d in events:
-        now += d
-        peak = max(peak, now)
-    return peak
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def test_tagged_tasks_never_exceed_their_tags_limit(kind, tag, request):
 
     spans = fan()
     assert len(spans) == 6
-    assert _peak(spans) == 2  # the limit was used and never exceeded
+    assert max_overlap(spans) == 2  # the limit was used and never exceeded
     assert get_storage().read_tag_concurrency_limit(tag).active_slots == []
 
 
@@ -75,6 +67,6 @@ def test_a_failing_tagged_task_gives_its_slot_back_and_untagged_tasks_do_not_wai
         return [f.result() for f in [free.submit(i) for i in range(4)]], states
 
     spans, _ = mixed()
-    assert _peak(spans) == 4
+    assert max_overlap(spans) == 4
     got = get_storage().read_tag_concurrency_limit(tag)
     assert got.active_slots == [] and get_storage().read_concurrency_limit(got.id).active_slots == 0

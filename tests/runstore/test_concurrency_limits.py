@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import CONCURRENCY_CONTENDER, max_overlap
 
 from distributary.errors import AcquireConcurrencySlotTimeoutError, ConfigurationError, ObjectNotFound
 
@@ -85,21 +86,6 @@ def test_an_expired_lease_gives_its_slots_back(storage):
     assert storage.renew_concurrency_lease(again.lease_id, 60) and not storage.renew_concurrency_lease(held.lease_id)
 
 
-CONTENDER = textwrap.dedent("""
-    import json, os, sys, time
-    from distributary.concurrency.sync import concurrency
-    go, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    while not os.path.exists(go):
-        time.sleep(0.005)
-    spans = []
-    for _ in range(n):
-        with concurrency("db", timeout_seconds=120):
-            start = time.time()
-            time.sleep(0.1)
-            spans.append((start, time.time()))
-    with open(out, "w") as fh:
-        json.dump(spans, fh)
-""")
 
 
 def _env(store_url, tmp_path):
@@ -109,20 +95,11 @@ def _env(store_url, tmp_path):
     return env
 
 
-def _max_overlap(spans):
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    now = peak = 0
-    for _, d in events:
-        now += d
-        peak = max(peak, now)
-    return peak
-
-
 @pytest.mark.slow
 def test_processes_contending_for_one_limit_never_exceed_it(storage, store_url, tmp_path):
     storage.create_concurrency_limit("db", 2)
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(go), str(tmp_path / f"out{i}"), "4"],
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENCY_CONTENDER, str(go), str(tmp_path / f"out{i}"), "4"],
                               env=_env(store_url, tmp_path), cwd=ROOT) for i in range(5)]
     time.sleep(1.0)
     go.touch()
@@ -130,7 +107,7 @@ def test_processes_contending_for_one_limit_never_exceed_it(storage, store_url, 
         assert p.wait(timeout=180) == 0
     spans = [s for i in range(5) for s in json.loads((tmp_path / f"out{i}").read_text())]
     assert len(spans) == 20  # every holder got its turn
-    assert _max_overlap(spans) == 2  # the limit was used, and never exceeded
+    assert max_overlap(spans) == 2  # the limit was used, and never exceeded
     assert storage.read_concurrency_limit("db").active_slots == 0  # all given back
 
 

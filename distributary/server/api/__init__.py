@@ -9,6 +9,7 @@ def api_router() -> APIRouter:
     from . import (
         admin,
         artifacts,
+        concurrency_limits,
         deployments,
         flow_run_control,
         flow_runs,
@@ -23,6 +24,7 @@ def api_router() -> APIRouter:
     root = APIRouter()
     for router in (admin.router, flows.router, flow_runs.router, flow_runs.states_router, task_runs.router,
                    task_runs.states_router, logs.router, artifacts.router, variables.router, deployments.router,
-                   work_pools.router, flow_run_control.router, ingest.router):
+                   work_pools.router, flow_run_control.router, concurrency_limits.router,
+                   concurrency_limits.tag_router, ingest.router):
         root.include_router(router)
     return root
