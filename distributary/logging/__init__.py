@@ -84,7 +84,8 @@ def get_run_logger() -> logging.LoggerAdapter:
     if tctx is not None:
         run = tctx.task_run
         return RunLoggerAdapter(logging.getLogger(f"{ROOT}.task_runs"),
-                                {"run_name": run.name, "run_id": str(run.id), "run_kind": "task"})
+                                {"run_name": run.name, "run_id": str(run.id), "run_kind": "task",
+                                 "flow_run_id": None if run.flow_run_id is None else str(run.flow_run_id)})
     fctx = flow_run_ctx.get()
     if fctx is not None and fctx.flow_run is not None:
         frun = fctx.flow_run
@@ -123,7 +124,7 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
 
 _RECORD_FIELDS = {"name", "levelno", "levelname", "pathname", "lineno", "funcName", "created", "msecs",
                   "relativeCreated", "thread", "threadName", "process", "processName", "run_name", "run_id",
-                  "run_kind", "exc_text"}
+                  "run_kind", "flow_run_id", "exc_text"}
 
 
 # -- log_prints ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..runs import ARTIFACT, FLOW_RUN_CREATED, LOG, RUN_FINISHED, STATE_CHANGED, TASK_RUNS_CREATED, RunEvent
+from ..runs import (
+    ARTIFACT,
+    EVENT_KINDS,
+    FLOW_RUN_CREATED,
+    LOG,
+    RUN_FINISHED,
+    STATE_CHANGED,
+    STATES_CHANGED,
+    TASK_RUNS_CREATED,
+    RunEvent,
+)
 from ..states import StateType
 from .batch import Batch, Json, flow_id_for, result_ref_row
 
@@ -51,7 +61,7 @@ def _text(value: Any) -> str | None:
 class RunStoreSink:
     """A `RunEventSink` writing to a `RunStorage` (by default the configured run store)."""
 
-    kinds: frozenset[str] | None = None  # every kind
+    kinds: frozenset[str] | None = EVENT_KINDS | {STATES_CHANGED}  # every kind; a cluster batch's states in bulk
 
     def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None,
                  kinds: frozenset[str] | None = None):
@@ -66,7 +76,8 @@ class RunStoreSink:
         self._received = 0          # events handed to handle()
         self._done = 0              # events written (or given up on)
         self._held: Batch | None = None  # rows that failed to write, retried
-        self._task_flow: dict[str, str] = {}  # task run id -> flow run id, for task-run logs
+        self._task_flow: dict[str, str] = {}  # task run id -> flow run id, for task-run logs that lack it
+        self._created: list[Any] = []  # the created task runs not in _task_flow yet (indexed when a log needs it)
         # task runs created but not started yet: their row waits (PENDING_DELAY) for the run's next state, so a
         # short run's row is built and written once, not once Pending and again when it finished
         self._waiting: dict[Any, tuple[Any, Any, float]] = {}
@@ -269,26 +280,35 @@ class RunStoreSink:
         created: list[tuple[Any, Any]] = []
         states = batch.states
         fr_ids: dict[Any, str] = {}  # str(uuid) is slow: once per flow run
+        # task runs are keyed by the record itself (an identity hash; its id is made on first read)
         for kind, run, payload in events:
             if kind == STATE_CHANGED:
                 if run.__class__.__name__ == "FlowRun":
                     states.append(_state_row(str(run.id), payload))
                     flow_runs[run.id] = (run, payload)
                 else:  # a task run's history is a column of its row, written from the record
-                    task_runs[run.id] = (run, payload)
+                    task_runs[run] = (run, payload)
+            elif kind == STATES_CHANGED:  # many runs' new states at once (a cluster batch's outcome)
+                for r, sts in payload:
+                    if not sts:
+                        continue
+                    if r.__class__.__name__ == "FlowRun":
+                        rs = str(r.id)
+                        states.extend(_state_row(rs, st) for st in sts)
+                        flow_runs[r.id] = (r, sts[-1])
+                    else:
+                        task_runs[r] = (r, sts[-1])
             elif kind == TASK_RUNS_CREATED:
+                self._created.append(payload)
                 for tr in payload:
-                    fr = tr.flow_run_id
-                    if fr is not None:
-                        fs = fr_ids.get(fr)
-                        if fs is None:
-                            fs = fr_ids[fr] = str(fr)
-                        task_flow[str(tr.id)] = fs
-                    if tr.id not in task_runs:
-                        entry = task_runs[tr.id] = (tr, tr.state_history[0] if tr.state_history else tr.state)
-                        created.append((tr.id, entry))
+                    if tr not in task_runs:
+                        entry = task_runs[tr] = (tr, tr.state_history[0] if tr.state_history else tr.state)
+                        created.append((tr, entry))
             elif kind == RUN_FINISHED:
-                (flow_runs if run.__class__.__name__ == "FlowRun" else task_runs)[run.id] = (run, payload)
+                if run.__class__.__name__ == "FlowRun":
+                    flow_runs[run.id] = (run, payload)
+                else:
+                    task_runs[run] = (run, payload)
             elif kind == FLOW_RUN_CREATED:
                 fid = flow_id_for(run.flow_name)
                 batch.flows.setdefault(fid, {"id": fid, "name": run.flow_name, "created": time.time()})
@@ -296,6 +316,8 @@ class RunStoreSink:
                 states.append(_state_row(str(run.id), first))
                 flow_runs.setdefault(run.id, (run, first))
             elif kind == LOG:
+                if payload.get("run_kind") == "task" and not payload.get("flow_run_id") and self._created:
+                    self._index_created()
                 batch.logs.append(_log_row(payload, task_flow))
             elif kind == ARTIFACT:
                 batch.add_artifact(payload)
@@ -311,6 +333,21 @@ class RunStoreSink:
             batch.task_runs[sid] = _task_run_row(run, state, now, sid, fs)
         if len(task_flow) > 2_000_000:  # only logs of live task runs need it
             task_flow.clear()
+        if sum(len(c) for c in self._created) > 2_000_000:
+            self._created.clear()
+
+    def _index_created(self) -> None:
+        fr_ids: dict[Any, str] = {}
+        task_flow = self._task_flow
+        for runs in self._created:
+            for tr in runs:
+                fr = tr.flow_run_id
+                if fr is not None:
+                    fs = fr_ids.get(fr)
+                    if fs is None:
+                        fs = fr_ids[fr] = str(fr)
+                    task_flow[str(tr.id)] = fs
+        self._created.clear()
 
     def _hold_back(self, task_runs: dict[Any, tuple[Any, Any]], created: list[tuple[Any, Any]],
                    force: bool) -> None:
