@@ -60,11 +60,14 @@ def _hashing_pool() -> ThreadPoolExecutor:
 def hashed_while(hash_update: Callable[[Any], Any], data: Any, write: Callable[[Any], Any]) -> None:
     """`write(data)` and `hash_update(data)`, at the same time when `data` is large. Both are done when this
     returns (the caller may then reuse `data`), also when `write` raises."""
-    if memoryview(data).nbytes < OVERLAP_MIN:
+    try:
+        hashed = _hashing_pool().submit(hash_update, data) if memoryview(data).nbytes >= OVERLAP_MIN else None
+    except RuntimeError:  # the interpreter is shutting down: no new threads, hash here
+        hashed = None
+    if hashed is None:
         hash_update(data)
         write(data)
         return
-    hashed = _hashing_pool().submit(hash_update, data)
     try:
         write(data)
     finally:
