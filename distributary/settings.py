@@ -123,6 +123,14 @@ SETTINGS: dict[str, Setting] = {
                 "largest request body the server accepts (larger: HTTP 413)"),
         Setting("SERVER_WORKERS", lambda: 0, int,
                 "server processes `distributary server start` runs; 0: one per CPU core, at most 4"),
+        Setting("SERVER_SERVICES_SCHEDULER_ENABLED", lambda: True, _bool,
+                "the server creates the scheduled runs of every deployment ahead of time"),
+        Setting("SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", lambda: 5.0, float,
+                "seconds between two passes of the server's scheduler"),
+        Setting("SERVER_SERVICES_LATE_RUNS_ENABLED", lambda: True, _bool,
+                "the server marks Late runs and Crashes the runs of workers whose heartbeats stopped"),
+        Setting("SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS", lambda: 5.0, float,
+                "seconds between two passes of the late-runs and heartbeat service"),
     ]
 }
 

@@ -28,14 +28,15 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
           workers: int = typer.Option(None, help="server processes (DISTRIBUTARY_SERVER_WORKERS; default: one per "
                                                  "CPU core, at most 4)"),
           log_level: str = typer.Option("info", help="uvicorn's log level")) -> None:
-    """Serve the API under /api and the UI at / until SIGTERM or Ctrl-C (a graceful stop)."""
+    """Serve the API under /api and the UI at / until SIGTERM or Ctrl-C (a graceful stop), with the scheduler
+    and late-runs services (DISTRIBUTARY_SERVER_SERVICES_*)."""
     from .. import settings
 
     _need_server_extra()
     import uvicorn
 
     from ..runstore import db
-    from ..server.app import create_app
+    from ..server.app import SERVICES_ENV, create_app
 
     host = host or str(settings.get("SERVER_API_HOST"))
     port = port if port is not None else int(settings.get("SERVER_API_PORT"))
@@ -46,7 +47,7 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
     # migrate once, here, before any worker opens the store; then let the workers open their own connections
     db.get_engine(url)
     db.dispose_engines()
-    app_ = create_app(url)
+    app_ = create_app(url, services=True)
     typer.echo(f"distributary server on http://{host}:{port} (API http://{host}:{port}/api, docs /docs), "
                f"run store {db.redact(url)}, {workers} worker process{'es' if workers > 1 else ''}")
     if settings.get("SERVER_API_AUTH_STRING"):
@@ -67,6 +68,7 @@ def start(host: str = typer.Option(None, help="address to listen on (DISTRIBUTAR
         # listening socket, and the store: SQLite in WAL mode (readers never wait, writers take turns) or a
         # PostgreSQL connection pool each
         os.environ["DISTRIBUTARY_API_DATABASE_CONNECTION_URL"] = url
+        os.environ[SERVICES_ENV] = "1"  # each worker process runs the services (their writes are exactly once)
         uvicorn.run("distributary.server.app:create_app", factory=True, workers=workers, **common)
     typer.echo("distributary server stopped")
 

@@ -86,13 +86,23 @@ def pool_delete(name: str) -> None:
 def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work pool to poll"),
                  name: str | None = typer.Option(None, "--name", "-n", help="the worker's name"),
                  limit: int | None = typer.Option(None, "--limit", "-l", help="at most this many runs at once"),
+                 type: str | None = typer.Option(None, "--type", "-t",
+                                                 help="process, dask or ray (default: the pool's type)"),
+                 address: str | None = typer.Option(None, "--address",
+                                                    help="the Dask scheduler or Ray cluster address (dask/ray)"),
                  run_once: bool = typer.Option(False, "--run-once", help="one poll, then stop")) -> None:
-    """Start a worker: it claims the pool's due runs and runs each in a subprocess until SIGTERM or Ctrl-C."""
+    """Start a worker: it claims the pool's due runs and runs each (process: in a subprocess; dask/ray: on the
+    cluster at --address) until SIGTERM or Ctrl-C."""
     st = _storage()
-    kind = st.read_work_pool(pool).type
-    if kind != "process":
-        raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; this version's workers run process pools "
-                                 "only (create one with `distributary work-pool create NAME --type process`)")
-    from ..workers.process import ProcessWorker
+    kind = type or st.read_work_pool(pool).type
+    if kind == "process":
+        from ..workers.process import ProcessWorker
 
-    ProcessWorker(pool, name=name, limit=limit).start(run_once=run_once)
+        ProcessWorker(pool, name=name, limit=limit).start(run_once=run_once)
+    elif kind in ("dask", "ray"):
+        from ..workers.cluster import ClusterWorker
+
+        ClusterWorker(pool, kind, address=address, name=name, limit=limit).start(run_once=run_once)
+    else:
+        raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; workers run process, dask and ray pools "
+                                 "(docker and kubernetes jobs are rendered and validated, not submitted)")

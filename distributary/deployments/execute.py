@@ -13,6 +13,32 @@ import uuid
 from typing import Any
 
 _log = logging.getLogger("distributary.deployments")
+# Set by a dask/ray worker ("dask|tcp://host:8786", "ray|host:6379"): the run's tasks go to that cluster, unless
+# its flow names a task runner of its own.
+CLUSTER_ENV = "DISTRIBUTARY__TASK_RUNNER_ADDRESS"
+
+
+def cluster_runner(flow: Any) -> Any:
+    """The flow, on the cluster named in CLUSTER_ENV when it sets no task runner itself."""
+    import os
+
+    kind, _, address = os.environ.get(CLUSTER_ENV, "").partition("|")
+    if not address or flow.task_runner is not None:
+        return flow
+    # the entrypoint's module is imported from a file, under a name the cluster's workers cannot import: its
+    # tasks travel by value
+    import cloudpickle
+
+    module = sys.modules.get(getattr(flow.fn, "__module__", ""))
+    if module is not None and module.__name__.startswith("distributary_entrypoint_"):
+        cloudpickle.register_pickle_by_value(module)
+    if kind == "dask":
+        from ..runners.dask import DaskTaskRunner
+
+        return flow.with_options(task_runner=DaskTaskRunner(address=address))
+    from ..runners.ray import RayTaskRunner
+
+    return flow.with_options(task_runner=RayTaskRunner(address=address))
 
 
 def accepted_parameters(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +61,7 @@ def execute(flow_run_id: str) -> int:
     if dep is None or not dep.entrypoint:
         _log.error("Flow run %s has no deployment with an entrypoint to load its flow from.", flow_run_id)
         return 2
-    flow = load_flow(dep.entrypoint, dep.path)
+    flow = cluster_runner(load_flow(dep.entrypoint, dep.path))
     deployment_run.set(DeploymentRunSpec(
         uuid.UUID(str(run.id)), run.name, frozenset(run.tags),
         run.expected_start_time.timestamp() if run.expected_start_time else None, dep.id, dep.name, dep.version,

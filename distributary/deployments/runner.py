@@ -184,11 +184,15 @@ class Runner:
         for rid in wanted:
             job = self.in_flight.pop(rid)
             _log.info("Cancelling flow run %r: stopping its process %d.", job.run.name, job.proc.pid)
-            _terminate(job.proc)
+            self._stop_process(job.proc)
             current = self.storage.read_flow_run(rid)
             if current.state is not None and current.state.is_final() and current.state_type != "CANCELLING":
                 continue  # it finished before it could be stopped
             self._end(current, job.deployment, S.Cancelled(message="The flow run was cancelled."))
+
+    def _stop_process(self, proc: Any) -> None:
+        """Stop a run's process (a cluster worker stops its cluster task instead)."""
+        _terminate(proc)
 
     def _end(self, run: Any, deployment: Any, state: Any) -> None:
         """Record a final state the run's own process could not, and run the flow's hooks for it here."""
@@ -206,7 +210,7 @@ class Runner:
     def shutdown(self) -> None:
         """Stop the runs in flight (each ends Cancelled) and pause the served deployments."""
         for rid, job in list(self.in_flight.items()):
-            _terminate(job.proc)
+            self._stop_process(job.proc)
             del self.in_flight[rid]
             current = self.storage.read_flow_run(rid)
             if current.state is not None and current.state.is_final():

@@ -32,7 +32,6 @@ FINAL = {t.value for t in FINAL_TYPES}
 MAX_RUNS, MIN_RUNS = 100, 3
 MAX_AHEAD, MIN_AHEAD = dt.timedelta(days=100), dt.timedelta(hours=1)
 LATE_AFTER = 15.0  # seconds past its scheduled time a run that has not started becomes Late
-INSERT_ROWS = 500  # runs per INSERT statement (SQLite allows 32,766 bound values; a run row has 22)
 SCHEDULE_CHUNK = 100  # deployments per scheduler transaction (each locked while its runs are inserted)
 
 
@@ -46,6 +45,16 @@ def _epoch(value: dt.datetime | float | None, default: float | None = None) -> f
     if isinstance(value, (int, float)):
         return float(value)
     return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _upcoming(schedule: Any, start: dt.datetime, max_runs: int, min_runs: int, max_ahead: dt.timedelta,
+              min_ahead: dt.timedelta) -> list[dt.datetime]:
+    """The times to have runs for: every one within `min_ahead`, and at least `min_runs` within `max_ahead`, at
+    most `max_runs` (only these dates are computed: cron arithmetic is the scheduler's main cost)."""
+    near = schedule.get_dates(max_runs, start=start, end=start + min_ahead + dt.timedelta(microseconds=1))
+    if len(near) >= min_runs:
+        return near
+    return schedule.get_dates(min(min_runs, max_runs), start=start, end=start + max_ahead)
 
 
 def split_name(full_name: str) -> tuple[str, str]:
@@ -279,15 +288,16 @@ class DeploymentStorage:
                                                                          **(job_variables or {})}}
 
     def _insert_runs(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[str]:
-        """Insert runs in bulk, skipping any whose idempotency key exists (one INSERT ... ON CONFLICT DO NOTHING
-        per `INSERT_ROWS` rows, on SQLite and PostgreSQL alike); the ids inserted."""
+        """Insert runs in bulk, skipping any whose idempotency key exists (INSERT ... ON CONFLICT DO NOTHING, on
+        SQLite and PostgreSQL alike, sent as multi-row statements by SQLAlchemy's insertmanyvalues); the ids
+        inserted."""
         # RETURNING, not rowcount: psycopg reports no row count for a skipped ON CONFLICT insert
-        inserted: list[str] = []
-        for i in range(0, len(rows), INSERT_ROWS):
-            part = rows[i:i + INSERT_ROWS]
-            stmt = (_insert(self.dialect, flow_run_t).values(part)
-                    .on_conflict_do_nothing(index_elements=["flow_id", "idempotency_key"]).returning(flow_run_t.c.id))
-            inserted.extend(r.id for r in conn.execute(stmt))
+        if not rows:
+            return []
+        stmt = (_insert(self.dialect, flow_run_t).on_conflict_do_nothing(index_elements=["flow_id", "idempotency_key"])
+                .returning(flow_run_t.c.id))
+        inserted = [r.id for r in conn.execute(stmt, rows)] if len(rows) > 1 else [
+            r.id for r in conn.execute(stmt, rows[0])]
         if inserted:
             by_id = {r["id"]: r for r in rows}
             conn.execute(state_t.insert(), [
@@ -386,10 +396,7 @@ class DeploymentStorage:
                     for s in dep_scheds:
                         if not s.active:
                             continue
-                        dates = s.as_schedule().get_dates(max_runs, start=start, end=start + max_ahead)
-                        for k, at in enumerate(dates):
-                            if k >= min_runs and at > start + min_ahead:
-                                break
+                        for at in _upcoming(s.as_schedule(), start, max_runs, min_runs, max_ahead, min_ahead):
                             rows.append(self._run_row(
                                 deps[did], parameters=s.parameters, tags=None, scheduled_time=at.timestamp(),
                                 idempotency_key=f"scheduled {did} {s.id} {at.isoformat()}", auto_scheduled=True,

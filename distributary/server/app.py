@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -105,11 +108,30 @@ class DistributaryApp(FastAPI):
         self.store = store
 
 
+SERVICES_ENV = "DISTRIBUTARY__SERVER_SERVICES"
+
+
+@asynccontextmanager
+async def _with_services(app: Any) -> AsyncIterator[None]:
+    from .services import start_services
+
+    running = start_services(app.store.storage)
+    try:
+        yield
+    finally:
+        for service in running:
+            service.stop()
+
+
 def create_app(database_url: str | None = None, *, auth_string: str | None = None,
                cors_origins: list[str] | None = None, max_body_bytes: int | None = None,
-               storage: Any = None) -> FastAPI:
+               storage: Any = None, services: bool | None = None) -> FastAPI:
     """The app over the run store at `database_url` (default: the configured run store). `auth_string`,
-    `cors_origins` and `max_body_bytes` default to the `DISTRIBUTARY_SERVER_*` settings."""
+    `cors_origins` and `max_body_bytes` default to the `DISTRIBUTARY_SERVER_*` settings. `services`: run the
+    scheduler and late-runs services (`server/services/`) while the app is up (`distributary server start`; its
+    worker processes find SERVICES_ENV set)."""
+    if services is None:
+        services = os.environ.get(SERVICES_ENV) == "1"
     from .. import __version__
     from .api import api_router
     try:
@@ -119,7 +141,8 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
 
         raise MissingDependencyError(f"the web UI ({exc.name})", "server", exc) from exc
 
-    app = DistributaryApp(ServedStore(database_url, storage), title="distributary", version=__version__,
+    app = DistributaryApp(ServedStore(database_url, storage), lifespan=_with_services if services else None,
+                          title="distributary", version=__version__,
                           docs_url="/docs", redoc_url=None, openapi_url="/api/openapi.json",
                           description="The distributary run store over HTTP, on Prefect 3's REST paths.")
     app.include_router(api_router(), prefix="/api")
