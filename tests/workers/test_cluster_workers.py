@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 from procs import stop_all, wait_for
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "runners"))
-from dask_servers import dask_processes  # noqa: E402,F401
-from ray_servers import ray_instance  # noqa: E402,F401
-
-from distributary.cli import main  # noqa: E402
-from distributary.deployments.definition import load_flow  # noqa: E402
-from distributary.runstore import get_storage  # noqa: E402
+from distributary.cli import main
+from distributary.deployments.definition import load_flow
+from distributary.runstore import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = textwrap.dedent('''
