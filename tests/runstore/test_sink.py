@@ -71,3 +71,42 @@ def test_unwritten_rows_are_spooled_and_written_by_the_next_sink(sqlite_url, tmp
         time.sleep(0.05)
     assert _count(storage, fr) == 300 and list(spool.glob("*")) == []
     nxt.close()
+
+
+def test_runs_not_started_yet_are_written_after_a_while_or_at_a_flush(sqlite_url, tmp_path, monkeypatch):
+    from distributary import states as S
+    from distributary.runs import STATES_CHANGED, TASK_RUNS_CREATED, TaskRun
+    from distributary.runstore import sink as sink_mod
+
+    storage = SqlRunStorage(url=sqlite_url)
+    fr, _, _ = flow_with_tasks(0)
+    monkeypatch.setattr(sink_mod, "WRITE_INTERVAL", 0.05)
+    monkeypatch.setattr(sink_mod, "PENDING_DELAY", 0.5)
+    pending = S.Pending()  # one Pending state shared by the runs of a .map(), as the thread runner makes them
+    waiting = [TaskRun(i, None, "add", "mod.add", fr.id, {}, frozenset(), pending, dynamic_key=i)
+               for i in range(1, 101)]
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    sink.handle([(TASK_RUNS_CREATED, None, waiting)])
+    deadline = time.monotonic() + 20
+    while _count(storage, fr) < 100 and time.monotonic() < deadline:  # written once they waited PENDING_DELAY
+        time.sleep(0.05)
+    assert _count(storage, fr) == 100
+
+    started = [TaskRun(i, None, "add", "mod.add", fr.id, {}, frozenset(), pending, dynamic_key=i)
+               for i in range(101, 201)]
+    sink.handle([(TASK_RUNS_CREATED, None, started)])
+    items = []
+    for tr in started[:50]:  # half of them move on, in one bulk event (a cluster batch's outcome)
+        sts = [S.Running(), S.Completed()]
+        tr.state, _ = sts[-1], tr.state_history.extend(sts)
+        items.append((tr, sts))
+    sink.handle([(STATES_CHANGED, None, items)])
+    monkeypatch.setattr(sink_mod, "PENDING_DELAY", 3600.0)
+    assert sink.flush(30)  # a flush writes what waits
+    by_type = {}
+    for run in storage.read_task_runs(limit=1000):
+        by_type.setdefault(run.state_type.value, set()).add(run.name)
+    assert by_type == {"PENDING": {f"add-{i}" for i in range(1, 101)} | {f"add-{i}" for i in range(151, 201)},
+                       "COMPLETED": {f"add-{i}" for i in range(101, 151)}}
+    assert [s.name for s in storage.read_states(started[0].id)] == ["Pending", "Running", "Completed"]
+    sink.close()
