@@ -731,9 +731,9 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if differs:
                     failed.append((b, differs))
                     continue
-                for st, remote in zip(b.states or (), res.states):
+                for st, remote in zip(b.states or (), res.outcomes()):
                     if st.batch is b and st.data is S.UNSET:
-                        st.data = remote.data
+                        st.data = remote[0]
                 b.fetched = True
         if failed:
             b, res = failed[0]
@@ -753,10 +753,11 @@ def _rerun_check(batch: Batch, res: BatchResult) -> str | None:
     values died; its states carry other timestamps) are counted and logged at WARNING; they are accepted only if
     every run ended the same way as the outcome the driver already applied. Returns why they are refused."""
     mine = list(batch.states or ())
-    if not res.states or all(a.ts == b.ts for a, b in zip(mine, res.states)):
+    theirs = res.outcomes()  # (data, ts, type, name) each
+    if not theirs or all(a.ts == b[1] for a, b in zip(mine, theirs)):
         return None
-    rerun = sum(1 for a, b in zip(mine, res.states) if a.ts != b.ts)
-    changed = [(a, b) for a, b in zip(mine, res.states) if a.type is not b.type or a.name != b.name]
+    rerun = sum(1 for a, b in zip(mine, theirs) if a.ts != b[1])
+    changed = [(a, b) for a, b in zip(mine, theirs) if a.type is not b[2] or a.name != b[3]]
     log = engine_logger("runners")
     if not changed:
         log.warning("%d task run(s) of %r (batch %s) were run again by the cluster after the worker holding their "
@@ -765,7 +766,7 @@ def _rerun_check(batch: Batch, res: BatchResult) -> str | None:
         return None
     a, b = changed[0]
     why = (f"the cluster ran them again after the worker holding their values died, and {len(changed)} of them "
-           f"ended differently (e.g. {a.name} before, {b.name} now); the values of the re-execution are refused")
+           f"ended differently (e.g. {a.name} before, {b[3]} now); the values of the re-execution are refused")
     log.warning("%d task run(s) of %r (batch %s): %s.", rerun, batch.spec.name, batch.id, why)
     return why
 

@@ -148,36 +148,60 @@ class BatchSummary:
 class BatchResult:
     """The outcome of a batch, kept on the worker that computed it: one final state (with its value) per task
     run, in call order. Downstream batches receive it as a dependency; the driver fetches it on `.result()`.
-    Once its summary was taken, the summary no longer travels when the result is pickled."""
+    Once its summary was taken, the summary no longer travels when the result is pickled.
 
-    __slots__ = ("batch_id", "states", "summary", "lost", "_taken")
+    It travels compactly: a plain Completed state as its value and its time (in an array), any other state as
+    it is. Where it arrives, `states` are built on first use; `outcomes()` reads them without building them."""
+
+    __slots__ = ("batch_id", "_states", "_packed", "summary", "lost", "_taken")
 
     def __init__(self, batch_id: str, states: list[State], summary: BatchSummary | None,
                  lost: str | None = None):
-        self.batch_id, self.states, self.summary, self.lost = batch_id, states, summary, lost
+        self.batch_id, self.summary, self.lost = batch_id, summary, lost
+        self._states: list[State] | None = states
+        self._packed: tuple[list[Any], array, dict[int, State]] | None = None
         self._taken = False
 
+    @property
+    def states(self) -> list[State]:
+        if self._states is None:
+            values, times, others = self._packed  # type: ignore[misc]
+            self._states = [others[i] if i in others else _completed(v, t)
+                            for i, (v, t) in enumerate(zip(values, times))]
+            self._packed = None
+        return self._states
+
+    def outcomes(self) -> list[tuple[Any, float, S.StateType, str]]:
+        """(data, ts, type, name) of each run's final state, in call order."""
+        if self._states is not None:
+            return [(st.data, st.ts, st.type, st.name) for st in self._states]
+        values, times, others = self._packed  # type: ignore[misc]
+        out = [(v, t, _COMPLETED, "Completed") for v, t in zip(values, times)]
+        for i, st in others.items():
+            out[i] = (st.data, st.ts, st.type, st.name)
+        return out
+
     def __getstate__(self) -> tuple:
-        # Compact: a plain Completed state travels as its value and its time (in an array); others as they are.
-        values: list[Any] = []
-        times = array("d")
-        others: dict[int, State] = {}
-        for i, st in enumerate(self.states):
-            if st.type is _COMPLETED and st.result_ref is None and st.message is None and st.name == "Completed" \
-                    and type(st) is State:
-                values.append(st.data)
-                times.append(st.ts)
-            else:
-                values.append(None)
-                times.append(0.0)
-                others[i] = st
-        return (self.batch_id, values, times, others, None if self._taken else self.summary, self.lost)
+        packed = self._packed
+        if packed is None:
+            values: list[Any] = []
+            times = array("d")
+            others: dict[int, State] = {}
+            for i, st in enumerate(self._states or ()):
+                if st.type is _COMPLETED and st.result_ref is None and st.message is None \
+                        and st.name == "Completed" and type(st) is State:
+                    values.append(st.data)
+                    times.append(st.ts)
+                else:
+                    values.append(None)
+                    times.append(0.0)
+                    others[i] = st
+            packed = (values, times, others)
+        return (self.batch_id, *packed, None if self._taken else self.summary, self.lost)
 
     def __setstate__(self, state: tuple) -> None:
         self.batch_id, values, times, others, self.summary, self.lost = state
-        self.states = [others[i] if i in others else _completed(v, t)
-                       for i, (v, t) in enumerate(zip(values, times))] if others else \
-            [_completed(v, t) for v, t in zip(values, times)]
+        self._packed, self._states = (values, times, others), None
         self._taken = False
 
     @classmethod
