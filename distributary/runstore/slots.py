@@ -195,7 +195,11 @@ def limited_tags(tags: frozenset[str]) -> list[str]:
     global _tag_cache
     now = time.monotonic()
     if _tag_cache is None or now - _tag_cache[0] > TAG_CACHE_SECONDS:
-        _tag_cache = (now, frozenset(_read_limited_tags()))
+        try:
+            _tag_cache = (now, frozenset(_read_limited_tags()))
+        except Exception:
+            _tag_cache = (now, frozenset())  # an unreachable store is asked again after the interval, not per task
+            raise
     return sorted(tags & _tag_cache[1])
 
 
