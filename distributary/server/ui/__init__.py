@@ -2,6 +2,9 @@
 and the JSON routes the pages poll under `/api/ui`. `router` is what the server app includes."""
 from __future__ import annotations
 
+from .deployment_pages import router as _deployment_router
 from .pages import router
+
+router.include_router(_deployment_router)
 
 __all__ = ["router"]
