@@ -194,3 +194,35 @@ def _deployment(storage, name):
         return storage.read_deployment_by_name(name)
     except LookupError:
         return None
+
+
+@pytest.mark.slow
+def test_serve_and_a_worker_over_http_on_postgresql(start_server, api_pg_server, tmp_path):
+    """End to end on the real PostgreSQL fixture: a server on PostgreSQL, a serve() process and a worker that
+    know only its URL, runs of both completed exactly once."""
+    srv = start_server(env={"DISTRIBUTARY_API_DATABASE_CONNECTION_URL": api_pg_server.create_database("e2e")})
+    api = ApiRunStorage(srv.api_url)
+    (tmp_path / "flows.py").write_text(FLOWS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = srv.client_env(MARKS=str(marks), DISTRIBUTARY_RUNNER_POLL_INTERVAL="0.2")
+    procs = [subprocess.Popen([sys.executable, "flows.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)]
+    try:
+        wait_for(lambda: _deployment(api, "work/served") or procs[0].poll() is not None, 120, "the deployment")
+        served = run_deployment("work/served", timeout=120, poll_interval=0.2, storage=api)
+        assert served.state_type == "COMPLETED", served.state
+        api.create_work_pool("pg-pool")
+        deployed = subprocess.run([sys.executable, "-m", "distributary", "deploy", "flows.py:work", "-n", "pooled",
+                                   "-p", "pg-pool"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=60)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributary", "worker", "start", "--pool", "pg-pool"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+        pooled = run_deployment("work/pooled", parameters={"x": 3}, timeout=120, poll_interval=0.2, storage=api)
+        assert pooled.state_type == "COMPLETED", pooled.state
+        assert sorted(os.listdir(marks)) == sorted([str(served.id), str(pooled.id)])
+    finally:
+        stop_all(procs, timeout=60)
+        api.close()
