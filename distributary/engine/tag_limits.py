@@ -31,6 +31,11 @@ def _limited(tags: frozenset[str]) -> list[str]:
         return []
 
 
+def has_limits(tags: frozenset[str]) -> bool:
+    """Whether any of `tags` has a limit (a run without tags asks nothing)."""
+    return bool(tags) and bool(_limited(tags))
+
+
 def take_slots(run: Any) -> Generator[Step, Any, Any]:
     """Take a slot of each limited tag of `run` (waiting for them); the acquisition to `give_back`, or None."""
     limited = yield (IO, lambda: _limited(run.tags))

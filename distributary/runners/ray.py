@@ -363,8 +363,8 @@ class _DeadWorkers:
     """Which worker process ran a Ray task, from the task events the cluster's GCS keeps (read only when a worker
     died, again for a few seconds if they were not reported yet; nothing is read while all is well)."""
 
-    TRIES = 6
-    WAIT = 0.5  # seconds between tries: task events reach the GCS about once a second, later on a loaded machine
+    TRIES = 12
+    WAIT = 0.5  # seconds between tries: task events reach the GCS about once a second, later under load
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from ...engine import TaskCall, core, run_call, transitions
 from ...engine.futures import TaskRunFuture
 from ...engine.resolve import map_nested, needs_resolution
 from ...engine.spec import TaskSpec
+from ...engine.tag_limits import has_limits
 from ...errors import SerializationError
 from ...logging import engine_logger, reset_log_prints, set_log_prints
 from ...runs import STATE_CHANGED, TaskRun
@@ -300,9 +301,9 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     entries: list[tuple | None] = []
     n = len(specs)
     starts, ends = array("d", bytes(8 * n)), array("d", bytes(8 * n))
-    plain = _plain_task(task, header)
     try:
         with settings.overlay(header.settings_env):  # settings travel as data: the process env is left alone
+            plain = _plain_task(task, header)  # inside the overlay: tag limits are read from the run's store
             lp_token = set_log_prints(bool(header.log_prints)) if plain else None
             try:
                 for i, spec in enumerate(specs):
@@ -326,10 +327,12 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
 
 def _plain_task(task: TaskSpec, header: BatchHeader) -> bool:
     """Whether the task's runs may take the tight loop (`run_plain`): nothing of the engine's beyond one call,
-    its states and its context applies to them (no result options, hooks, retries, timeout or async)."""
+    its states and its context applies to them (no result options, hooks, retries, timeout, async, or a tag
+    with a concurrency limit, whose slot the engine's steps take)."""
     return (header.result_options is None and not task.isasync and not task.timeout_seconds
             and not task.retries and not (task.on_running or task.on_completion or task.on_failure
-                                          or task.on_commit or task.on_rollback))
+                                          or task.on_commit or task.on_rollback)
+            and not has_limits(header.tags))
 
 
 def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str | None,
