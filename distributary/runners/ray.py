@@ -388,14 +388,23 @@ class _DeadWorkers:
         from ray._private.state import state
         from ray.core.generated import gcs_pb2
 
-        node = pid = None
+        node = pid = worker_id = None
+        accessor = state._connect_and_get_accessor()
         parse = gcs_pb2.TaskEvents.FromString  # type: ignore[attr-defined]  # generated code without stubs
-        for raw in state._connect_and_get_accessor().get_task_events():
+        for raw in accessor.get_task_events():
             event = parse(raw)
             if event.task_id == task_id and event.HasField("state_updates"):
                 update = event.state_updates
                 pid = update.worker_pid or pid
                 node = update.node_id or node
+                worker_id = update.worker_id or worker_id
+        if not pid and worker_id:
+            # A worker killed before it reported the task's running state: the raylet's lease names the worker,
+            # and the GCS worker table its pid.
+            for raw in accessor.get_worker_table():
+                worker = gcs_pb2.WorkerTableData.FromString(raw)  # type: ignore[attr-defined]
+                if worker.worker_address.worker_id == worker_id:
+                    pid = worker.pid
         if not pid:
             return None
         ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if node and n.get("NodeID") == node.hex()),
