@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..schemas.concurrency import TAG_PREFIX, Acquisition, ConcurrencyLimit, GlobalConcurrencyLimit
+from .api_errors import MISSING, ApiError
 
 V2 = "v2/concurrency_limits"
 
@@ -28,7 +29,6 @@ class ApiConcurrencyStorage:
 
     def create_concurrency_limit(self, name: str, limit: int, active: bool = True, slot_decay_per_second: float = 0.0,
                                  active_slots: int = 0, denied_slots: int = 0) -> GlobalConcurrencyLimit:
-        from .api_storage import ApiError
 
         try:
             got = self.request("POST", V2 + "/", body={
@@ -52,7 +52,6 @@ class ApiConcurrencyStorage:
         return got[offset:None if limit is None else offset + limit]
 
     def update_concurrency_limit(self, name_or_id: Any, **values: Any) -> GlobalConcurrencyLimit:
-        from .api_storage import ApiError
 
         try:
             self.request("PATCH", f"{V2}/{_q(name_or_id)}", body={k: v for k, v in values.items() if v is not None})
@@ -68,7 +67,6 @@ class ApiConcurrencyStorage:
     def acquire_concurrency_slots(self, names: Sequence[str], slots: int = 1, mode: str = "concurrency",
                                   lease_seconds: float | None = 300.0,
                                   holder: dict[str, Any] | None = None) -> Acquisition:
-        from .api_storage import ApiError
 
         names = list(dict.fromkeys(names))
         try:
@@ -94,7 +92,6 @@ class ApiConcurrencyStorage:
         return True
 
     def renew_concurrency_lease(self, lease_id: Any, lease_seconds: float = 300.0) -> bool:
-        from .api_storage import MISSING
 
         got = self.request("POST", f"{V2}/leases/{_q(lease_id)}/renew", body={"lease_duration": lease_seconds},
                            missing_ok=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, ObjectNotFound
 from ..schemas import objects as O
+from .api_errors import ApiError
 
 def _q(name: str) -> str:
     return urllib.parse.quote(name, safe="")
@@ -186,7 +187,6 @@ class ApiDeploymentStorage:
         return bool(got["claimed"])
 
     def cancel_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun:
-        from .api_storage import ApiError
 
         try:
             return O.FlowRun.model_validate(self.request("POST", f"flow_runs/{_id(flow_run_id)}/cancel"))
@@ -212,7 +212,6 @@ class ApiDeploymentStorage:
     def create_work_pool(self, name: str, type: str = "process", description: str | None = None,
                          base_job_template: dict[str, Any] | None = None, concurrency_limit: int | None = None,
                          paused: bool = False) -> O.WorkPool:
-        from .api_storage import ApiError
         from .work_pools import POOL_TYPES
 
         if type not in POOL_TYPES:

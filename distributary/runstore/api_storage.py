@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import settings
 from ..errors import ObjectNotFound, RunStoreError
+from .api_errors import MISSING, ApiError
 from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
@@ -29,7 +30,6 @@ from .batch import Batch
 
 CHUNK_ROWS = 20_000   # rows per ingest request (about 10 MB of task runs with their histories)
 PAGE = 10_000         # the server's largest page: reads without a limit page through everything
-MISSING = object()    # what `request(..., missing_ok=True)` answers for a 404
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -274,14 +274,6 @@ class ApiRunStorage(ApiDeploymentStorage, ApiConcurrencyStorage):
 
 class NotServed(RunStoreError, AttributeError):
     """A storage method the server's API does not offer yet."""
-
-
-class ApiError(RunStoreError):
-    """The server answered with an error status (`status`)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def _detail(resp: Any) -> str:
