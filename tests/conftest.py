@@ -1,5 +1,7 @@
-"""Test-wide setup: environment defaults that must be in place before gcsfs or ray are imported, and the
-storage server fixtures from tests/servers.py (moto, SeaweedFS, fake-gcs-server, Azurite)."""
+"""Test-wide setup: environment defaults that must be in place before gcsfs or ray are imported, the
+storage server fixtures from tests/servers.py (moto, SeaweedFS, fake-gcs-server, Azurite), and the session's one
+Dask cluster and one Ray instance (tests/runners/dask_servers.py, ray_servers.py), defined here once so that
+every folder (runners, workers) shares them: a session fixture imported by two conftests would start twice."""
 from __future__ import annotations
 
 import os
@@ -17,8 +19,15 @@ if "DISTRIBUTARY_HOME" not in os.environ:
 
     os.environ["DISTRIBUTARY_HOME"] = tempfile.mkdtemp(prefix="distributary-tests-home-")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 from servers import azurite, fake_gcs, moto_s3, seaweed_s3, server_workdir  # noqa: E402,F401
+
+sys.path.insert(0, str(Path(__file__).parent / "runners"))
+from dask_servers import dask_processes  # noqa: E402,F401
+from ray_servers import ray_instance  # noqa: E402,F401
 
 
 @pytest.fixture

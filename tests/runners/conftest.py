@@ -1,12 +1,13 @@
 """The `runner` fixture: one fresh, unstarted task runner per test, for every runner kind. The runner contract
-suite (test_contract.py) runs once per kind. Cluster-backed kinds reuse one cluster per session."""
+suite (test_contract.py) runs once per kind. Cluster-backed kinds reuse one cluster per session
+(dask_processes and ray_instance, from tests/conftest.py)."""
 from __future__ import annotations
 
 import logging
 
 import pytest
-from dask_servers import dask_processes, dask_runner, dask_scheduler_only  # noqa: E402,F401  (scheduler + 2 workers as processes)
-from ray_servers import ray_instance, ray_runner  # noqa: E402,F401  (one in-process Ray instance)
+from dask_servers import dask_runner, dask_scheduler_only  # noqa: E402,F401
+from ray_servers import ray_runner  # noqa: E402,F401
 
 from distributary.runners.process import ProcessPoolTaskRunner
 from distributary.runners.thread import ThreadPoolTaskRunner
