@@ -86,11 +86,17 @@ def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
     """Apply the new states of many runs at once: `items` are (run, its states in order), e.g. every run of a
     cluster batch. The same as `set_states` per run, with ONE event for the lot: sinks that name
     `runs.STATES_CHANGED` in their `kinds` receive `(STATES_CHANGED, None, items)` (bulk inserts); every other
-    sink receives one `STATE_CHANGED` event per state, as from `set_states`. `items` must not change afterwards."""
+    sink receives one `STATE_CHANGED` event per state, as from `set_states`. `items` must not change afterwards.
+    An abandoned run refuses its states, as in `set_state`: it is left out of the event."""
+    refused = False
     for run, states in items:
-        if states:
+        if run.abandoned:
+            refused = True
+        elif states:
             run.state = states[-1]
             run.state_history.extend(states)
+    if refused:
+        items = [(run, states) for run, states in items if not run.abandoned]
     if items and (STATE_CHANGED in _wanted or STATES_CHANGED in _wanted):
         _put((STATES_CHANGED, None, items))
 

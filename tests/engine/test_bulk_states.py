@@ -44,3 +44,20 @@ def test_bulk_states_reach_bulk_sinks_once_and_others_per_state():
     assert [e[0] for e in bulk.events] == [STATE_CHANGED, STATES_CHANGED]
     assert [(r.name, [s.name for s in states]) for r, states in bulk.events[1][2]] == [
         ("t-1", ["Running", "Completed"]), ("t-2", ["Running", "Completed"]), ("t-0", ["Failed"])]
+
+
+def test_an_abandoned_run_refuses_its_bulk_states_and_is_left_out_of_the_event():
+    bulk = BulkSink()
+    transitions.add_sink(bulk)
+    try:
+        given_up, other = _run(0), _run(1)
+        transitions.abandon(given_up, S.Cancelled(message="abandoned at the flow's timeout"))
+        transitions.set_states_many([(given_up, [S.Running(), S.Completed()]), (other, [S.Completed()])])
+        transitions.deliver()
+    finally:
+        transitions.remove_sink(bulk)
+    assert [s.name for s in given_up.state_history] == ["Pending", "Cancelled"]
+    assert given_up.state.is_cancelled()
+    assert other.state.is_completed()
+    (bulk_event,) = bulk.of(STATES_CHANGED)
+    assert [r.name for r, _ in bulk_event[2]] == ["t-1"]
