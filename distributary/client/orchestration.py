@@ -83,9 +83,9 @@ class SyncDistributaryClient:
         self.storage.delete_flow_run(flow_run_id)
 
     def set_flow_run_state(self, flow_run_id: uuid.UUID | str, state: State, force: bool = False) -> O.OrchestrationResult:
-        """Record `state` as the flow run's state (accepted: there are no orchestration rules yet)."""
-        recorded = self.storage.set_flow_run_state(flow_run_id, state, force=force)
-        return O.OrchestrationResult(state=recorded, status="ACCEPT")
+        """Propose `state` as the flow run's state; `Cancelling` cancels the run (see
+        `SqlRunStorage.propose_flow_run_state`), any other state is recorded."""
+        return self.storage.propose_flow_run_state(flow_run_id, state, force=force)
 
     # -- task runs -----------------------------------------------------------------------------------------------
     def read_task_runs(self, *, flow_filter: F.FlowFilter | None = None,

@@ -133,6 +133,16 @@ class ApiDeploymentStorage:
         self.request("PATCH", f"deployments/{did}", body={"schedules": [schedule_body(s) for s in schedules]})
         return self.read_deployment(did)
 
+    def update_deployment_schedule(self, deployment_id: uuid.UUID | str, schedule_id: uuid.UUID | str, *,
+                                   schedule: Any = None, active: bool | None = None,
+                                   parameters: dict[str, Any] | None = None,
+                                   slug: str | None = None) -> O.DeploymentSchedule:
+        did, sid = _id(deployment_id), _id(schedule_id)
+        body = {"schedule": None if schedule is None else schedule.to_dict(), "active": active,
+                "parameters": parameters, "slug": slug}
+        self.request("PATCH", f"deployments/{did}/schedules/{sid}", body={k: v for k, v in body.items() if v is not None})
+        return next(s for s in self.read_deployment_schedules(did) if str(s.id) == sid)
+
     def count_deployment_runs(self, deployment_id: uuid.UUID | str, state_types: Iterable[str]) -> int:
         return int(self.request("GET", f"deployments/{_id(deployment_id)}/active_runs",
                                 params={"state_type": list(state_types)}))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import settings
-from ..errors import ObjectNotFound, RunStoreError
+from ..errors import ConfigurationError, ObjectNotFound, RunStoreError
 from .api_errors import MISSING, ApiError
 from ..schemas import filters as F
 from ..schemas import objects as O
@@ -170,10 +170,19 @@ class ApiRunStorage(ApiDeploymentStorage, ApiConcurrencyStorage):
         self.request("DELETE", f"flow_runs/{_uuid(flow_run_id, 'run')}")
 
     def set_flow_run_state(self, flow_run_id: uuid.UUID | str, state: Any, force: bool = False) -> O.State:
+        """The state in effect after proposing `state` (over HTTP a `Cancelling` proposal is a cancel, as in
+        `propose_flow_run_state`)."""
+        got = self.propose_flow_run_state(flow_run_id, state, force=force)
+        if got.state is None:
+            raise ConfigurationError(f"flow run {flow_run_id}: {got.details.get('reason') or got.status}")
+        return got.state
+
+    def propose_flow_run_state(self, flow_run_id: uuid.UUID | str, state: Any,
+                               force: bool = False) -> O.OrchestrationResult:
         body = {"state": {"type": state.type.value, "name": state.name, "message": state.message,
                           "timestamp": state.timestamp.isoformat()}, "force": force}
-        got = self.request("POST", f"flow_runs/{_uuid(flow_run_id, 'run')}/set_state", body=body)
-        return O.State.model_validate(got["state"])
+        return O.OrchestrationResult.model_validate(
+            self.request("POST", f"flow_runs/{_uuid(flow_run_id, 'run')}/set_state", body=body))
 
     # -- task runs -----------------------------------------------------------------------------------------------
     def read_task_runs(self, flow_run_filter: F.FlowRunFilter | None = None,

@@ -84,6 +84,8 @@ class DeploymentStorage:
 
         def read_flow_run(self, flow_run_id: uuid.UUID | str) -> O.FlowRun: ...
 
+        def set_flow_run_state(self, flow_run_id: uuid.UUID | str, state: Any, force: bool = False) -> O.State: ...
+
     # -- deployments ---------------------------------------------------------------------------------------------
     def create_deployment(self, *, flow_name: str, name: str, entrypoint: str | None = None, path: str | None = None,
                           description: str | None = None, version: str | None = None,
@@ -226,6 +228,28 @@ class DeploymentStorage:
             self._replace_schedules(conn, did, schedules, time.time())
         return self.read_deployment(did)
 
+    def update_deployment_schedule(self, deployment_id: uuid.UUID | str, schedule_id: uuid.UUID | str, *,
+                                   schedule: Any = None, active: bool | None = None,
+                                   parameters: dict[str, Any] | None = None,
+                                   slug: str | None = None) -> O.DeploymentSchedule:
+        """Change one schedule in place (it keeps its id, as in Prefect): the fields given change, and its future
+        auto-scheduled runs are removed in the same transaction (the scheduler makes the new ones; the other
+        schedules' runs stay)."""
+        did, sid = str(deployment_id), str(schedule_id)
+        values: dict[str, Any] = {k: v for k, v in (("active", active), ("parameters", parameters), ("slug", slug))
+                                  if v is not None}
+        if schedule is not None:
+            values["schedule"] = schedule.to_dict()
+        with self.engine.begin() as conn:
+            self._lock_deployment(conn, did, write=True)
+            where = (schedule_t.c.id == sid, schedule_t.c.deployment_id == did)
+            if not conn.execute(sa.select(schedule_t.c.id).where(*where)).first():
+                raise ObjectNotFound(f"deployment {did} has no schedule {sid}")
+            if values:
+                conn.execute(sa.update(schedule_t).where(*where).values(**values))
+                self._drop_future_runs(conn, did, schedule_ids=[sid])
+        return next(s for s in self.read_deployment_schedules(did) if str(s.id) == sid)
+
     def _lock_deployment(self, conn: sa.Connection, did: str, write: bool = False) -> Any:
         """Serialise schedule edits with the scheduler's inserts: on PostgreSQL a row lock on the deployment
         (SQLite writers are serialised by BEGIN IMMEDIATE already)."""
@@ -361,6 +385,24 @@ class DeploymentStorage:
             conn.execute(state_t.insert(), [{"run_id": rid, "type": kind, "name": name, "message": None,
                                              "timestamp": now, "result_ref": None}])
         return self.read_flow_run(rid)
+
+    def propose_flow_run_state(self, flow_run_id: uuid.UUID | str, state: Any,
+                               force: bool = False) -> O.OrchestrationResult:
+        """`set_state` with Prefect's answers for a cancel: `Cancelling` proposed for a run that has not started
+        makes it `Cancelled` (REJECT: nothing runs that could be stopped), for a running one `Cancelling` (ACCEPT;
+        the process running it stops it), for a finished run nothing (ABORT, with the reason). Any other state,
+        or `force`, is recorded as proposed."""
+        if state.type != StateType.CANCELLING or force:
+            return O.OrchestrationResult(state=self.set_flow_run_state(flow_run_id, state, force=force))
+        try:
+            run = self.cancel_flow_run(flow_run_id)
+        except ConfigurationError as exc:
+            return O.OrchestrationResult(state=None, status="ABORT", details={"type": "abort_details",
+                                                                            "reason": str(exc)})
+        if run.state_type == StateType.CANCELLED:
+            return O.OrchestrationResult(state=run.state, status="REJECT", details={
+                "type": "reject_details", "reason": "The flow run had not started: it is Cancelled."})
+        return O.OrchestrationResult(state=run.state)
 
     def schedule_runs(self, deployment_id: uuid.UUID | str, now: dt.datetime | None = None,
                       max_runs: int = MAX_RUNS, min_runs: int = MIN_RUNS, max_ahead: dt.timedelta = MAX_AHEAD,

@@ -5,7 +5,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..states import FINAL_TYPES, StateType
 
@@ -143,7 +143,8 @@ class Variable(ObjectBase):
 class OrchestrationResult(ObjectBase):
     """What `set_flow_run_state` returns: the state now in effect and whether the proposal was accepted."""
     state: State | None = None
-    status: str = "ACCEPT"
+    status: str = "ACCEPT"   # ACCEPT, REJECT (another state took effect), ABORT (nothing changed), as in Prefect
+    details: dict[str, Any] = Field(default_factory=lambda: {"type": "accept_details"})
 
 
 class ConcurrencyLimitStrategy:
@@ -163,6 +164,9 @@ class ConcurrencyLimitConfig(ObjectBase):
     collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
 
 
+SCHEDULE_KEYS = ("cron", "interval", "rrule")  # a schedule's kind is the one of these keys it has
+
+
 class DeploymentSchedule(ObjectBase):
     """One schedule of a deployment: the schedule itself (`distributary.schedules.Schedule.to_dict()`), whether
     it is active, and parameters that override the deployment's for its runs."""
@@ -173,6 +177,16 @@ class DeploymentSchedule(ObjectBase):
     parameters: dict[str, Any] = Field(default_factory=dict)
     slug: str | None = None
     created: dt.datetime | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _kind(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Prefect's shape names no kind (`{"cron": ...}`): it is the one of cron, interval, rrule given."""
+        if "type" not in value:
+            kinds = [k for k in SCHEDULE_KEYS if k in value]
+            if len(kinds) == 1:
+                return {"type": kinds[0], **value}
+        return value
 
     def as_schedule(self) -> Any:
         from ..schedules import schedule_from_dict

@@ -94,6 +94,40 @@ def test_replacing_schedules_replaces_future_auto_runs(storage):
     assert len(keys) == 5 and all(f" {new.schedules[0].id} " in k for k in keys)
 
 
+def test_editing_one_schedule_keeps_its_id_and_replaces_only_its_future_runs(storage):
+    dep = make(storage, schedules=[Interval(60, anchor_date=T0), Cron("0 * * * *")])
+    every_minute, hourly = dep.schedules
+    storage.schedule_runs(dep.id, now=T0, max_runs=5, min_runs=5)
+    hourly_runs = {r.id for r in storage.read_flow_runs() if f" {hourly.id} " in r.idempotency_key}
+    changed = storage.update_deployment_schedule(dep.id, every_minute.id, schedule=Interval(120, anchor_date=T0))
+    assert changed.id == every_minute.id and changed.as_schedule().interval == dt.timedelta(minutes=2)
+    left = {r.id for r in storage.read_flow_runs()}
+    assert left == hourly_runs  # the edited schedule's runs went; the other schedule's stayed
+    storage.schedule_runs(dep.id, now=T0, max_runs=5, min_runs=5)
+    new = [r.expected_start_time for r in storage.read_flow_runs() if f" {every_minute.id} " in r.idempotency_key]
+    assert sorted(t.minute for t in new) == [0, 2, 4, 6, 8]
+    off = storage.update_deployment_schedule(dep.id, every_minute.id, active=False)
+    assert off.active is False and {r.id for r in storage.read_flow_runs()} == hourly_runs
+    with pytest.raises(ObjectNotFound):
+        storage.update_deployment_schedule(dep.id, dep.id, active=True)
+
+
+def test_proposing_cancelling_cancels_as_prefect_does(storage):
+    from distributary.states import Completed, State, StateType
+
+    dep = make(storage)
+    waiting = storage.create_flow_run_from_deployment(dep.id)
+    got = storage.propose_flow_run_state(waiting.id, State(StateType.CANCELLING))
+    assert (got.status, got.state.type.value) == ("REJECT", "CANCELLED")  # nothing to stop: Cancelled at once
+    assert storage.propose_flow_run_state(waiting.id, State(StateType.CANCELLING)).status == "ABORT"  # finished: left alone
+    running = storage.create_flow_run_from_deployment(dep.id)
+    assert storage.claim_flow_run(running.id)
+    got = storage.propose_flow_run_state(running.id, State(StateType.CANCELLING))
+    assert (got.status, got.state.type.value) == ("ACCEPT", "CANCELLING")
+    assert str(running.id) in storage.read_cancelling([running.id])  # what its runner looks for
+    assert storage.propose_flow_run_state(running.id, Completed()).state.type.value == "COMPLETED"
+
+
 RACER = textwrap.dedent("""
     import datetime as dt, os, sys, time
     from distributary.runstore.storage import SqlRunStorage

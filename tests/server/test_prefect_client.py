@@ -1,6 +1,7 @@
 """Prefect's own client is the judge of compatibility: Prefect 3's `get_client()` and `prefect flow-run ls` /
 `prefect artifact ls`, in their own virtual environment (the bench's Prefect comparator builds it; never a
-dependency of ours), with PREFECT_API_URL pointed at our server, read what a distributary flow recorded."""
+dependency of ours), with PREFECT_API_URL pointed at our server, read what a distributary flow recorded; and
+Prefect's client registers, filters, schedules, pauses, runs and cancels deployments on our routes."""
 from __future__ import annotations
 
 import json
@@ -61,15 +62,20 @@ def prefect_python():
         pytest.skip(f"Prefect's client cannot be installed here: {str(exc).splitlines()[0]}")
 
 
-def test_prefect_client_and_cli_read_what_distributary_recorded(server, prefect_python, tmp_path):
-    server.run_flow(FLOW)
+def run_prefect(prefect_python, server, tmp_path, code):
+    """Run `code` with Prefect's Python against the server; its environment and its last line of output as JSON."""
     env = {"PATH": f"{prefect_python.parent}:/usr/bin:/bin", "PREFECT_API_URL": server.api_url,
            "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    script = tmp_path / "prefect_reads.py"
-    script.write_text(textwrap.dedent(PREFECT_SCRIPT))
+    script = tmp_path / "prefect_script.py"
+    script.write_text(textwrap.dedent(code))
     proc = subprocess.run([str(prefect_python), str(script)], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return env, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_prefect_client_and_cli_read_what_distributary_recorded(server, prefect_python, tmp_path):
+    server.run_flow(FLOW)
+    env, got = run_prefect(prefect_python, server, tmp_path, PREFECT_SCRIPT)
     assert got["flows"] == ["judged-by-prefect"] and got["run_flow"] == got["flow_id"]
     assert got["run_state"] == "COMPLETED" and got["states"][-1] == "COMPLETED"
     assert got["tasks"] == ["COMPLETED"] * 10
@@ -84,3 +90,86 @@ def test_prefect_client_and_cli_read_what_distributary_recorded(server, prefect_
     arts = subprocess.run([prefect, "artifact", "ls"], env=env, capture_output=True, text=True, timeout=180)
     assert arts.returncode == 0, arts.stderr[-3000:]
     assert "judged-report" in arts.stdout and "judged-table" in arts.stdout
+
+
+DEPLOYMENT_SCRIPT = """
+import asyncio, datetime as dt, json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, DeploymentFilterTags, FlowFilter,
+                                            FlowFilterName, WorkPoolFilter, WorkPoolFilterName)
+from prefect.client.schemas.objects import ConcurrencyOptions
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+from prefect.client.schemas.sorting import DeploymentSort
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+async def main():
+    out = {}
+    async with get_client() as client:
+        etl = await client.create_flow_from_name("etl")
+        other = await client.create_flow_from_name("other")
+        dep_id = await client.create_deployment(
+            etl, "nightly", parameters={"n": 1}, tags=["etl", "prod"], entrypoint="flows.py:etl", work_pool_name="pool-a",
+            concurrency_limit=2, concurrency_options=ConcurrencyOptions(collision_strategy="CANCEL_NEW"),
+            schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="0 2 * * *", timezone="America/New_York"))])
+        await client.create_deployment(other, "adhoc", tags=["prod"], paused=True)
+        d = await client.read_deployment_by_name("etl/nightly")
+        out["by_name"] = [str(d.id) == str(dep_id), d.parameters, d.work_pool_name, d.concurrency_options.collision_strategy,
+                          [(s.schedule.cron, s.schedule.timezone) for s in d.schedules]]
+        q = client.read_deployments
+        out["filters"] = {
+            "name": [x.name for x in await q(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["nightly"])))],
+            "like": [x.name for x in await q(deployment_filter=DeploymentFilter(name=DeploymentFilterName(like_="ADH")))],
+            "tags": [x.name for x in await q(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["etl", "prod"])))],
+            "flow": [x.name for x in await q(flow_filter=FlowFilter(name=FlowFilterName(any_=["other"])))],
+            "pool": [x.name for x in await q(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=["pool-a"])))],
+            "sorted": [x.name for x in await q(sort=DeploymentSort.NAME_DESC)]}
+        run = await client.create_flow_run_from_deployment(dep_id, parameters={"n": 2}, tags=["manual"])
+        out["run"] = [str(run.deployment_id) == str(dep_id), run.parameters, run.state.type.value, sorted(run.tags)]
+        due = await client.get_scheduled_flow_runs_for_deployments(
+            [dep_id], scheduled_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
+        out["due"] = str(run.id) in [str(r.id) for r in due]
+        added = await client.create_deployment_schedules(dep_id, [
+            (IntervalSchedule(interval=dt.timedelta(minutes=30)), True),
+            (RRuleSchedule(rrule="FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1"), True)])
+        await client.update_deployment_schedule(dep_id, added[0].id, active=False)
+        scheds = {str(s.id): s for s in await client.read_deployment_schedules(dep_id)}
+        out["schedules"] = [len(scheds), scheds[str(added[0].id)].active, type(scheds[str(added[1].id)].schedule).__name__]
+        await client.delete_deployment_schedule(dep_id, added[1].id)
+        out["after_delete"] = len(await client.read_deployment_schedules(dep_id))
+        await client.pause_deployment(dep_id)
+        out["paused"] = (await client.read_deployment(dep_id)).paused
+        await client.resume_deployment(dep_id)
+        out["resumed"] = (await client.read_deployment(dep_id)).paused
+        cancel = await client.set_flow_run_state(run.id, Cancelling())
+        out["cancel"] = [cancel.status.value, cancel.state.type.value, (await client.read_flow_run(run.id)).state.type.value]
+        again = await client.set_flow_run_state(run.id, Cancelling())
+        out["cancel_again"] = again.status.value
+    started = await run_deployment(name="etl/nightly", parameters={"n": 3}, timeout=0)
+    out["run_deployment"] = [started.parameters, started.state.type.value]
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_prefect_client_registers_reads_runs_schedules_and_cancels_deployments(server, prefect_python, tmp_path):
+    from distributary.runstore.api_storage import ApiRunStorage
+
+    api = ApiRunStorage(server.api_url)
+    api.create_work_pool("pool-a", type="process")
+    _, got = run_prefect(prefect_python, server, tmp_path, DEPLOYMENT_SCRIPT)
+    assert got["by_name"] == [True, {"n": 1}, "pool-a", "CANCEL_NEW", [["0 2 * * *", "America/New_York"]]]
+    assert got["filters"] == {"name": ["nightly"], "like": ["adhoc"], "tags": ["nightly"], "flow": ["adhoc"],
+                              "pool": ["nightly"], "sorted": ["nightly", "adhoc"]}
+    assert got["run"] == [True, {"n": 2}, "SCHEDULED", ["etl", "manual", "prod"]] and got["due"]
+    assert got["schedules"] == [3, False, "RRuleSchedule"] and got["after_delete"] == 2
+    assert got["paused"] is True and got["resumed"] is False
+    # a run that has not started is Cancelled at once (Prefect: REJECT, Cancelled in effect); a finished one stays
+    assert got["cancel"] == ["REJECT", "CANCELLED", "CANCELLED"] and got["cancel_again"] == "ABORT"
+    assert got["run_deployment"] == [{"n": 3}, "SCHEDULED"]
+    dep = api.read_deployment_by_name("etl/nightly")  # and distributary's own client reads what Prefect's wrote
+    assert dep.tags == ["etl", "prod"] and len(dep.schedules) == 2 and not dep.paused
+    assert {s.as_schedule().kind for s in dep.schedules} == {"cron", "interval"}
+    api.close()

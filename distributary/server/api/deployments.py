@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -24,26 +25,95 @@ router = APIRouter(prefix="/deployments", tags=["deployments"])
 ACTIVE = ["PENDING", "RUNNING", "CANCELLING"]  # the states a concurrency limit counts
 
 
-class _Any(BaseModel):
+class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Any(_Part):
     any_: list[str] | None = None
 
 
-class DeploymentFilter(BaseModel):
-    """The parts of Prefect's deployment filter the store answers: names (`deployment` part) and ids."""
-    model_config = ConfigDict(extra="forbid")
-    id: _Any | None = None
-    name: _Any | None = None
+class _Ids(_Part):
+    any_: list[uuid.UUID] | None = None
+    not_any_: list[uuid.UUID] | None = None
 
 
-class WorkPoolNames(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Names(_Part):
+    any_: list[str] | None = None
+    like_: str | None = None  # a case-insensitive substring, as in Prefect
+
+
+class _Tags(_Part):
+    all_: list[str] | None = None
+    any_: list[str] | None = None
+    is_null_: bool | None = None
+
+
+class DeploymentFilter(_Part):
+    """Prefect's deployment filter (`deployments` part): ids, names, tags, work queue names."""
+    id: _Ids | None = None
+    name: _Names | None = None
+    tags: _Tags | None = None
+    work_queue_name: _Any | None = None
+
+
+class FlowPart(_Part):
+    id: _Ids | None = None
+    name: _Names | None = None
+
+
+class WorkPoolPart(_Part):
+    id: _Ids | None = None
     name: _Any | None = None
+    type: _Any | None = None
 
 
 class DeploymentsFilter(Page):
+    flows: FlowPart | None = None
     deployments: DeploymentFilter | None = None
-    work_pools: WorkPoolNames | None = None
+    work_pools: WorkPoolPart | None = None
+    sort: Literal["CREATED_DESC", "UPDATED_DESC", "NAME_ASC", "NAME_DESC", "CONCURRENCY_LIMIT_ASC",
+                  "CONCURRENCY_LIMIT_DESC"] | None = None
+
+
+def _ids_match(f: _Ids | None, value: Any) -> bool:
+    return f is None or ((f.any_ is None or value in f.any_) and (f.not_any_ is None or value not in f.not_any_))
+
+
+def _names_match(f: _Names | None, value: str) -> bool:
+    return f is None or ((f.any_ is None or value in f.any_) and
+                         (f.like_ is None or f.like_.lower() in value.lower()))
+
+
+def _tags_match(f: _Tags | None, tags: list[str]) -> bool:
+    return f is None or ((f.all_ is None or set(f.all_) <= set(tags)) and
+                         (f.any_ is None or bool(set(f.any_) & set(tags))) and
+                         (f.is_null_ is None or f.is_null_ == (not tags)))
+
+
+def _matches(d: O.Deployment, body: DeploymentsFilter, pools: dict[str, O.WorkPool]) -> bool:
+    fl, dep, wp = body.flows or FlowPart(), body.deployments or DeploymentFilter(), body.work_pools
+    if not (_ids_match(fl.id, d.flow_id) and _names_match(fl.name, d.flow_name) and _ids_match(dep.id, d.id)
+            and _names_match(dep.name, d.name) and _tags_match(dep.tags, d.tags)):
+        return False
+    queues = dep.work_queue_name.any_ if dep.work_queue_name is not None else None
+    if queues is not None and d.work_queue_name not in queues:
+        return False
+    if wp is None:
+        return True
+    pool = pools.get(d.work_pool_name or "")
+    names = wp.name.any_ if wp.name is not None else None
+    types = wp.type.any_ if wp.type is not None else None
+    return ((names is None or d.work_pool_name in names) and (types is None or (pool is not None and pool.type in types))
+            and (wp.id is None or (pool is not None and _ids_match(wp.id, pool.id))))
+
+
+SORTS: dict[str, tuple[Callable[[O.Deployment], Any], bool]] = {
+    "NAME_ASC": (lambda d: (d.name, d.flow_name), False), "NAME_DESC": (lambda d: (d.name, d.flow_name), True),
+    "CREATED_DESC": (lambda d: d.created.timestamp() if d.created else 0.0, True),
+    "UPDATED_DESC": (lambda d: d.updated.timestamp() if d.updated else 0.0, True),
+    "CONCURRENCY_LIMIT_ASC": (lambda d: d.concurrency_limit or 0, False),
+    "CONCURRENCY_LIMIT_DESC": (lambda d: d.concurrency_limit or 0, True)}
 
 
 class DeploymentFlowRunCreate(Body):
@@ -53,11 +123,29 @@ class DeploymentFlowRunCreate(Body):
     idempotency_key: str | None = None
     job_variables: dict[str, Any] | None = None
     state: dict[str, Any] | None = None  # Prefect's client may send a Scheduled state with its scheduled_time
+    # sent by Prefect's client (empty unless its caller set them); nothing here uses them
+    context: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    enforce_parameter_schema: bool | None = None
+    infrastructure_document_id: uuid.UUID | None = None
+    empirical_policy: dict[str, Any] | None = None
+    parent_task_run_id: uuid.UUID | None = None
+
+
+def prefect_schedule(schedule: dict[str, Any]) -> dict[str, Any]:
+    """A stored schedule in Prefect's shape: its kind is given by its keys (`{"cron": ..., "timezone": ...}`),
+    with no `type` and no null fields (Prefect's client refuses both)."""
+    return {k: v for k, v in schedule.items() if k != "type" and v is not None}
+
+
+def _schedule_json(s: dict[str, Any]) -> dict[str, Any]:
+    return {**s, "schedule": prefect_schedule(s["schedule"]), "updated": s.get("updated") or s.get("created")}
 
 
 def deployment_json(dep: O.Deployment) -> dict[str, Any]:
     d = dep.model_dump(mode="json")
     d["concurrency_options"] = d.get("concurrency_options")
+    d["schedules"] = [_schedule_json(s) for s in d["schedules"]]
     return d
 
 
@@ -68,16 +156,18 @@ def _scheduled_time(state: dict[str, Any] | None) -> dt.datetime | None:
 
 @router.post("/filter")
 def read_deployments(storage: Storage, body: DeploymentsFilter | None = None) -> JSONResponse:
+    """Prefect's deployment filter: by flow (ids, names), deployment (ids, names, tags, work queues) and work
+    pool (names, types, ids), sorted as asked (by flow and name by default)."""
     body = body or DeploymentsFilter()
-    flt = body.deployments or DeploymentFilter()
-    ids = flt.id.any_ if flt.id is not None else None
-    names = flt.name.any_ if flt.name is not None else None  # the store filters by full name; Prefect by name
-    pools = body.work_pools.name.any_ if body.work_pools is not None and body.work_pools.name is not None else None
-    if names is None and pools is None:
-        deps = storage.read_deployments(ids=ids, limit=body.limit, offset=body.offset)
+    if body.model_dump(exclude_none=True, exclude={"limit", "offset"}) == {}:
+        deps = storage.read_deployments(limit=body.limit, offset=body.offset)
     else:
-        deps = [d for d in storage.read_deployments(ids=ids)
-                if (names is None or d.name in names) and (pools is None or d.work_pool_name in pools)]
+        wp = body.work_pools
+        pools = {p.name: p for p in storage.read_work_pools()} if wp is not None and (wp.type or wp.id) else {}
+        deps = [d for d in storage.read_deployments() if _matches(d, body, pools)]
+        if body.sort is not None:
+            key, reverse = SORTS[body.sort]
+            deps.sort(key=key, reverse=reverse)
         deps = deps[body.offset:body.offset + body.limit]
     return respond([deployment_json(d) for d in deps])
 
@@ -260,16 +350,10 @@ def resume_deployment(deployment_id: uuid.UUID, storage: Storage) -> Response:
     return Response(status_code=204)
 
 
-def _schedule_json(s: O.DeploymentSchedule) -> dict[str, Any]:
-    d = s.model_dump(mode="json")  # the schedule keeps its `type` next to Prefect's keys, as in deployment_json
-    d["updated"] = d["created"]
-    return d
-
-
 @router.get("/{deployment_id}/schedules")
 def read_schedules(deployment_id: uuid.UUID, storage: Storage) -> JSONResponse:
     storage.read_deployment(deployment_id)
-    return respond([_schedule_json(s) for s in storage.read_deployment_schedules(deployment_id)])
+    return respond([_schedule_json(s.model_dump(mode="json")) for s in storage.read_deployment_schedules(deployment_id)])
 
 
 @router.post("/{deployment_id}/schedules", status_code=201)
@@ -278,7 +362,7 @@ def create_schedules(deployment_id: uuid.UUID, body: list[ScheduleCreate], stora
     before = {s.id for s in storage.read_deployment_schedules(deployment_id)}
     kept = [s.as_schedule() for s in storage.read_deployment_schedules(deployment_id)]
     dep = storage.set_deployment_schedules(deployment_id, kept + [s.to_schedule() for s in body])
-    return respond([_schedule_json(s) for s in dep.schedules if s.id not in before], 201)
+    return respond([_schedule_json(s.model_dump(mode="json")) for s in dep.schedules if s.id not in before], 201)
 
 
 def _one_schedule(storage: Any, deployment_id: uuid.UUID, schedule_id: uuid.UUID) -> list[Any]:
@@ -291,17 +375,13 @@ def _one_schedule(storage: Any, deployment_id: uuid.UUID, schedule_id: uuid.UUID
 @router.patch("/{deployment_id}/schedules/{schedule_id}", status_code=204)
 def update_schedule(deployment_id: uuid.UUID, schedule_id: uuid.UUID, body: ScheduleUpdate,
                     storage: Storage) -> Response:
-    """Change one schedule (its future runs are replaced atomically; the other schedules' runs stay)."""
-    out = []
-    for s in _one_schedule(storage, deployment_id, schedule_id):
-        if s.id == schedule_id:
-            s = s.model_copy(update={k: getattr(body, k) for k in body.model_fields_set
-                                     if k in ("active", "schedule", "parameters", "slug")})
-            if "schedule" in body.model_fields_set:
-                s = s.model_copy(update={"schedule": ScheduleCreate(schedule=body.schedule or {}).to_schedule()
-                                         .to_dict()})
-        out.append(s.as_schedule())
-    storage.set_deployment_schedules(deployment_id, out)
+    """Change one schedule; it keeps its id (its future runs are replaced atomically; the other schedules'
+    runs stay)."""
+    sched = None
+    if body.schedule is not None:
+        sched = ScheduleCreate(schedule=body.schedule).to_schedule()
+    storage.update_deployment_schedule(deployment_id, schedule_id, schedule=sched, active=body.active,
+                                       parameters=body.parameters, slug=body.slug)
     return Response(status_code=204)
 
 

@@ -123,8 +123,12 @@ def read_flow_run(flow_run_id: uuid.UUID, storage: Storage) -> JSONResponse:
 
 @router.post("/{flow_run_id}/set_state", status_code=201)
 def set_flow_run_state(flow_run_id: uuid.UUID, body: SetState, storage: Storage) -> JSONResponse:
-    recorded = storage.set_flow_run_state(flow_run_id, body.state.to_state(), force=body.force)
-    return respond(orchestration_result(recorded, flow_run_id=flow_run_id), 201)
+    """Propose a state (Prefect's route; 201 when accepted, 200 otherwise). `Cancelling` is a cancel: a run that
+    has not started becomes Cancelled (REJECT), a running one Cancelling (its runner stops it), a finished one
+    is left alone (ABORT, with the reason)."""
+    got = storage.propose_flow_run_state(flow_run_id, body.state.to_state(), force=body.force)
+    return respond({"status": got.status, "details": got.details,
+                    "state": state_json(got.state, flow_run_id=flow_run_id)}, 201 if got.status == "ACCEPT" else 200)
 
 
 @router.delete("/{flow_run_id}", status_code=204)
