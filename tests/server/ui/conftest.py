@@ -44,12 +44,16 @@ class Page:
         self.shots = shots
         self.errors: list[str] = []
         self.dialogs: list[str] = []
+        self.accept_dialogs = False  # confirm() answers Cancel unless a test says otherwise
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         page.on("dialog", self._dialog)
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
-        dialog.dismiss()
+        if self.accept_dialogs:
+            dialog.accept()
+        else:
+            dialog.dismiss()
 
     def open(self, path: str) -> Any:
         resp = self.pw.goto(self.base_url + path)

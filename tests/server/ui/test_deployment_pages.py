@@ -77,3 +77,28 @@ def test_work_pools_list_and_detail(page, registered):
     page.pw.wait_for_url(re.compile(rf"/deployments/{dep.id}$"))
     missing = page.pw.goto(page.base_url + "/work-pools/nowhere")
     assert missing.status == 404 and "work-pool create nowhere" in page.pw.content()
+
+
+def test_cancel_button_asks_first_then_cancels_and_is_gone_for_final_states(page, registered):
+    api, dep = registered
+    waiting = api.create_flow_run_from_deployment(dep.id)
+    page.open(f"/flow-runs/{waiting.id}")
+    page.pw.click("#cancel-run")  # the confirmation is dismissed: nothing happens
+    assert page.dialogs and "Cancel this flow run?" in page.dialogs[0]
+    assert api.read_flow_run(waiting.id).state_type.value == "SCHEDULED"
+    page.accept_dialogs = True
+    page.pw.click("#cancel-run")
+    page.pw.wait_for_selector("#run-header >> text=Cancelled")
+    assert api.read_flow_run(waiting.id).state_type.value == "CANCELLED"  # not started: Cancelled at once
+    assert page.pw.locator("#cancel-run").count() == 0  # a final state has no Cancel button
+    page.shot("cancelled")
+
+    running = api.create_flow_run_from_deployment(dep.id)
+    assert api.claim_flow_run(running.id, worker_name="worker-7")  # a worker has it: the cancel asks it to stop
+    page.open(f"/flow-runs/{running.id}")
+    page.pw.click("#cancel-run")
+    page.pw.wait_for_selector("#cancel-run[disabled]")
+    assert api.read_flow_run(running.id).state_type.value == "CANCELLING"
+    assert str(running.id) in api.read_cancelling([running.id])  # what the worker polls for
+    assert "Cancelling" in page.pw.inner_text("#cancel-run")
+    page.shot("cancelling")

@@ -232,9 +232,33 @@ function timeline(runId) {
 }
 
 // -- a flow run ---------------------------------------------------------------------------------------------------
+// The Cancel button: Prefect's cancel, a proposed Cancelling state (a run not started ends Cancelled at once; a
+// running one is stopped by the worker or serve() process running it). The header is re-rendered by polling,
+// so the click is handled on the page, not on the button.
+async function cancelRun(button) {
+  if (!window.confirm("Cancel this flow run? A running run is stopped by the process running it.")) return;
+  button.disabled = true;
+  const err = document.getElementById("cancel-error");
+  const r = await fetch("/api/flow_runs/" + button.dataset.id + "/set_state", {
+    method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ state: { type: "CANCELLING", name: "Cancelling", message: "Cancelled from the web UI." } }) });
+  const d = r.ok ? await r.json() : null;
+  if (!d || d.status === "ABORT") {
+    err.textContent = "The run could not be cancelled: " + (d ? d.details.reason : "HTTP " + r.status);
+    err.hidden = false;
+    button.disabled = false;
+    return;
+  }
+  location.reload();
+}
+
 function flowRunPage() {
   const root = document.getElementById("flow-run");
   const runId = root.dataset.id;
+  root.addEventListener("click", (e) => {
+    const b = e.target.closest("#cancel-run");
+    if (b && !b.disabled) cancelRun(b);
+  });
   const table = taskTable(runId);
   const tl = timeline(runId);
   const logs = logsPanel(true);
