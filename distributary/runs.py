@@ -98,6 +98,12 @@ class TaskRun:
         self._id = value
 
     @property
+    def id_int(self) -> int:
+        """The id as its 128-bit int, without making the UUID object (a cluster runner's hot path keys on it)."""
+        v = self._id
+        return v if v.__class__ is int else v.int  # type: ignore[return-value, union-attr]
+
+    @property
     def name(self) -> str:
         n = self._name
         return n if n is not None else f"{self.task_name}-{self.dynamic_key}"

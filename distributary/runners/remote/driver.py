@@ -387,7 +387,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 return False
             payload = pack_batch(batch.id, header, specs)
         for run, ref in zip(batch.runs, batch.futures):
-            self._live[run.id.int] = ref
+            self._live[run.id_int] = ref
         batch.sent_at = time.monotonic()
         try:
             self._backend_submit(batch, task_ref, payload, refs)
@@ -435,7 +435,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 return Settled(v.task_run.name, st.copy())
 
             params = {k: map_nested(v, leaf) for k, v in params.items()}
-        return (run.id.int, run.name, run.dynamic_key, run.run_count, params, linked)
+        return (run.id_int, run.name, run.dynamic_key, run.run_count, params, linked)
 
     def _drop_unpicklable(self, batch: Batch, specs: list[CallSpec]) -> list[CallSpec]:
         """Fail the runs whose arguments cannot be pickled (naming the argument and its type); keep the rest."""
@@ -547,7 +547,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if run.start_ts is None:
                     run.start_ts = start_ts
                 run.end_ts, run.run_count, run.worker = end_ts, run.run_count + 1, worker
-                live.pop(run.id.int, None)
+                live.pop(run.id_int, None)
                 states.append(final)
                 continue
             start_ts, end_ts, run_count, cache_key, history, has_value = entry
@@ -561,7 +561,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             if run.start_ts is None:
                 run.start_ts = start_ts
             run.end_ts, run.run_count, run.cache_key, run.worker = end_ts, run_count, cache_key, worker
-            live.pop(run.id.int, None)
+            live.pop(run.id_int, None)
             states.append(final)
         transitions.set_states_many(applied)  # the batch's states in one run event (bulk inserts downstream)
         batch.states = states
@@ -669,7 +669,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         self._finish(batch.futures[i], run, state)
 
     def _finish(self, ref: weakref.ref, run: TaskRun, state: State) -> None:
-        self._live.pop(run.id.int, None)
+        self._live.pop(run.id_int, None)
         fut = ref()
         if fut is not None:
             fut.set_final(state)
