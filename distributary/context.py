@@ -5,6 +5,7 @@ import contextlib
 import contextvars
 import itertools
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,7 +56,7 @@ class FlowRunContext:
     """What tasks submitted inside a flow run need: the runner, the flow's result options and the run record."""
 
     __slots__ = ("flow_spec", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
-                 "_counter_lock", "result_options_cache", "settings_env")
+                 "_counter_lock", "result_options_cache", "settings_env", "deadline")
 
     def __init__(self, flow_spec: FlowOptions | None, flow_run: FlowRun | None, task_runner: TaskRunnerLike,
                  parameters: dict[str, Any], recorder: RunRecorder, log_prints: bool = False,
@@ -70,11 +71,24 @@ class FlowRunContext:
         self._counter_lock = threading.Lock()
         self.result_options_cache: dict[Any, Any] = {}  # task spec -> its result options in this flow run
         self.settings_env = settings_env or {}
+        self.deadline: float | None = None  # time.monotonic() past which the flow run timed out
 
     @property
     def flow(self) -> Any:
         """The Flow this run belongs to."""
         return self.flow_spec.owner if self.flow_spec is not None else None
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def timed_out_error(self) -> Exception:
+        from .errors import FlowRunTimeoutError
+
+        name = self.flow_run.name if self.flow_run is not None else "?"
+        seconds = getattr(self.flow_spec, "timeout_seconds", None)
+        return FlowRunTimeoutError(f"Flow run {name!r} exceeded its timeout of {seconds} seconds: it takes no new "
+                                   f"task runs (its function ran on after the deadline; let it return, or re-raise, "
+                                   f"when it catches the timeout).")
 
     @classmethod
     def get(cls) -> FlowRunContext | None:
@@ -86,7 +100,10 @@ class FlowRunContext:
         return self.flow_run.id if self.flow_run is not None else None
 
     def next_dynamic_keys(self, task_key: str, n: int) -> range:
-        """n consecutive run numbers for task `task_key` in this flow run (names are `task-0`, `task-1`, ...)."""
+        """n consecutive run numbers for task `task_key` in this flow run (names are `task-0`, `task-1`, ...).
+        Every task call of the flow run passes here: past the run's timeout it is refused."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise self.timed_out_error()
         with self._counter_lock:
             counter = self._counters.get(task_key)
             if counter is None:

@@ -287,7 +287,11 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
                 try:
                     if out is not None:
                         out.clear()
+                    if flow.timeout_seconds:
+                        ctx.deadline = time.monotonic() + flow.timeout_seconds
                     value = yield (CALL, params)
+                    if ctx.timed_out():  # it caught the timeout and returned after the deadline
+                        raise ctx.timed_out_error()
                     state, returned = core.flow_state_from_return(value)
                     if out is not None and not isinstance(returned, State):
                         out.append(returned)
