@@ -73,9 +73,7 @@ def ensure_venv(kind: str, progress: Progress | None = None) -> Path:
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, text=True,
                            timeout=300)
-        # --no-compile: Python compiles what Prefect imports when first used; compiling all of it up front is slower
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "--no-compile", *missing],
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *missing],
                        check=True, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
     except subprocess.CalledProcessError as exc:
         raise PrefectUnavailable(
