@@ -82,6 +82,31 @@ def pool_delete(name: str) -> None:
     typer.echo(f"Deleted work pool {name!r}")
 
 
+@pool_app.command("preview")
+def pool_preview(name: str, deployment: str | None = typer.Option(None, "--deployment", "-d",
+                                                                  help="FLOW/DEPLOYMENT: use its job variables"),
+                 job_variables: str | None = typer.Option(None, "--job-variables", "-jv",
+                                                          help="a JSON object of job variables (over the deployment's)")
+                 ) -> None:
+    """Print the validated manifest a run of a docker or kubernetes pool is submitted as (a Docker
+    container-create body, or a Kubernetes batch/v1 Job), as JSON; needs neither Docker nor a cluster."""
+    import json
+
+    from ..runstore.work_pools import render_job
+    from ..workers.containers import manifest
+
+    st = _storage()
+    pool = st.read_work_pool(name)
+    variables = dict(st.read_deployment_by_name(deployment).job_variables or {}) if deployment else {}
+    if job_variables:
+        try:
+            variables.update(json.loads(job_variables))
+        except (ValueError, TypeError) as exc:
+            raise typer.BadParameter(f"--job-variables must be a JSON object: {exc}")
+    typer.echo(json.dumps(manifest(pool.type, render_job(pool.base_job_template, variables), "FLOW_RUN_ID"),
+                          indent=2))
+
+
 @worker_app.command("start")
 def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work pool to poll"),
                  name: str | None = typer.Option(None, "--name", "-n", help="the worker's name"),
@@ -104,5 +129,11 @@ def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work po
 
         ClusterWorker(pool, kind, address=address, name=name, limit=limit).start(run_once=run_once)
     else:
+        from ..workers.containers import InfrastructureUnavailable, submitter
+
+        try:
+            submitter(kind).check()
+        except InfrastructureUnavailable as exc:
+            raise typer.BadParameter(str(exc))
         raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; workers run process, dask and ray pools "
-                                 "(docker and kubernetes jobs are rendered and validated, not submitted)")
+                                 f"(`distributary work-pool preview {pool}` renders and validates a {kind} job)")
