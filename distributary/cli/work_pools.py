@@ -102,7 +102,7 @@ def pool_preview(name: str, deployment: str | None = typer.Option(None, "--deplo
         try:
             variables.update(json.loads(job_variables))
         except (ValueError, TypeError) as exc:
-            raise typer.BadParameter(f"--job-variables must be a JSON object: {exc}")
+            raise typer.BadParameter(f"--job-variables must be a JSON object: {exc}") from exc
     typer.echo(json.dumps(manifest(pool.type, render_job(pool.base_job_template, variables), "FLOW_RUN_ID"),
                           indent=2))
 
@@ -134,6 +134,6 @@ def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work po
         try:
             submitter(kind).check()
         except InfrastructureUnavailable as exc:
-            raise typer.BadParameter(str(exc))
+            raise typer.BadParameter(str(exc)) from None
         raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; workers run process, dask and ray pools "
                                  f"(`distributary work-pool preview {pool}` renders and validates a {kind} job)")

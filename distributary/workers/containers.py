@@ -54,7 +54,7 @@ def docker_container(job: dict[str, Any], run_id: str) -> dict[str, Any]:
         try:
             cpus = float(job["cpu"])
         except ValueError:
-            raise ConfigurationError(f"docker cpu must be a number of cores such as '1.5', got {job['cpu']!r}")
+            raise ConfigurationError(f"docker cpu must be a number of cores such as '1.5', got {job['cpu']!r}") from None
         if cpus <= 0:
             raise ConfigurationError(f"docker cpu must be positive, got {job['cpu']!r}")
         host["NanoCpus"] = int(cpus * 1e9)
