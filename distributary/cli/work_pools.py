@@ -112,12 +112,14 @@ def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work po
                  name: str | None = typer.Option(None, "--name", "-n", help="the worker's name"),
                  limit: int | None = typer.Option(None, "--limit", "-l", help="at most this many runs at once"),
                  type: str | None = typer.Option(None, "--type", "-t",
-                                                 help="process, dask or ray (default: the pool's type)"),
+                                                 help="process, dask or ray (default: the pool's type; docker and "
+                                                      "kubernetes pools get their own worker)"),
                  address: str | None = typer.Option(None, "--address",
                                                     help="the Dask scheduler or Ray cluster address (dask/ray)"),
                  run_once: bool = typer.Option(False, "--run-once", help="one poll, then stop")) -> None:
     """Start a worker: it claims the pool's due runs and runs each (process: in a subprocess; dask/ray: on the
-    cluster at --address) until SIGTERM or Ctrl-C."""
+    cluster at --address; docker/kubernetes: as a container through `docker run` / a Job through `kubectl apply`)
+    until SIGTERM or Ctrl-C."""
     st = _storage()
     kind = type or st.read_work_pool(pool).type
     if kind == "process":
@@ -128,12 +130,14 @@ def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work po
         from ..workers.cluster import ClusterWorker
 
         ClusterWorker(pool, kind, address=address, name=name, limit=limit).start(run_once=run_once)
-    else:
-        from ..workers.containers import InfrastructureUnavailable, submitter
+    elif kind in ("docker", "kubernetes"):
+        from ..workers.container_worker import ContainerWorker
+        from ..workers.containers import InfrastructureUnavailable
 
         try:
-            submitter(kind).check()
+            worker = ContainerWorker(pool, name=name, limit=limit)
         except InfrastructureUnavailable as exc:
             raise typer.BadParameter(str(exc)) from None
-        raise typer.BadParameter(f"work pool {pool!r} is of type {kind}; workers run process, dask and ray pools "
-                                 f"(`distributary work-pool preview {pool}` renders and validates a {kind} job)")
+        worker.start(run_once=run_once)
+    else:
+        raise typer.BadParameter(f"unknown worker type {kind!r}: use process, dask, ray, docker or kubernetes")

@@ -176,14 +176,17 @@ class Runner:
             if current.state is not None and current.state.is_final():
                 _log.info("Flow run %r finished in state %s.", current.name, current.state_name)
                 continue
-            self._end(current, job.deployment, S.Crashed(
-                message=f"The flow run's process exited with code {code} before the run finished."))
+            self._end(current, job.deployment, S.Crashed(message=self._exit_message(job.proc, code)))
+
+    def _exit_message(self, proc: Any, code: int) -> str:
+        """Why a run whose process ended without a final state is Crashed."""
+        return f"The flow run's process exited with code {code} before the run finished."
 
     def _cancel_requested(self) -> None:
         wanted = self.storage.read_cancelling(list(self.in_flight))
         for rid in wanted:
             job = self.in_flight.pop(rid)
-            _log.info("Cancelling flow run %r: stopping its process %d.", job.run.name, job.proc.pid)
+            _log.info("Cancelling flow run %r: stopping its process %s.", job.run.name, job.proc.pid)
             self._stop_process(job.proc)
             current = self.storage.read_flow_run(rid)
             if current.state is not None and current.state.is_final() and current.state_type != "CANCELLING":

@@ -271,6 +271,9 @@ class ApiDeploymentStorage:
         params = None if timeout is None else {"timeout": timeout}
         return list(self.request("POST", f"work_pools/{_q(work_pool_name)}/crash_orphaned_runs", params=params))
 
+    def set_infrastructure_pid(self, flow_run_id: uuid.UUID | str, infrastructure_pid: str) -> None:
+        self.request("PATCH", f"flow_runs/{_id(flow_run_id)}", body={"infrastructure_pid": infrastructure_pid})
+
     def read_pool_deployment_ids(self, work_pool_name: str) -> list[str]:
         got = self.request("POST", "deployments/filter",
                            body={"work_pools": {"name": {"any_": [work_pool_name]}}, "limit": 10_000})

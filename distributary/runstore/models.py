@@ -54,6 +54,7 @@ class FlowRunRow(Base):
     work_pool_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     job_variables: Mapped[Any] = mapped_column(JSON, nullable=True)
     worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0005
+    infrastructure_pid: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0007
     __table_args__ = (Index("ix_flow_run_deployment_id", "deployment_id", "state_type", "expected_start_time"),
                       Index("uq_flow_run_flow_id_idempotency_key", "flow_id", "idempotency_key", unique=True),
                       Index("ix_flow_run_work_pool", "work_pool_name", "state_type", "expected_start_time"))

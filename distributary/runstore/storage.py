@@ -220,7 +220,8 @@ class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
             end_time=_ts(r.end_time), total_run_time=dt.timedelta(seconds=r.total_run_time or 0.0),
             state=_state(r), state_type=r.state_type, state_name=r.state_name, created=_ts(r.created),
             deployment_id=r.deployment_id, idempotency_key=r.idempotency_key, auto_scheduled=bool(r.auto_scheduled),
-            work_pool_name=r.work_pool_name, job_variables=r.job_variables or {}, worker_name=r.worker_name)
+            work_pool_name=r.work_pool_name, job_variables=r.job_variables or {}, worker_name=r.worker_name,
+            infrastructure_pid=r.infrastructure_pid)
 
     def _flow_runs_where(self, q: sa.Select[Any], flow_filter: F.FlowFilter | None,
                          flow_run_filter: F.FlowRunFilter | None, task_run_filter: F.TaskRunFilter | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import settings
 
-HEAD = "0006_concurrency_limits"  # the newest revision in migrations/versions (a test checks it)
+HEAD = "0007_infrastructure_pid"  # the newest revision in migrations/versions (a test checks it)
 
 
 def database_url() -> str:

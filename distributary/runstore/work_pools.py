@@ -43,6 +43,12 @@ def default_job_template(pool_type: str) -> dict[str, Any]:
         props.update(image={"type": ["string", "null"], "default": None}, cpu={"type": ["string", "null"],
                      "default": None}, memory={"type": ["string", "null"], "default": None})
         config.update(image="{{ image }}", cpu="{{ cpu }}", memory="{{ memory }}")
+        props["labels"] = {"type": "object", "title": "Labels", "additionalProperties": {"type": "string"},
+                           "default": {}}
+        config["labels"] = "{{ labels }}"
+    if pool_type == "kubernetes":
+        props["namespace"] = {"type": "string", "title": "Namespace", "default": "default"}
+        config["namespace"] = "{{ namespace }}"
     if pool_type in ("dask", "ray"):
         props["address"] = {"type": ["string", "null"], "title": "Cluster address", "default": None}
         config["address"] = "{{ address }}"
@@ -193,6 +199,14 @@ class WorkPoolStorage:
             conn.execute(state_t.insert(), [{"run_id": i, "type": StateType.CRASHED.value, "name": "Crashed",
                                              "message": msg, "timestamp": now, "result_ref": None} for i in ids])
         return ids
+
+    def set_infrastructure_pid(self, flow_run_id: uuid.UUID | str, infrastructure_pid: str) -> None:
+        """Record where a worker submitted the run (a container id, a Kubernetes `namespace:job`), so the
+        run can be found there (to stop it on cancellation, or by a user)."""
+        with self.engine.begin() as conn:
+            if not conn.execute(sa.update(flow_run_t).where(flow_run_t.c.id == str(flow_run_id)).values(
+                    infrastructure_pid=infrastructure_pid)).rowcount:
+                raise ObjectNotFound(f"no flow run with id {flow_run_id} in the run store")
 
     def read_pool_deployment_ids(self, work_pool_name: str) -> list[str]:
         d = TABLES["deployment"]

@@ -83,6 +83,7 @@ class FlowRun(ObjectBase):
     work_pool_name: str | None = None
     job_variables: dict[str, Any] = Field(default_factory=dict)
     worker_name: str | None = None
+    infrastructure_pid: str | None = None
 
 
 class TaskRun(ObjectBase):

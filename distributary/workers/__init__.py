@@ -1,8 +1,9 @@
 """Workers: processes that poll a work pool, claim its due runs atomically and run each one (`process`: in a
-subprocess of its own). `distributary worker start --pool NAME`."""
+subprocess of its own; `dask`/`ray`: on a cluster; `docker`/`kubernetes`: in a container or a Job).
+`distributary worker start --pool NAME`."""
 from __future__ import annotations
 
-__all__ = ["ProcessWorker"]
+__all__ = ["ContainerWorker", "ProcessWorker"]
 
 
 def __getattr__(name: str) -> object:
@@ -10,4 +11,8 @@ def __getattr__(name: str) -> object:
         from .process import ProcessWorker
 
         return ProcessWorker
+    if name == "ContainerWorker":
+        from .container_worker import ContainerWorker
+
+        return ContainerWorker
     raise AttributeError(f"module 'distributary.workers' has no attribute {name!r}")

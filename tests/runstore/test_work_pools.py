@@ -35,7 +35,7 @@ def test_render_job_applies_job_variables_over_defaults():
     tpl = default_job_template("kubernetes")
     job = render_job(tpl, {"env": {"MODEL_VERSION": "v2"}, "cpu": "4", "memory": "16Gi"})
     assert job == {"env": {"MODEL_VERSION": "v2"}, "command": None, "working_dir": None, "image": None, "cpu": "4",
-                   "memory": "16Gi"}
+                   "memory": "16Gi", "labels": {}, "namespace": "default"}
     with pytest.raises(ConfigurationError, match="unknown job variable"):
         render_job(default_job_template("process"), {"gpu": 1})
 

@@ -120,6 +120,11 @@ def test_a_run_is_claimed_once_and_cancelled_through_the_api(server, api):
     assert run.name == "my-run"
     assert [api.claim_flow_run(run.id, worker_name=f"w{i}") for i in range(3)] == [True, False, False]
     assert api.count_deployment_runs(dep.id, ["PENDING"]) == 1
+    api.set_infrastructure_pid(run.id, "flows:flow-run-1")  # a worker records where it submitted the run
+    assert api.read_flow_run(run.id).infrastructure_pid == "flows:flow-run-1"
+    with server.http() as http:
+        listed = http.post("flow_runs/filter", json={"flow_runs": {"id": {"any_": [str(run.id)]}}}).json()
+        assert listed[0]["infrastructure_pid"] == "flows:flow-run-1"
     assert api.cancel_flow_run(run.id).state_type == "CANCELLING"
     assert api.read_cancelling([run.id]) == {str(run.id)}
     waiting = api.create_flow_run_from_deployment(dep.id)

@@ -131,7 +131,7 @@ def flow_run_json(run: O.FlowRun) -> dict[str, Any]:
     d["state_id"] = d["state"]["id"] if d["state"] else None
     d.update(deployment_id=_str(run.deployment_id), work_queue_name=None, work_pool_name=run.work_pool_name,
              idempotency_key=run.idempotency_key, context={}, auto_scheduled=run.auto_scheduled,
-             job_variables=run.job_variables, infrastructure_pid=None, created_by=None,
+             job_variables=run.job_variables, infrastructure_pid=run.infrastructure_pid, created_by=None,
              worker_name=run.worker_name)
     return d
 
@@ -162,7 +162,8 @@ def flow_run_rows_json(rows: Iterable[Any]) -> list[dict[str, Any]]:
             "state_id": state["id"] if state is not None else None, "deployment_id": r.deployment_id,
             "work_queue_name": None, "work_pool_name": r.work_pool_name, "idempotency_key": r.idempotency_key,
             "context": {}, "auto_scheduled": bool(r.auto_scheduled),
-            "job_variables": _fragment(r.job_variables, b"{}"), "infrastructure_pid": None, "created_by": None,
+            "job_variables": _fragment(r.job_variables, b"{}"), "infrastructure_pid": r.infrastructure_pid,
+            "created_by": None,
             "worker_name": r.worker_name})
     return out
 

@@ -1,5 +1,5 @@
 """distributary's own flow-run routes for the processes that run deployments (`serve()` and workers): claim a
-due run atomically, cancel a run, which of a set of runs were asked to cancel, and mark Late runs.
+due run atomically, record where a run was submitted (`PATCH`, Prefect's `infrastructure_pid`), cancel a run, which of a set of runs were asked to cancel, and mark Late runs.
 
 Prefect does these through `set_state` and its orchestration rules; here each is one call on the run store,
 with the same guarantees over HTTP as on the database (of several claimants exactly one wins).
@@ -28,6 +28,10 @@ class RunIds(Body):
     ids: list[uuid.UUID] = Field(max_length=10_000)
 
 
+class FlowRunUpdate(Body):
+    infrastructure_pid: str = Field(max_length=255)
+
+
 class MarkLate(Body):
     late_after: float | None = Field(default=None, ge=0)
     deployment_ids: list[uuid.UUID] | None = None
@@ -39,6 +43,12 @@ def claim_flow_run(flow_run_id: uuid.UUID, storage: Storage, body: Claim | None 
     body = body or Claim()
     return respond({"claimed": storage.claim_flow_run(flow_run_id, state_name=body.state_name,
                                                       message=body.message, worker_name=body.worker_name)})
+
+
+@router.patch("/{flow_run_id}", status_code=204)
+def update_flow_run(flow_run_id: uuid.UUID, body: FlowRunUpdate, storage: Storage) -> None:
+    """Prefect's flow-run update, for the field workers set: `infrastructure_pid` (where the run was submitted)."""
+    storage.set_infrastructure_pid(flow_run_id, body.infrastructure_pid)
 
 
 @router.post("/{flow_run_id}/cancel")
