@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from ..errors import ConfigurationError
 from ._output import CliFailure, OutputOpt, check_output, details, emit_json, table
 
 app = typer.Typer(help="Deployments: list, inspect, run, pause, resume, delete.", no_args_is_help=True)
@@ -61,7 +62,11 @@ def deployment_inspect(name: str = typer.Argument(..., help="flow-name/deploymen
     details(f"Deployment {dep.full_name}", data)
 
 
-def _params(param: list[str] | None, params: str | None) -> dict[str, Any]:
+def _params(param: list[str] | None, params: str | None, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--params` JSON, then each `--param key=value` over it, cast with the flow's parameter schema when there is
+    one (a string parameter keeps the text given; a name the flow does not take is an error)."""
+    from ..deployments.parameters import cast_parameters
+
     out: dict[str, Any] = {}
     if params:
         try:
@@ -71,14 +76,10 @@ def _params(param: list[str] | None, params: str | None) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise typer.BadParameter("--params must be a JSON object, e.g. '{\"x\": 1}'")
         out.update(loaded)
-    for item in param or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--param takes key=value, got {item!r}")
-        try:
-            out[key] = json.loads(raw)  # numbers, booleans, lists, objects
-        except ValueError:
-            out[key] = raw               # anything else is a string
+    try:
+        out.update(cast_parameters(param or (), schema))
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return out
 
 
@@ -95,7 +96,8 @@ def deployment_run(name: str = typer.Argument(..., help="flow-name/deployment-na
 
     check_output(output)
     dep = _deployment(name)
-    run = run_deployment(str(dep.id), parameters=_params(param, params), tags=tag, timeout=0)
+    run = run_deployment(str(dep.id), parameters=_params(param, params, dep.parameter_openapi_schema), tags=tag,
+                         timeout=0)
     if output == "table":
         typer.echo(f"Created flow run {run.name!r} ({run.id}) of deployment {dep.full_name}")
     if watch:
@@ -157,6 +159,8 @@ def deploy_command(entrypoint: str = typer.Argument(..., help="path/to/file.py:f
     """Deploy a flow from its file to a work pool (`distributary deploy flows.py:etl -n nightly -p local`)."""
     from ..deployments.definition import deploy, load_flow
 
+    from ..deployments.parameters import parameter_schema
+
     flow = load_flow(entrypoint)
     deploy(flow, name, pool, cron=cron, interval=interval, rrule=rrule, timezone=timezone,
-           parameters=_params(param, None), tags=tag, job_variables=_params(job_variable, None), paused=paused)
+           parameters=_params(param, None, parameter_schema(flow.fn)), tags=tag, job_variables=_params(job_variable, None), paused=paused)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..schedules import Schedule, construct_schedule
+from .parameters import parameter_schema
 
 
 def deployment_storage() -> Any:
@@ -116,6 +117,7 @@ class RunnerDeployment:
         self.entrypoint, self.path = entrypoint, path or os.getcwd()
         # kept (Prefect accepts them too); runs get only the known ones
         self.unknown_parameters = flow.spec.unknown_parameters(self.parameters)
+        self.parameter_openapi_schema = parameter_schema(flow.fn)
 
     @classmethod
     def from_flow(cls, flow: Any, name: str, *, cron: str | None = None, interval: Any = None,
@@ -137,7 +139,7 @@ class RunnerDeployment:
     def full_name(self) -> str:
         return f"{self.flow_name}/{self.name}"
 
-    def apply(self, storage: Any = None) -> Any:
+    def apply(self, storage: Any = None, work_pool_name: str | None = None) -> Any:
         """Register (create or update) the deployment in the run store; returns the stored `Deployment`."""
         if storage is None:
             storage = deployment_storage()
@@ -145,7 +147,8 @@ class RunnerDeployment:
             flow_name=self.flow_name, name=self.name, entrypoint=self.entrypoint, path=self.path,
             description=self.description, version=self.version, parameters=self.parameters, tags=self.tags,
             paused=self.paused, schedules=self.schedules, concurrency_limit=self.concurrency_limit,
-            collision_strategy=self.collision_strategy, job_variables=self.job_variables)
+            collision_strategy=self.collision_strategy, work_pool_name=work_pool_name,
+            job_variables=self.job_variables, parameter_openapi_schema=self.parameter_openapi_schema)
 
     def __repr__(self) -> str:
         return f"RunnerDeployment(name={self.full_name!r}, schedules={self.schedules!r})"
@@ -190,11 +193,7 @@ def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, buil
         variables.setdefault("image", str(image_name))
     render_job(pool.base_job_template, variables)  # unknown job variables: a clear error now, not at run time
     d = RunnerDeployment.from_flow(flow, name, job_variables=variables, **kwargs)
-    dep = storage.create_deployment(
-        flow_name=d.flow_name, name=d.name, entrypoint=d.entrypoint, path=d.path, description=d.description,
-        version=d.version, parameters=d.parameters, tags=d.tags, paused=d.paused, schedules=d.schedules,
-        concurrency_limit=d.concurrency_limit, collision_strategy=d.collision_strategy,
-        work_pool_name=work_pool_name, job_variables=d.job_variables)
+    dep = d.apply(storage, work_pool_name=work_pool_name)
     print(f"Deployment {d.full_name!r} created on work pool {work_pool_name!r}. Start a worker with "
           f"`distributary worker start --pool {work_pool_name}` and run it with "
           f"`distributary deployment run '{d.full_name}'`.")

@@ -62,12 +62,14 @@ class ApiDeploymentStorage:
                           paused: bool = False, schedules: Sequence[Any] | None = None,
                           concurrency_limit: int | None = None, collision_strategy: str | None = None,
                           work_pool_name: str | None = None, work_queue_name: str | None = None,
-                          job_variables: dict[str, Any] | None = None) -> O.Deployment:
+                          job_variables: dict[str, Any] | None = None,
+                          parameter_openapi_schema: dict[str, Any] | None = None) -> O.Deployment:
         body: dict[str, Any] = {
             "flow_name": flow_name, "name": name, "entrypoint": entrypoint, "path": path, "description": description,
             "version": version, "parameters": dict(parameters or {}), "tags": list(tags or []), "paused": paused,
             "concurrency_limit": concurrency_limit, "work_pool_name": work_pool_name,
-            "work_queue_name": work_queue_name, "job_variables": dict(job_variables or {})}
+            "work_queue_name": work_queue_name, "job_variables": dict(job_variables or {}),
+            "parameter_openapi_schema": parameter_openapi_schema}
         if schedules is not None:
             body["schedules"] = [schedule_body(s) for s in schedules]
         if concurrency_limit and collision_strategy:

@@ -104,7 +104,7 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
     "log": frozenset(),
     "artifact": frozenset({"data"}),
     "variable": frozenset({"value", "tags"}),
-    "deployment": frozenset({"parameters", "tags", "job_variables"}),
+    "deployment": frozenset({"parameters", "tags", "job_variables", "parameter_openapi_schema"}),
     "deployment_schedule": frozenset({"schedule", "parameters"}),
     "work_pool": frozenset({"base_job_template"}),
     "worker": frozenset(),

@@ -93,10 +93,12 @@ class DeploymentStorage:
                           paused: bool = False, schedules: Sequence[Any] | None = None,
                           concurrency_limit: int | None = None, collision_strategy: str | None = None,
                           work_pool_name: str | None = None, work_queue_name: str | None = None,
-                          job_variables: dict[str, Any] | None = None) -> O.Deployment:
+                          job_variables: dict[str, Any] | None = None,
+                          parameter_openapi_schema: dict[str, Any] | None = None) -> O.Deployment:
         """Create the deployment `flow_name/name`, or update it when it exists (as `flow.serve()` does on every
         start). `schedules` (`distributary.schedules.Schedule` objects) replace its schedules; runs already
-        scheduled by schedules that did not change are kept."""
+        scheduled by schedules that did not change are kept. `parameter_openapi_schema` is the flow's
+        (`deployments.parameters.parameter_schema`)."""
         now = time.time()
         fid = flow_id_for(flow_name)
         values = {"entrypoint": entrypoint, "path": path, "description": description, "version": version,
@@ -104,7 +106,8 @@ class DeploymentStorage:
                   "concurrency_limit": concurrency_limit,
                   "collision_strategy": collision_strategy if concurrency_limit else None,
                   "work_pool_name": work_pool_name, "work_queue_name": work_queue_name,
-                  "job_variables": dict(job_variables or {}), "updated": now}
+                  "job_variables": dict(job_variables or {}), "parameter_openapi_schema": parameter_openapi_schema,
+                  "updated": now}
         with self.engine.begin() as conn:
             conn.execute(_insert(self.dialect, flow_t).values(id=fid, name=flow_name, created=now)
                          .on_conflict_do_nothing(index_elements=["id"]))
@@ -135,7 +138,8 @@ class DeploymentStorage:
             paused=bool(r.paused), schedules=schedules, concurrency_limit=r.concurrency_limit,
             concurrency_options=O.ConcurrencyOptions(collision_strategy=r.collision_strategy)
             if r.collision_strategy else None, work_pool_name=r.work_pool_name, work_queue_name=r.work_queue_name,
-            job_variables=r.job_variables or {}, last_polled=_ts(r.last_polled), created=_ts(r.created),
+            job_variables=r.job_variables or {}, parameter_openapi_schema=r.parameter_openapi_schema,
+            last_polled=_ts(r.last_polled), created=_ts(r.created),
             updated=_ts(r.updated))
 
     def read_deployments(self, names: Iterable[str] | None = None, ids: Iterable[Any] | None = None,
@@ -172,7 +176,8 @@ class DeploymentStorage:
         """Change fields of a deployment (`paused=`, `parameters=`, `tags=`, `description=`, ...). Pausing or
         changing the default parameters removes its future auto-scheduled runs (the scheduler makes new ones)."""
         allowed = {"paused", "parameters", "tags", "description", "version", "concurrency_limit",
-                   "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "last_polled"}
+                   "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "last_polled",
+                   "parameter_openapi_schema"}
         unknown = set(values) - allowed
         if unknown:
             raise ConfigurationError(f"cannot update deployment field(s) {sorted(unknown)}: valid are "

@@ -154,6 +154,7 @@ class DeploymentRow(Base):
     last_polled: Mapped[float | None] = mapped_column(Float, nullable=True)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+    parameter_openapi_schema: Mapped[Any] = mapped_column(JSON, nullable=True)  # revision 0008
     __table_args__ = (UniqueConstraint("flow_name", "name", name="uq_deployment_flow_name_name"),)
 
 

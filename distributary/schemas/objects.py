@@ -215,6 +215,8 @@ class Deployment(ObjectBase):
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     job_variables: dict[str, Any] = Field(default_factory=dict)
+    # the OpenAPI schema of the flow's parameters (None for a deployment registered without one)
+    parameter_openapi_schema: dict[str, Any] | None = None
     last_polled: dt.datetime | None = None
     created: dt.datetime | None = None
     updated: dt.datetime | None = None

@@ -108,3 +108,25 @@ def test_the_writer_knows_the_json_columns_of_the_models():
     from_models = {name: frozenset(c.name for c in t.columns if isinstance(c.type, sa.JSON))
                    for name, t in TABLES.items()}
     assert from_models == JSON_COLUMNS
+
+
+def test_deployments_registered_before_0008_keep_their_fields_and_take_a_parameter_schema(store_url):
+    eng = db._create_engine(db.normalize_url(store_url))
+    db.upgrade(eng, "0007_infrastructure_pid")
+    did, fid, now = str(uuid.uuid4()), str(uuid.uuid4()), time.time()
+    with eng.begin() as conn:
+        assert "parameter_openapi_schema" not in {c["name"] for c in sa.inspect(conn).get_columns("deployment")}
+        conn.execute(sa.text(
+            "INSERT INTO deployment (id, name, flow_id, flow_name, entrypoint, parameters, tags, paused,"
+            " concurrency_limit, collision_strategy, created, updated) VALUES (:id, 'nightly', :f, 'etl', 'flows.py:etl',"
+            " :p, :t, false, 2, 'ENQUEUE', :now, :now)"),
+            {"id": did, "f": fid, "p": '{"n": 1}', "t": '["prod"]', "now": now})
+    db.upgrade(eng)
+    storage = SqlRunStorage(engine=eng)
+    dep = storage.read_deployment_by_name("etl/nightly")
+    assert (dep.id, dep.entrypoint, dep.parameters, dep.tags) == (uuid.UUID(did), "flows.py:etl", {"n": 1}, ["prod"])
+    assert dep.concurrency_limit == 2 and dep.parameter_openapi_schema is None
+    schema = {"title": "Parameters", "type": "object", "properties": {"n": {"title": "n", "position": 0,
+              "type": "integer"}}, "required": ["n"], "definitions": {}}
+    assert storage.update_deployment(did, parameter_openapi_schema=schema).parameter_openapi_schema == schema
+    eng.dispose()

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from distributary.deployments.parameters import parameter_schema
 from distributary.runstore import get_storage
 
 
@@ -15,8 +16,12 @@ from distributary.runstore import get_storage
 def deployment(server):
     store = get_storage(f"sqlite:///{server.home / 'runs.db'}")
     dep = store.create_deployment(flow_name="my-flow", name="my-deployment", entrypoint="flows.py:my_flow",
-                                  parameters={"key": "default", "other": 1}, tags=["etl"])
+                                  parameters={"key": "default", "other": 1}, tags=["etl"],
+                                  parameter_openapi_schema=parameter_schema(my_flow))
     return store, dep
+
+
+def my_flow(key: str, other: int = 1) -> None: ...
 
 
 def test_the_seeds_curl_creates_a_scheduled_run_of_the_deployment(server, deployment):
@@ -45,7 +50,13 @@ def test_deployments_are_read_by_filter_id_and_name(server, deployment):
         assert by_name == []
         got = http.get(f"deployments/{dep.id}").json()
         assert got["entrypoint"] == "flows.py:my_flow" and got["tags"] == ["etl"]
-        assert http.get("deployments/name/my-flow/my-deployment").json()["id"] == str(dep.id)
+        by_name = http.get("deployments/name/my-flow/my-deployment").json()
+        assert by_name["id"] == str(dep.id)
+        schema = {"title": "Parameters", "type": "object", "required": ["key"], "definitions": {}, "properties": {
+            "key": {"title": "key", "position": 0, "type": "string"},
+            "other": {"title": "other", "position": 1, "type": "integer", "default": 1}}}
+        assert got["parameter_openapi_schema"] == by_name["parameter_openapi_schema"] == schema
+        assert listed[0]["parameter_openapi_schema"] == schema
 
 
 def test_an_idempotency_key_creates_one_run(server, deployment):
@@ -63,3 +74,28 @@ def test_unknown_deployments_and_bad_bodies_are_clear_errors(server, deployment)
         assert missing.status_code == 404
         bad = http.post(f"deployments/{dep.id}/create_flow_run", json={"paramters": {}})
         assert bad.status_code == 422 and "paramters" in bad.text
+
+
+def test_a_deployments_concurrency_limit_is_returned_as_prefects_global_concurrency_limit(server, deployment):
+    from distributary.states import Running
+
+    store, dep = deployment
+    limited = store.create_deployment(flow_name="my-flow", name="limited", concurrency_limit=2)
+    run = store.create_flow_run_from_deployment(limited.id)
+    store.set_flow_run_state(run.id, Running())
+    store.create_flow_run_from_deployment(limited.id)  # Scheduled: holds no slot
+    with server.http() as http:
+        assert http.get(f"deployments/{dep.id}").json()["global_concurrency_limit"] is None
+        got = http.get("deployments/name/my-flow/limited").json()["global_concurrency_limit"]
+        assert {k: got[k] for k in ("name", "limit", "active_slots", "active")} == {
+            "name": f"deployment:{limited.id}", "limit": 2, "active_slots": 1, "active": True}
+        listed = {d["name"]: d["global_concurrency_limit"] for d in http.post("deployments/filter", json={}).json()}
+        assert listed == {"my-deployment": None, "limited": got}
+
+
+def test_automations_related_to_a_resource_are_none(server, deployment):
+    _, dep = deployment
+    with server.http() as http:
+        related = http.get(f"automations/related-to/prefect.deployment.{dep.id}")
+        assert related.status_code == 200 and related.json() == []
+        assert http.delete(f"automations/owned-by/prefect.deployment.{dep.id}").status_code == 202

@@ -185,6 +185,7 @@ def test_deploy_command_and_workers_over_http(server, api, client_dir):
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     dep = api.read_deployment_by_name("work/pooled")
     assert dep.work_pool_name == "remote"
+    assert dep.parameter_openapi_schema["properties"]["x"]["position"] == 0  # the flow's, sent over HTTP
     runs = [api.create_flow_run_from_deployment(dep.id, parameters={"x": i}).id for i in range(12)]
     workers = [start("-m", "distributary", "worker", "start", "--pool", "remote", "--name", f"w{i}", "--limit", "3")
                for i in range(2)]

@@ -117,6 +117,7 @@ async def main():
         d = await client.read_deployment_by_name("etl/nightly")
         out["by_name"] = [str(d.id) == str(dep_id), d.parameters, d.work_pool_name, d.concurrency_options.collision_strategy,
                           [(s.schedule.cron, s.schedule.timezone) for s in d.schedules]]
+        out["gcl"] = [d.global_concurrency_limit.limit, d.global_concurrency_limit.active_slots]
         q = client.read_deployments
         out["filters"] = {
             "name": [x.name for x in await q(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["nightly"])))],
@@ -161,6 +162,7 @@ def test_prefect_client_registers_reads_runs_schedules_and_cancels_deployments(s
     api.create_work_pool("pool-a", type="process")
     _, got = run_prefect(prefect_python, server, tmp_path, DEPLOYMENT_SCRIPT)
     assert got["by_name"] == [True, {"n": 1}, "pool-a", "CANCEL_NEW", [["0 2 * * *", "America/New_York"]]]
+    assert got["gcl"] == [2, 0]
     assert got["filters"] == {"name": ["nightly"], "like": ["adhoc"], "tags": ["nightly"], "flow": ["adhoc"],
                               "pool": ["nightly"], "sorted": ["nightly", "adhoc"]}
     assert got["run"] == [True, {"n": 2}, "SCHEDULED", ["etl", "manual", "prod"]] and got["due"]
@@ -172,4 +174,30 @@ def test_prefect_client_registers_reads_runs_schedules_and_cancels_deployments(s
     dep = api.read_deployment_by_name("etl/nightly")  # and distributary's own client reads what Prefect's wrote
     assert dep.tags == ["etl", "prod"] and len(dep.schedules) == 2 and not dep.paused
     assert {s.as_schedule().kind for s in dep.schedules} == {"cron", "interval"}
+    api.close()
+
+
+def test_prefect_cli_runs_a_deployment_with_params_checked_against_its_schema(server, prefect_python, tmp_path):
+    from distributary.deployments.parameters import parameter_schema
+    from distributary.runstore.api_storage import ApiRunStorage
+
+    def etl(n: int, name: str = "x") -> None: ...
+
+    api = ApiRunStorage(server.api_url)
+    dep = api.create_deployment(flow_name="etl", name="nightly", entrypoint="flows.py:etl",
+                                parameter_openapi_schema=parameter_schema(etl))
+    env = {"PATH": f"{prefect_python.parent}:/usr/bin:/bin", "PREFECT_API_URL": server.api_url,
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING", "COLUMNS": "250"}
+    prefect = str(prefect_python.parent / "prefect")
+    ran = subprocess.run([prefect, "deployment", "run", "etl/nightly", "--param", "n=3", "--param", "name=abc"],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    [run] = [r for r in api.read_flow_runs() if r.deployment_id == dep.id]
+    assert run.parameters == {"n": 3, "name": "abc"}
+    bad = subprocess.run([prefect, "deployment", "run", "etl/nightly", "--param", "m=3"], env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 1 and "available on the deployment: 'n', 'name'" in bad.stdout + bad.stderr
+    shown = subprocess.run([prefect, "deployment", "inspect", "etl/nightly"], env=env, capture_output=True,
+                           text=True, timeout=180)  # reads /automations/related-to/prefect.deployment.{id}
+    assert shown.returncode == 0 and "'automations': []" in shown.stdout, shown.stdout + shown.stderr
     api.close()

@@ -9,6 +9,7 @@ def api_router() -> APIRouter:
     from . import (
         admin,
         artifacts,
+        automations,
         concurrency_limits,
         deployments,
         flow_run_control,
@@ -25,6 +26,6 @@ def api_router() -> APIRouter:
     for router in (admin.router, flows.router, flow_runs.router, flow_runs.states_router, task_runs.router,
                    task_runs.states_router, logs.router, artifacts.router, variables.router, deployments.router,
                    work_pools.router, flow_run_control.router, concurrency_limits.router,
-                   concurrency_limits.tag_router, ingest.router):
+                   concurrency_limits.tag_router, automations.router, ingest.router):
         root.include_router(router)
     return root

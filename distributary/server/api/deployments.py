@@ -142,10 +142,23 @@ def _schedule_json(s: dict[str, Any]) -> dict[str, Any]:
     return {**s, "schedule": prefect_schedule(s["schedule"]), "updated": s.get("updated") or s.get("created")}
 
 
-def deployment_json(dep: O.Deployment) -> dict[str, Any]:
+def limit_json(dep: dict[str, Any], active_slots: int) -> dict[str, Any] | None:
+    """A deployment's concurrency limit as Prefect 3 returns it (`global_concurrency_limit`, the limit named
+    `deployment:{id}`; its active slots are the deployment's Pending, Running and Cancelling runs), or None."""
+    if not dep["concurrency_limit"]:
+        return None
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"deployment:{dep['id']}")), "name": f"deployment:{dep['id']}",
+            "created": dep["created"], "updated": dep["updated"], "active": True, "limit": dep["concurrency_limit"],
+            "active_slots": active_slots, "slot_decay_per_second": 0.0}
+
+
+def deployment_json(dep: O.Deployment, storage: Any) -> dict[str, Any]:
+    """A deployment in Prefect 3's shape (`DeploymentResponse`), with its limit's occupied slots from `storage`."""
     d = dep.model_dump(mode="json")
     d["concurrency_options"] = d.get("concurrency_options")
     d["schedules"] = [_schedule_json(s) for s in d["schedules"]]
+    d["global_concurrency_limit"] = limit_json(
+        d, storage.count_deployment_runs(dep.id, ACTIVE) if dep.concurrency_limit else 0)
     return d
 
 
@@ -169,7 +182,7 @@ def read_deployments(storage: Storage, body: DeploymentsFilter | None = None) ->
             key, reverse = SORTS[body.sort]
             deps.sort(key=key, reverse=reverse)
         deps = deps[body.offset:body.offset + body.limit]
-    return respond([deployment_json(d) for d in deps])
+    return respond([deployment_json(d, storage) for d in deps])
 
 
 class ScheduleCreate(Body):
@@ -217,13 +230,13 @@ class _DeploymentFields(Body):
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     job_variables: dict[str, Any] | None = None
+    parameter_openapi_schema: dict[str, Any] | None = None
     # sent by Prefect's client; nothing here uses them
     labels: dict[str, Any] | None = None
     enforce_parameter_schema: bool | None = None
-    parameter_openapi_schema: dict[str, Any] | None = None
     pull_steps: list[Any] | None = None
     version_info: dict[str, Any] | None = None
-    OPAQUE = Body.OPAQUE | {"job_variables"}
+    OPAQUE = Body.OPAQUE | {"job_variables", "parameter_openapi_schema"}
 
 
 class DeploymentCreate(_DeploymentFields):
@@ -298,25 +311,26 @@ def create_deployment(body: DeploymentCreate, storage: Storage) -> JSONResponse:
         description=body.description, version=body.version, parameters=body.parameters, tags=body.tags,
         paused=body.paused, schedules=None if body.schedules is None else [s.to_schedule() for s in body.schedules],
         concurrency_limit=opts.get("concurrency_limit"), collision_strategy=opts.get("collision_strategy"),
-        work_pool_name=body.work_pool_name, work_queue_name=body.work_queue_name, job_variables=body.job_variables)
-    return respond(deployment_json(dep), 201)
+        work_pool_name=body.work_pool_name, work_queue_name=body.work_queue_name, job_variables=body.job_variables,
+        parameter_openapi_schema=body.parameter_openapi_schema)
+    return respond(deployment_json(dep, storage), 201)
 
 
 @router.get("/name/{flow_name}/{deployment_name}")
 def read_deployment_by_name(flow_name: str, deployment_name: str, storage: Storage) -> JSONResponse:
-    return respond(deployment_json(storage.read_deployment_by_name(f"{flow_name}/{deployment_name}")))
+    return respond(deployment_json(storage.read_deployment_by_name(f"{flow_name}/{deployment_name}"), storage))
 
 
 @router.get("/{deployment_id}")
 def read_deployment(deployment_id: uuid.UUID, storage: Storage) -> JSONResponse:
-    return respond(deployment_json(storage.read_deployment(deployment_id)))
+    return respond(deployment_json(storage.read_deployment(deployment_id), storage))
 
 
 @router.patch("/{deployment_id}", status_code=204)
 def update_deployment(deployment_id: uuid.UUID, body: DeploymentUpdate, storage: Storage) -> Response:
     fields = {k: getattr(body, k) for k in body.model_fields_set
               if k in ("paused", "parameters", "tags", "description", "version", "entrypoint", "path",
-                       "job_variables", "work_pool_name")}
+                       "job_variables", "work_pool_name", "parameter_openapi_schema")}
     fields.update(_limit_options(body))
     if fields.get("work_pool_name"):
         storage.read_work_pool(fields["work_pool_name"])
