@@ -422,16 +422,37 @@ def _task_run_row(run: Any, state: Any, now: float, sid: str, flow_run_id: str |
             "total_run_time": (end - start) if start is not None and end is not None else 0.0,
             "state_type": _TYPE_NAMES[state.type], "state_name": state.name,
             "state_message": None if msg is None else str(msg), "state_ts": state.ts,
-            "result_ref": None if ref is None else result_ref_row(ref), "created": now,
+            "result_ref": None if ref is None else _ref_json(ref), "created": now,
             "task_key": run.task_key, "dynamic_key": str(run.dynamic_key),
             "cache_key": None if run.cache_key is None else str(run.cache_key),
             "flow_run_id": flow_run_id, "task_inputs": _jsonable(inputs) if inputs else None,
             "state_history": _history(run.state_history, state)}
 
 
-# '["COMPLETED", "Completed", null, ' for a state with no message and no result reference: the history column
-# of 10^5 runs is 3x10^5 such items, cheaper joined from these than encoded by json.dumps
+# '["COMPLETED", "Completed", null, ' for a state with no message: the history column of 10^5 runs is 3x10^5
+# such items, cheaper joined from these than encoded by json.dumps
 _item_heads: dict[tuple[Any, str], str] = {}
+_ref_heads: dict[str, str] = {}  # store URL -> '{"store_url": "<url>", "key": '
+_encode_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
+_repr_encoder = json.JSONEncoder(default=repr)  # json.dumps(..., default=repr) without a new encoder per call
+
+
+def _ref_json(ref: Any) -> Json:
+    """`json.dumps(result_ref_row(ref))`, made from parts for a ResultRef (the refs of one store share their URL
+    and, mostly, no storage options): a cached or persisted run has one in its row and one in its history."""
+    url = getattr(ref, "store_url", None)
+    key = getattr(ref, "key", None)
+    if url.__class__ is not str or key.__class__ is not str:
+        return Json(_repr_encoder.encode(result_ref_row(ref)))
+    head = _ref_heads.get(url)
+    if head is None:
+        head = '{"store_url": ' + _encode_str(url) + ', "key": '
+        if len(_ref_heads) < 1_000:
+            _ref_heads[url] = head
+    options = getattr(ref, "storage_options", None)
+    tail = ', "storage_options": {}}' if not options else (
+        ', "storage_options": ' + _repr_encoder.encode(dict(options)) + "}")
+    return Json(head + _encode_str(key) + tail)
 
 
 def _history(history: list[Any], state: Any) -> Json:
@@ -441,19 +462,19 @@ def _history(history: list[Any], state: Any) -> Json:
     heads = _item_heads
     for st in list(history):
         ref = st.result_ref
-        msg = st.message
-        if ref is None and msg is None and st.ts.__class__ is float:
+        if st.message is None and st.ts.__class__ is float:
             head = heads.get((st.type, st.name))
             if head is None:
                 head = json.dumps([_TYPE_NAMES[st.type], st.name, None])[:-1] + ", "
                 if len(heads) < 1_000:
                     heads[(st.type, st.name)] = head
-            out.append(f"{head}{st.ts!r}]")
+            out.append(f"{head}{st.ts!r}]" if ref is None else f"{head}{st.ts!r}, {_ref_json(ref)}]")
         else:
+            msg = st.message
             item = [_TYPE_NAMES[st.type], st.name, None if msg is None else str(msg), st.ts]
             if ref is not None:
                 item.append(result_ref_row(ref))
-            out.append(json.dumps(item, default=repr))
+            out.append(_repr_encoder.encode(item))
         if st is state:
             break
     return Json("[" + ", ".join(out) + "]")

@@ -69,6 +69,29 @@ def test_retries_and_subflows_are_recorded(store_env):
     assert tr.run_count == 2 and "second try works" in [rec.message for rec in client.read_logs()]
 
 
+def test_cache_hits_are_recorded_with_where_their_result_lives(store_env, tmp_path):
+    from distributary.cache_policies import INPUTS
+
+    results = tmp_path / "results"
+    cached = double.with_options(cache_policy=INPUTS, result_storage=str(results))
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def fan(n: int):
+        return cached.map(range(n)).result()
+
+    assert fan(3) == [0, 2, 4]  # fills the cache
+    assert fan(3) == [0, 2, 4]  # every run a cache hit
+    client = get_client(sync_client=True)
+    second = max(client.read_flow_runs(), key=lambda r: r.start_time)
+    hits = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[second.id])))
+    assert len(hits) == 3
+    for run in hits:
+        states = client.read_task_run_states(run.id)
+        assert [(s.type, s.name) for s in states] == [("PENDING", "Pending"), ("COMPLETED", "Cached")]
+        ref = {"store_url": f"file://{results}", "key": run.cache_key, "storage_options": {}}
+        assert states[-1].result_ref == ref and run.state.result_ref == ref
+
+
 def test_recording_off_records_nothing(run_home, monkeypatch):
     monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_ENABLED", "false")
 
