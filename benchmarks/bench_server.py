@@ -9,8 +9,10 @@ times from the start of the flow until the server holds every task run and every
 checked, not assumed); the baseline is the same flow recording into the embedded SQLite file. `filter` stores N
 task runs (and 1,000 flow runs) through the API, then C concurrent clients (asyncio + httpx in their own process,
 each its own keep-alive connection) send `POST /api/flow_runs/filter` for S seconds: latency percentiles and
-requests/s. The load tool writes its HTTP/1.1 requests on asyncio streams itself (under a millisecond of CPU a
-request: an httpx client spent 8 ms a request at 50 clients, more than the server, so it measured itself), and
+requests/s, twice: with the server's read cache (the same 3 filters polled over and over are answered from memory
+while the store is unchanged), then with it off (`DISTRIBUTARY_SERVER_API_READ_CACHE_ENTRIES=0`, the server
+restarted on the same store: every answer built anew). The load tool writes its HTTP/1.1 requests on asyncio
+streams itself (under a millisecond of CPU a request: an httpx client spent 8 ms a request at 50 clients, more than the server, so it measured itself), and
 checks every status and each client's first pages. `--workers` is `distributary server start --workers`
 (default: the server's own default, one per core up to 4).
 """
@@ -216,11 +218,18 @@ def bench_filter(n: int, clients: int, seconds: float, pg: bool, workers: int) -
             _populate(srv, n)
             out = {"backend": "postgresql" if pg else "sqlite", "task_runs_stored": n, "flow_runs_stored": 1000,
                    "workers": workers or "default"}
-            for c in (1, clients):  # the baseline: one client, the same server, the same run
-                proc = subprocess.run([sys.executable, "-c", LOAD_CODE, srv.api_url, str(c), str(seconds)],  # type: ignore[attr-defined]
-                                      capture_output=True, text=True, timeout=seconds + 300)
-                assert proc.returncode == 0, proc.stderr[-3000:]
-                out[f"clients_{c}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+            # the baseline: one client, the same server, the same run; then the same again with the server's
+            # read cache off (restarted on the same store), so every answer is built anew
+            for cache in ("on", "off"):
+                if cache == "off":
+                    srv.stop()  # type: ignore[attr-defined]
+                    srv.extra_env["DISTRIBUTARY_SERVER_API_READ_CACHE_ENTRIES"] = "0"  # type: ignore[attr-defined]
+                    srv.start(timeout=180)  # type: ignore[attr-defined]
+                for c in (1, clients):
+                    proc = subprocess.run([sys.executable, "-c", LOAD_CODE, srv.api_url, str(c), str(seconds)],  # type: ignore[attr-defined]
+                                          capture_output=True, text=True, timeout=seconds + 300)
+                    assert proc.returncode == 0, proc.stderr[-3000:]
+                    out[f"cache_{cache}_clients_{c}"] = json.loads(proc.stdout.strip().splitlines()[-1])
             return out
         finally:
             srv.stop()  # type: ignore[attr-defined]

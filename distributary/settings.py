@@ -121,6 +121,9 @@ SETTINGS: dict[str, Setting] = {
                 "comma-separated origins allowed to call the API from a browser (`*` for any); empty: none"),
         Setting("SERVER_API_MAX_BODY_BYTES", lambda: 64 * 1024 * 1024, int,
                 "largest request body the server accepts (larger: HTTP 413)"),
+        Setting("SERVER_API_READ_CACHE_ENTRIES", lambda: 512, int,
+                "answers of repeated filter/count requests each server process keeps while the store is unchanged; "
+                "0: none"),
         Setting("SERVER_WORKERS", lambda: 0, int,
                 "server processes `distributary server start` runs; 0: one per CPU core, at most 4"),
         Setting("SERVER_SERVICES_SCHEDULER_ENABLED", lambda: True, _bool,

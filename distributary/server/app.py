@@ -171,7 +171,12 @@ def create_app(database_url: str | None = None, *, auth_string: str | None = Non
         raw = str(settings.get("SERVER_CORS_ALLOWED_ORIGINS"))
         cors_origins = [o.strip() for o in raw.split(",") if o.strip()]
     # Starlette runs the middleware added last first: CORS answers preflights (which carry no credentials),
-    # then auth, then the size limit.
+    # then auth, then the size limit, then the read cache (`read_cache.py`).
+    entries = int(settings.get("SERVER_API_READ_CACHE_ENTRIES"))
+    if entries > 0:
+        from .read_cache import ReadCache
+
+        app.add_middleware(ReadCache, store=app.store, max_entries=entries)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if auth_string:
         app.add_middleware(BasicAuth, auth_string=auth_string)
