@@ -56,7 +56,7 @@ class FlowRunContext:
     """What tasks submitted inside a flow run need: the runner, the flow's result options and the run record."""
 
     __slots__ = ("flow_spec", "flow_run", "task_runner", "parameters", "recorder", "log_prints", "_counters",
-                 "_counter_lock", "result_options_cache", "settings_env", "deadline")
+                 "_counter_lock", "result_options_cache", "settings_env", "deadline", "result_runs")
 
     def __init__(self, flow_spec: FlowOptions | None, flow_run: FlowRun | None, task_runner: TaskRunnerLike,
                  parameters: dict[str, Any], recorder: RunRecorder, log_prints: bool = False,
@@ -72,6 +72,9 @@ class FlowRunContext:
         self.result_options_cache: dict[Any, Any] = {}  # task spec -> its result options in this flow run
         self.settings_env = settings_env or {}
         self.deadline: float | None = None  # time.monotonic() past which the flow run timed out
+        # id(value) -> (task run id, weak reference or None) for the values direct task calls returned, so that
+        # `b(a())` records a's run as an input of b's (engine.resolve.link_result / task_inputs)
+        self.result_runs: dict[int, tuple[str, Any]] = {}
 
     @property
     def flow(self) -> Any:

@@ -61,7 +61,8 @@ class TaskRun:
     """One run of a task: id, name, parameters, tags, times and the state history."""
 
     __slots__ = ("_id", "_name", "task_name", "task_key", "flow_run_id", "parameters", "tags", "start_ts",
-                 "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker", "abandoned")
+                 "end_ts", "state", "state_history", "run_count", "cache_key", "dynamic_key", "worker", "abandoned",
+                 "task_inputs")
 
     def __init__(self, id: uuid.UUID | int, name: str | None, task_name: str, task_key: str,
                  flow_run_id: uuid.UUID | None, parameters: dict[str, Any], tags: frozenset[str], state: State,
@@ -85,6 +86,9 @@ class TaskRun:
         self.dynamic_key = dynamic_key
         self.worker: str | None = None
         self.abandoned = False  # given up while still executing: its late states are refused (transitions)
+        # Prefect's task_inputs, {parameter: [{"input_type": "task_run", "id": ...}]}: the upstream task runs
+        # (engine.resolve.task_inputs); None when no parameter came from another task run
+        self.task_inputs: dict[str, list[dict[str, str]]] | None = None
 
     @property
     def id(self) -> uuid.UUID:

@@ -312,7 +312,7 @@ class Task(Generic[R]):
         if wait_for:
             wait_all(find_upstreams({}, wait_for))
         state = run_call(call)
-        return state if return_state else _call_result(call, state)
+        return state if return_state else _linked(call, _call_result(call, state))
 
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         """Run the task on the flow's task runner; returns a future at once."""
@@ -369,7 +369,19 @@ async def _await_call(call: Any, return_state: bool) -> Any:
     from .engine import run_call_async
 
     state = await run_call_async(call)
-    return state if return_state else _call_result(call, state)
+    return state if return_state else _linked(call, _call_result(call, state))
+
+
+def _linked(call: Any, value: Any) -> Any:
+    """`value`, which a direct call returned, remembered by the flow run so that passing it on to another task
+    records this run as that one's upstream (`b(a())` draws an edge in the run graph, as in Prefect)."""
+    from .context import flow_run_ctx
+    from .engine.resolve import link_result
+
+    ctx = flow_run_ctx.get()
+    if ctx is not None:
+        link_result(ctx.result_runs, value, str(call.task_run.id))
+    return value
 
 
 def _call_result(call: Any, state: Any) -> Any:

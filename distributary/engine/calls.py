@@ -19,7 +19,7 @@ from ..states import State
 from . import transitions
 from .caching import ResultOptions, resolve_result_options
 from .futures import TaskRunFuture
-from .resolve import unmapped
+from .resolve import needs_resolution, task_inputs, unmapped
 from .spec import HasTaskSpec, TaskSpec
 
 
@@ -116,6 +116,10 @@ def make_calls(task_: HasTaskSpec, param_list: Sequence[dict[str, Any]], wait_fo
     calls = [TaskCall(task, new_task_run(task, params, flow_run_id, key, tags, run_id, pending), params, wait_for,
                       opts, flow_params, log_prints, settings_env, context)
              for params, key, run_id in zip(param_list, keys, batch_run_ids(n))]
+    results = ctx.result_runs if ctx is not None else None
+    for c in calls:  # the upstream task runs each call was given (the run graph); plain values cost one check
+        if c.wait_for or results or needs_resolution(c.parameters):
+            c.task_run.task_inputs = task_inputs(c.parameters, c.wait_for, results)
     runs = [c.task_run for c in calls]
     if ctx is not None and ctx.flow_run is not None:
         ctx.flow_run.task_runs.extend(runs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -159,6 +160,45 @@ def find_upstreams(parameters: dict[str, Any], wait_for: Any = None) -> list[Tas
     if wait_for:
         collect_futures(list(wait_for), out)
     return out
+
+
+def link_result(results: dict[int, tuple[str, Any]], value: Any, task_run_id: str) -> None:
+    """Remember that a direct task call returned `value`, so a later call given it records the run as an input.
+    Values Python interns (None, booleans, small ints) are shared by unrelated code: never linked (as in Prefect)."""
+    if value is None or value.__class__ is bool or (value.__class__ is int and -5 <= value <= 256):
+        return
+    try:
+        ref: Any = weakref.ref(value)
+    except TypeError:  # lists, dicts, strings: identity only, while the flow run lasts
+        ref = None
+    results[id(value)] = (task_run_id, ref)
+
+
+def task_inputs(parameters: dict[str, Any], wait_for: Any = None,
+                results: dict[int, tuple[str, Any]] | None = None) -> dict[str, list[dict[str, str]]] | None:
+    """Prefect's `task_inputs` of a call: per parameter, the task runs whose futures it holds or (`results`, from
+    `link_result`) whose returned values it is or contains; `wait_for` under its own key. None if there are none."""
+    def linked(v: Any, ids: list[str]) -> Any:
+        got = results.get(id(v)) if results else None
+        if got is not None and (got[1] is None or got[1]() is v):
+            ids.append(got[0])
+        return v
+
+    def upstream(v: Any) -> list[dict[str, str]]:
+        ids: list[str] = []
+        linked(v, ids)
+        if type(v) not in _ATOMIC:
+            ids += [str(f.task_run.id) for f in collect_futures(v, [])]
+            if results:
+                map_nested(v, lambda leaf: linked(leaf, ids))
+        return [{"input_type": "task_run", "id": i} for i in dict.fromkeys(ids)]
+
+    out = {name: ups for name, v in parameters.items() if (ups := upstream(v))}
+    if wait_for:
+        waited = upstream(list(wait_for) if isinstance(wait_for, (list, tuple, set)) else [wait_for])
+        if waited:
+            out["wait_for"] = waited
+    return out or None
 
 
 def needs_resolution(parameters: dict[str, Any]) -> bool:

@@ -156,3 +156,41 @@ def test_unreachable_postgres_the_flow_runs_and_says_its_runs_were_not_recorded(
     messages = capfd.readouterr().err
     assert "cannot be written" in messages and f"127.0.0.1:{port}" in messages
     assert "not yet written" in messages
+
+
+@task
+def load() -> list:
+    return [1, 2, 3]
+
+
+@task
+def total(xs: list, extra: int = 0) -> int:
+    return sum(xs) + extra
+
+
+@task
+def one() -> int:
+    return 1
+
+
+def test_task_inputs_name_the_upstream_task_runs(store_env):
+    """A direct call given another's result (`b(a())`), a future, `wait_for`, each recorded as Prefect's
+    task_inputs; a value Python interns (a small int) is not taken for an upstream result."""
+    @flow
+    def deps():
+        xs = load()
+        first = total(xs)
+        fut = load.submit()
+        second = total.submit(fut, extra=first, wait_for=[fut])
+        small = one()
+        return total([small], extra=second.result())
+
+    assert deps() == 13
+    client = get_client(sync_client=True)
+    runs = {r.name: r for r in client.read_task_runs()}
+    ref = lambda name: {"input_type": "task_run", "id": str(runs[name].id)}  # noqa: E731
+    assert runs["load-0"].task_inputs == {} and runs["load-1"].task_inputs == {}
+    assert runs["total-0"].task_inputs == {"xs": [ref("load-0")]}
+    assert runs["total-1"].task_inputs == {"xs": [ref("load-1")], "wait_for": [ref("load-1")]}
+    # `extra` was total-0's result (6: interned, so not linked), then total-1's future's result, a plain value
+    assert runs["total-2"].task_inputs == {}

@@ -159,7 +159,8 @@ def flow_run(request: Request, flow_run_id: str) -> HTMLResponse:
     logs = q.logs(st, flow_run_id=rid, limit=200)
     return _page("flow_run.html", "flow-runs", states=q.flow_run_states(st, rid), parent=parent,
                  parent_task=parent_task, subflows=q.subflow_runs(st, rid), tasks=tasks, task_total=task_total,
-                 task_offset=0, task_page_size=TASK_PAGE_SIZE, logs=logs, last_log_id=logs[-1].id if logs else 0,
+                 task_offset=0, task_page_size=TASK_PAGE_SIZE, graph_max_runs=q.GRAPH_MAX_RUNS,
+                 logs=logs, last_log_id=logs[-1].id if logs else 0,
                  artifacts=q.artifacts_of(st, flow_run_id=rid), **_summary(st, run))
 
 
@@ -193,6 +194,12 @@ def timeline_json(request: Request, flow_run_id: str, start: float | None = None
     rid = _uuid_or_404(flow_run_id, "flow run")
     tl = q.timeline(_storage(request), rid, start=start, end=end, buckets=buckets)
     return JSONResponse(tl.to_json())
+
+
+@router.get("/api/ui/flow-runs/{flow_run_id}/graph")
+def graph_json(request: Request, flow_run_id: str) -> JSONResponse:
+    rid = _uuid_or_404(flow_run_id, "flow run")
+    return JSONResponse(q.run_graph(_storage(request), rid))
 
 
 @router.get("/api/ui/logs")

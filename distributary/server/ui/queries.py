@@ -3,6 +3,7 @@ pages of runs with their total, and timelines aggregated into buckets on the dat
 a flow run with 10^5 task runs moves a few hundred numbers, never 10^5 rows."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,6 +318,58 @@ def timeline(storage: Any, flow_run_id: str, start: float | None = None, end: fl
     out = [{"task_key": ln["task_key"], "name": ln["name"], "total": ln["total"],
             "cells": [[i, cell] for i, cell in sorted(ln["cells"].items())]} for ln in top]
     return Timeline(start, end, buckets, out, total)
+
+
+# Up to this many task runs the run graph draws each one; beyond, one node per task with the edges counted.
+GRAPH_MAX_RUNS = 300
+GRAPH_MAX_TASKS = 60
+
+
+def _upstream_ids(inputs: Any) -> set[str]:
+    """The task runs a run's `task_inputs` ({parameter: [{"input_type": "task_run", "id": ...}]}) name."""
+    out: set[str] = set()
+    for items in inputs.values() if isinstance(inputs, dict) else ():
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and item.get("input_type") == "task_run" and item.get("id"):
+                out.add(str(item["id"]))
+    return out
+
+
+def run_graph(storage: Any, flow_run_id: str) -> dict[str, Any]:
+    """The dependency graph of a flow run's task runs (edges from their recorded task-run inputs). Up to
+    GRAPH_MAX_RUNS task runs: a node per task run (`mode` "task_runs"). Beyond: a node per task with its counts by
+    state, and an edge per (upstream task, downstream task) counting the downstream runs that took an input from a
+    run of the upstream task (`mode` "tasks"), so a 10^5-task run is a handful of nodes. Edges only join task runs
+    of this flow run; a node's index in `nodes` is its id in `edges` ([from, to, count])."""
+    c = task_run_t.c
+    mine = c.flow_run_id == flow_run_id
+    with _conn(storage) as conn:
+        total = int(conn.execute(sa.select(sa.func.count()).where(mine)).scalar() or 0)
+        if total <= GRAPH_MAX_RUNS:
+            rows = list(conn.execute(sa.select(c.id, c.name, c.task_key, c.state_type, c.task_inputs)
+                                     .where(mine).order_by(c.created, c.id)))
+            index = {r.id: i for i, r in enumerate(rows)}
+            nodes = [{"id": r.id, "name": r.name, "task_key": r.task_key, "state": str(r.state_type or "PENDING")}
+                     for r in rows]
+            edges = [[index[u], i, 1] for i, r in enumerate(rows)
+                     for u in sorted(_upstream_ids(r.task_inputs)) if u in index]
+            return {"mode": "task_runs", "total": total, "nodes": nodes, "edges": edges, "hidden": 0}
+        # only rows that name a task run are decoded; the text form skips the JSON decoding of the others
+        linked = list(conn.execute(sa.select(c.task_key, sa.cast(c.task_inputs, sa.Text))
+                                   .where(mine, sa.cast(c.task_inputs, sa.Text).like('%"task_run"%'))))
+        key_of = dict(conn.execute(sa.select(c.id, c.task_key).where(mine)).all()) if linked else {}
+    pairs: dict[tuple[str, str], int] = {}
+    for down, text in linked:
+        for up in {key_of.get(i) for i in _upstream_ids(json.loads(text))}:
+            if up is not None:
+                pairs[(up, down)] = pairs.get((up, down), 0) + 1
+    by_task = task_run_counts(storage, flow_run_id)["by_task"]
+    tasks = by_task[:GRAPH_MAX_TASKS]  # the largest first
+    index = {t["task_key"]: i for i, t in enumerate(tasks)}
+    nodes = [{"id": t["task_key"], "name": t["name"], "task_key": t["task_key"], "total": t["total"],
+              "states": dict(ordered_states(t["states"]))} for t in tasks]
+    edges = [[index[u], index[d], n] for (u, d), n in sorted(pairs.items()) if u in index and d in index]
+    return {"mode": "tasks", "total": total, "nodes": nodes, "edges": edges, "hidden": len(by_task) - len(tasks)}
 
 
 # -- states and logs ----------------------------------------------------------------------------------------

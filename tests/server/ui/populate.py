@@ -45,9 +45,11 @@ def flow_runs(storage: Any, n: int, flow: str = "synthetic", tags: Sequence[str]
 
 def task_runs(storage: Any, flow_run_id: str, n: int, task_keys: Sequence[str] = ("etl.extract", "etl.transform",
               "etl.load"), start: float | None = None, duration: float = 60.0, fail_every: int = 0,
-              batch_size: int = 20_000, seed: int = 0) -> None:
+              batch_size: int = 20_000, seed: int = 0, upstream: Sequence[str] = ()) -> list[str]:
     """`n` task runs of one flow run spread over `duration` seconds from `start`, each with a full state history
-    (Pending, Running, then Completed or, every `fail_every`-th, Failed)."""
+    (Pending, Running, then Completed or, every `fail_every`-th, Failed); with `upstream` task run ids, run i
+    took an input from `upstream[i % len(upstream)]`. Their ids."""
+    ids = []
     rng = random.Random(seed)
     start = time.time() - duration if start is None else start
     for lo in range(0, n, batch_size):
@@ -59,12 +61,15 @@ def task_runs(storage: Any, flow_run_id: str, n: int, task_keys: Sequence[str] =
             failed = fail_every and i % fail_every == fail_every - 1
             s, name = ("FAILED", "Failed") if failed else ("COMPLETED", "Completed")
             tid = str(uuid.uuid4())
+            ids.append(tid)
+            inputs = {"x": [{"input_type": "task_run", "id": upstream[i % len(upstream)]}]} if upstream else None
             b.task_runs[tid] = {
                 "id": tid, "name": f"{key.rsplit('.', 1)[-1]}-{i}", "tags": [], "run_count": 1, "start_time": t0,
                 "end_time": t1, "total_run_time": t1 - t0, "state_type": s, "state_name": name,
                 "state_message": "boom" if failed else None, "state_ts": t1, "result_ref": None, "created": t0,
                 "task_key": key, "dynamic_key": str(i), "cache_key": None, "flow_run_id": flow_run_id,
-                "task_inputs": None,
+                "task_inputs": inputs,
                 "state_history": [["PENDING", "Pending", None, t0], ["RUNNING", "Running", None, t0],
                                   [s, name, "boom" if failed else None, t1]]}
         storage.write(b)
+    return ids

@@ -76,3 +76,25 @@ def test_flow_run_filters_pages_and_histogram(storage):
     assert [r.state_type for r in q.recent_failures(storage)] == ["FAILED"] * 10
     flows = {f["name"]: f for f in q.flows_with_counts(storage)}
     assert flows["etl"]["runs"] == 30 and flows["etl"]["states"] == [("FAILED", 10), ("COMPLETED", 20)]
+
+
+def test_run_graph_per_task_run_then_per_task(storage):
+    (small, big) = populate.flow_runs(storage, 2, flow="graphed", start=T0)
+    ups = populate.task_runs(storage, small, 2, task_keys=("m.load",), start=T0)
+    downs = populate.task_runs(storage, small, 3, task_keys=("m.use",), start=T0 + 100, upstream=ups)
+    g = q.run_graph(storage, small)
+    assert g["mode"] == "task_runs" and g["total"] == 5
+    ids = [n["id"] for n in g["nodes"]]
+    assert ids == ups + downs  # creation order
+    assert sorted(g["edges"]) == sorted([[ids.index(ups[i % 2]), ids.index(d), 1] for i, d in enumerate(downs)])
+
+    # past GRAPH_MAX_RUNS: a node per task, the edge counting the runs that took an input from the other task
+    n = q.GRAPH_MAX_RUNS
+    ups = populate.task_runs(storage, big, n, task_keys=("m.extract",), start=T0)
+    populate.task_runs(storage, big, n // 2, task_keys=("m.load",), start=T0 + 100, upstream=ups)
+    populate.task_runs(storage, big, 7, task_keys=("m.alone",), start=T0 + 200)
+    g = q.run_graph(storage, big)
+    assert g["mode"] == "tasks" and g["total"] == n + n // 2 + 7 and g["hidden"] == 0
+    names = [nd["name"] for nd in g["nodes"]]
+    assert names == ["extract", "load", "alone"] and g["nodes"][0]["states"] == {"COMPLETED": n}
+    assert g["edges"] == [[0, 1, n // 2]]

@@ -112,27 +112,33 @@ function taskTable(runId) {
   }));
   pageInput.addEventListener("change", () => go((Number(pageInput.value) - 1) * st.limit));
   document.getElementById("tr-sort").addEventListener("change", (e) => { st.sort = e.target.value; go(0); });
+  function filter(state, task, chip) {
+    st.state = state;
+    st.task = task;
+    document.querySelectorAll("#task-counts .active").forEach((x) => x.classList.remove("active"));
+    if (chip) chip.classList.add("active");
+    go(0);
+    sec.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
   document.getElementById("task-counts").addEventListener("click", (e) => {
     const a = e.target.closest("[data-filter-state],[data-filter-task]");
     if (!a) return;
     e.preventDefault();
-    st.state = a.dataset.filterState || "";
-    st.task = a.dataset.filterTask || "";
-    document.querySelectorAll("#task-counts .active").forEach((x) => x.classList.remove("active"));
-    a.classList.add("active");
-    go(0);
-    sec.scrollIntoView({ behavior: "smooth", block: "start" });
+    filter(a.dataset.filterState || "", a.dataset.filterTask || "", a);
   });
-  return { load };
+  return { load, filterTask: (task) => filter("", task, null) };
 }
 
 // -- the timeline: lanes of buckets aggregated on the server; wheel zooms, drag pans ---------------------------
+// A card's canvas chart: its box (#id), canvas (#prefix-canvas), tooltip (#prefix-tip) and caption (#prefix-info).
+function canvasCard(id, prefix) {
+  const canvas = document.getElementById(prefix + "-canvas");
+  return { wrap: document.getElementById(id), canvas, ctx: canvas.getContext("2d"),
+    tip: document.getElementById(prefix + "-tip"), info: document.getElementById(prefix + "-info") };
+}
+
 function timeline(runId) {
-  const wrap = document.getElementById("timeline");
-  const canvas = document.getElementById("tl-canvas");
-  const tip = document.getElementById("tl-tip");
-  const info = document.getElementById("tl-info");
-  const ctx = canvas.getContext("2d");
+  const { wrap, canvas, tip, info, ctx } = canvasCard("timeline", "tl");
   const LANE = 18, LABEL = 160, AXIS = 18;
   let data = null, view = null, full = null, zoomed = false, pending = null, seq = 0, drag = null;
 
@@ -231,6 +237,131 @@ function timeline(runId) {
   return { refresh: () => (zoomed ? null : fetchView()) };
 }
 
+// -- the run graph: task runs (or, past a few hundred, tasks) in layers left to right, arrows from upstream -------
+function layoutGraph(g) {
+  // layer = longest path from a source (Kahn's order); nodes on a cycle (tasks feeding themselves) follow their
+  // placed predecessors; within a layer, ordered by their predecessors' mean position (fewer crossings)
+  const n = g.nodes.length, preds = g.nodes.map(() => []), succ = g.nodes.map(() => []), indeg = new Array(n).fill(0);
+  for (const [a, b] of g.edges) if (a !== b) { preds[b].push(a); succ[a].push(b); indeg[b]++; }
+  const layer = new Array(n).fill(-1), queue = [];
+  for (let i = 0; i < n; i++) if (!indeg[i]) { layer[i] = 0; queue.push(i); }
+  for (let k = 0; k < queue.length; k++) {
+    const v = queue[k];
+    for (const w of succ[v]) { layer[w] = Math.max(layer[w], layer[v] + 1); if (--indeg[w] === 0) queue.push(w); }
+  }
+  for (let i = 0; i < n; i++) if (layer[i] < 0) layer[i] = 1 + Math.max(0, ...preds[i].map((p) => layer[p]));
+  const layers = [];
+  for (let i = 0; i < n; i++) (layers[layer[i]] = layers[layer[i]] || []).push(i);
+  const row = new Array(n).fill(0);
+  layers.forEach((ids, li) => {
+    if (li) {
+      const key = (i) => (preds[i].length ? preds[i].reduce((s, p) => s + row[p], 0) / preds[i].length : Infinity);
+      const keys = new Map(ids.map((i) => [i, key(i)]));
+      ids.sort((a, b) => keys.get(a) - keys.get(b) || a - b);
+    }
+    ids.forEach((i, r) => { row[i] = r; });
+  });
+  return { layer, row, layers };
+}
+
+function runGraph(runId, filterTask) {
+  const { wrap, canvas, tip, info, ctx } = canvasCard("graph", "graph");
+  const NW = 170, COL = 230, PAD = 12;
+  let g = null, boxes = [], seq = 0, scale = 1;
+
+  function draw() {
+    const tasks = g.mode === "tasks", NH = tasks ? 40 : 24, ROW = NH + 12;
+    const { layer, row, layers } = layoutGraph(g);
+    const depth = Math.max(1, ...layers.map((l) => (l ? l.length : 0)));
+    const W = Math.max(wrap.clientWidth - 2, PAD * 2 + (layers.length - 1) * COL + NW), H = PAD * 2 + depth * ROW;
+    const dpr = window.devicePixelRatio || 1;
+    scale = Math.min(1, 16000 / (W * dpr), 16000 / (H * dpr));  // a canvas past ~32k pixels draws nothing
+    canvas.width = W * dpr * scale; canvas.height = H * dpr * scale;
+    canvas.style.width = W * scale + "px"; canvas.style.height = H * scale + "px";
+    ctx.setTransform(dpr * scale, 0, 0, dpr * scale, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    boxes = g.nodes.map((nd, i) => ({ x: PAD + layer[i] * COL, y: PAD + row[i] * ROW, w: NW, h: NH, i }));
+    const maxN = Math.max(1, ...g.edges.map((e) => e[2]));
+    ctx.font = "11px system-ui, sans-serif";
+    let drawn = 0;
+    for (const [a, b, count] of g.edges) {
+      const p = boxes[a], q = boxes[b];
+      const x0 = p.x + p.w, y0 = p.y + p.h / 2, x1 = q.x, y1 = q.y + q.h / 2;
+      ctx.strokeStyle = "#64748b";
+      ctx.lineWidth = tasks ? 1 + 3 * Math.log1p(count) / Math.log1p(maxN) : 1;
+      ctx.beginPath();
+      if (x1 > x0) {  // forward: a curve between the layers
+        const mx = (x0 + x1) / 2;
+        ctx.moveTo(x0, y0); ctx.bezierCurveTo(mx, y0, mx, y1, x1 - 6, y1);
+      } else {  // to itself or backwards (a task that feeds itself): a loop over the top
+        const top = Math.min(p.y, q.y) - 10;
+        ctx.moveTo(p.x + p.w - 20, p.y); ctx.bezierCurveTo(p.x + p.w, top, q.x + 20, top, q.x + 30, q.y);
+      }
+      ctx.stroke();
+      if (x1 > x0) {
+        ctx.fillStyle = "#64748b";
+        ctx.beginPath(); ctx.moveTo(x1, y1); ctx.lineTo(x1 - 7, y1 - 4); ctx.lineTo(x1 - 7, y1 + 4); ctx.fill();
+      }
+      if (tasks) { ctx.fillStyle = "#1d2430"; ctx.fillText(String(count), (x0 + x1) / 2 - 8, (y0 + y1) / 2 - 4); }
+      drawn++;
+    }
+    for (const bx of boxes) {
+      const nd = g.nodes[bx.i];
+      ctx.fillStyle = "#fff"; ctx.strokeStyle = "#cbd5e1"; ctx.lineWidth = 1;
+      ctx.fillRect(bx.x, bx.y, bx.w, bx.h); ctx.strokeRect(bx.x + 0.5, bx.y + 0.5, bx.w - 1, bx.h - 1);
+      if (tasks) {  // a bar of the task's runs by state
+        let x = bx.x + 1;
+        for (const [s, k] of Object.entries(nd.states)) {
+          const w = ((bx.w - 2) * k) / nd.total;
+          ctx.fillStyle = COLORS[s] || "#94a3b8"; ctx.fillRect(x, bx.y + bx.h - 7, Math.max(1, w), 6); x += w;
+        }
+      } else { ctx.fillStyle = COLORS[nd.state] || "#94a3b8"; ctx.fillRect(bx.x, bx.y, 5, bx.h); }
+      ctx.fillStyle = "#1d2430";
+      const label = nd.name.length > 24 ? nd.name.slice(0, 23) + "…" : nd.name;
+      ctx.fillText(label, bx.x + 9, bx.y + 15);
+      if (tasks) { ctx.fillStyle = "#6b7380"; ctx.fillText(nd.total + " runs", bx.x + 9, bx.y + 28); }
+    }
+    // what was drawn, for people reading the page's markup and for the browser tests
+    canvas.dataset.mode = g.mode; canvas.dataset.nodes = boxes.length; canvas.dataset.edges = drawn;
+    const deps = drawn + (drawn === 1 ? " dependency" : " dependencies");
+    info.textContent = !g.total ? "no task runs yet" : tasks
+      ? g.total + " task runs as " + g.nodes.length + " tasks" + (g.hidden ? " (" + g.hidden + " smaller tasks not drawn)" : "") + " · " + deps
+      : g.total + " task runs · " + deps;
+  }
+  function at(e) {
+    const r = canvas.getBoundingClientRect(), x = (e.clientX - r.left) / scale, y = (e.clientY - r.top) / scale;
+    return boxes.find((b) => x >= b.x && x <= b.x + b.w && y >= b.y && y <= b.y + b.h);
+  }
+  canvas.addEventListener("mousemove", (e) => {
+    const b = g && at(e);
+    canvas.style.cursor = b ? "pointer" : "";
+    if (!b) { tip.hidden = true; return; }
+    const nd = g.nodes[b.i];
+    tip.textContent = g.mode === "tasks"
+      ? nd.task_key + "\n" + Object.entries(nd.states).map(([s, k]) => k + " " + s.toLowerCase()).join(", ")
+      : nd.name + "\n" + nd.state.toLowerCase();
+    tip.hidden = false;
+    tip.style.left = b.x * scale + "px"; tip.style.top = (b.y + b.h) * scale + 4 + "px";
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  canvas.addEventListener("click", (e) => {
+    const b = g && at(e);
+    if (!b) return;
+    const nd = g.nodes[b.i];
+    if (g.mode === "tasks") filterTask(nd.task_key); else location.href = "/task-runs/" + nd.id;
+  });
+  async function load() {
+    const my = ++seq;
+    const d = await getJSON("/api/ui/flow-runs/" + runId + "/graph");
+    if (my !== seq) return;
+    g = d;
+    draw();
+  }
+  window.addEventListener("resize", () => { if (g) draw(); });
+  load();
+  return { refresh: load };
+}
+
 // -- a flow run ---------------------------------------------------------------------------------------------------
 // The Cancel button: Prefect's cancel, a proposed Cancelling state (a run not started ends Cancelled at once; a
 // running one is stopped by the worker or serve() process running it). The header is re-rendered by polling,
@@ -261,6 +392,7 @@ function flowRunPage() {
   });
   const table = taskTable(runId);
   const tl = timeline(runId);
+  const graph = runGraph(runId, table.filterTask);
   const logs = logsPanel(true);
   let final = root.dataset.final === "true", ticks = 0;
   if (final) return;
@@ -275,6 +407,7 @@ function flowRunPage() {
     await table.load();
     if (logs) await logs.tail();
     if (++ticks % 2 === 0 || d.final) tl.refresh();
+    if (ticks % 4 === 0 || d.final) graph.refresh();  // 0.6 s of server time at 10^5 task runs: seldom
     if (d.final) { root.dataset.final = "true"; final = true; return false; }
   });
 }
