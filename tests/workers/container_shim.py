@@ -8,6 +8,9 @@ Every call is recorded as a JSON line `{"tool", "argv", "stdin"}` in $SHIM_DIR/c
 `kubectl apply` of a Job with the image $SHIM_MISSING_IMAGE succeeds, and its pod then waits in ErrImagePull (as
 on a cluster); `kubectl apply` of the image $SHIM_FORBIDDEN_IMAGE is refused (Forbidden). Supported calls: docker
 run/inspect/stop, kubectl apply/get/delete, in the forms distributary.workers.containers makes.
+
+Tests install it with `Shims(tmp_path)`: executables `docker` and `kubectl` in a folder, `env()` to put them
+first on PATH, `calls(tool, command)` to read what they were called with.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import uuid
 from pathlib import Path
 
 ROOT = str(Path(__file__).resolve().parents[2])
+HERE = Path(__file__).resolve().parent
 STOP_GRACE = 10.0
 
 
@@ -189,6 +193,32 @@ def kubectl(argv: list[str], stdin: str | None) -> int:
         return 0
     print(f"kubectl shim: unsupported call {argv}", file=sys.stderr)
     return 2
+
+
+class Shims:
+    """The `docker` / `kubectl` shims on PATH, and what they were called with."""
+
+    def __init__(self, root: Path):
+        self.dir = root / "shim-state"
+        self.dir.mkdir()
+        self.bin = root / "shim-bin"
+        self.bin.mkdir()
+        for tool in ("docker", "kubectl"):
+            exe = self.bin / tool
+            exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                           f"from container_shim import main\nsys.exit(main({tool!r}))\n")
+            exe.chmod(0o755)
+
+    def env(self, path: str | None = None) -> dict[str, str]:
+        """The environment that puts the shims first on PATH (and fails the images named below)."""
+        return {"SHIM_DIR": str(self.dir), "PATH": f"{self.bin}{os.pathsep}{path or os.environ['PATH']}",
+                "SHIM_MISSING_IMAGE": "registry.example/missing:1",
+                "SHIM_FORBIDDEN_IMAGE": "registry.example/forbidden:1"}
+
+    def calls(self, tool: str, command: str | None = None) -> list[dict]:
+        path = self.dir / "calls.jsonl"
+        got = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [c for c in got if c["tool"] == tool and (command is None or c["argv"][0] == command)]
 
 
 def main(tool: str) -> int:

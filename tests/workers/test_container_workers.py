@@ -1,7 +1,8 @@
 """The docker and kubernetes workers, against CLI shims: no Docker daemon or Kubernetes cluster exists on the
 test machines, so `docker` and `kubectl` are tests/workers/container_shim.py, put first on PATH. The shim records
 each call and "runs" a container by running its command as a local process with only the environment the call
-passed, so a flow run really runs through the worker and the real run store; it does not test Docker or
+passed, so a flow run really runs through the worker and the real run store (the embedded one, and a real
+server's over HTTP); it does not test Docker or
 Kubernetes themselves (images, pulls, networking, a real API server)."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from container_shim import Shims
 from procs import stop_all, wait_for
 
 from distributary.cli import main
@@ -22,7 +24,9 @@ from distributary.runstore import get_storage
 from distributary.workers.container_worker import ContainerWorker
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tests" / "server"))
+from api_server import ServerProcess  # noqa: E402
+
 FLOWS = textwrap.dedent('''
     import os, time
     from pathlib import Path
@@ -38,33 +42,11 @@ FLOWS = textwrap.dedent('''
 ''')
 
 
-class Shims:
-    """The `docker` / `kubectl` shims on PATH, and what they were called with."""
-
-    def __init__(self, root: Path):
-        self.dir = root / "shim-state"
-        self.dir.mkdir()
-        self.bin = root / "shim-bin"
-        self.bin.mkdir()
-        for tool in ("docker", "kubectl"):
-            exe = self.bin / tool
-            exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                           f"from container_shim import main\nsys.exit(main({tool!r}))\n")
-            exe.chmod(0o755)
-
-    def calls(self, tool: str, command: str | None = None) -> list[dict]:
-        path = self.dir / "calls.jsonl"
-        got = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        return [c for c in got if c["tool"] == tool and (command is None or c["argv"][0] == command)]
-
-
 @pytest.fixture
 def shims(tmp_path, monkeypatch):
     s = Shims(tmp_path)
-    monkeypatch.setenv("SHIM_DIR", str(s.dir))
-    monkeypatch.setenv("PATH", f"{s.bin}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SHIM_MISSING_IMAGE", "registry.example/missing:1")
-    monkeypatch.setenv("SHIM_FORBIDDEN_IMAGE", "registry.example/forbidden:1")
+    for k, v in s.env().items():
+        monkeypatch.setenv(k, v)
     return s
 
 
@@ -215,3 +197,46 @@ def test_cancelling_a_kubernetes_run_deletes_its_job(container_pool, shims):
     assert wait_for(lambda: _final(run.id), 60, "the cancelled run").state_type == "CANCELLED"
     (delete,) = shims.calls("kubectl", "delete")
     assert delete["argv"][:5] == ["delete", "job", f"flow-run-{run.id}", "-n", "default"]
+
+
+def test_docker_worker_over_a_server_gives_the_container_the_api_url(run_home, shims, tmp_path):
+    """A worker that knows only the server's URL: the container gets DISTRIBUTARY_API_URL, and the run records
+    through the server (its state and infrastructure_pid, set over PATCH /flow_runs/{id})."""
+    from distributary.runstore.api_storage import ApiRunStorage
+
+    srv = ServerProcess(tmp_path / "server").start()
+    api = ApiRunStorage(srv.api_url)
+    worker, out = None, ""
+    try:
+        (tmp_path / "flows.py").write_text(FLOWS)
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        api.create_work_pool("dpool", type="docker")
+        dep = api.create_deployment(flow_name="work", name="over-http", entrypoint="flows.py:work",
+                                    path=str(tmp_path), work_pool_name="dpool",
+                                    job_variables={"image": "registry.example/flows:1", "env": {"MARKS": str(marks)}})
+        run = api.create_flow_run_from_deployment(dep.id)
+        env = srv.client_env(DISTRIBUTARY_RUNNER_POLL_INTERVAL="0.2", PYTHONPATH=str(ROOT))
+        env.update(shims.env(path=env.get("PATH")))
+        worker = subprocess.Popen([sys.executable, "-m", "distributary", "worker", "start", "--pool", "dpool"],
+                                  env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def final():
+            assert worker.poll() is None, worker.communicate()[0][-3000:]
+            got = api.read_flow_run(run.id)
+            return got if got.state is not None and got.state.is_final() and got.infrastructure_pid else None
+
+        done = wait_for(final, 90, "the run in its container, through the server")
+        assert done.state_type == "COMPLETED", done.state.message
+        assert (marks / str(run.id)).exists()
+        (call,) = shims.calls("docker", "run")
+        assert f"DISTRIBUTARY_API_URL={srv.api_url}" in _after(call["argv"], "--env")
+        assert done.infrastructure_pid == shims.calls("docker", "inspect")[0]["argv"][-1]
+    finally:
+        if worker is not None:
+            if worker.poll() is None:
+                worker.terminate()
+            out = worker.communicate(timeout=60)[0]
+        api.close()
+        srv.stop()
+    assert "inside a container localhost is the container itself" in out  # the worker warns at start
