@@ -9,7 +9,9 @@ worker does; secret settings reach `docker run` by name only, never in its argum
 job's image, labels, cpu, memory and working directory. The image needs distributary and the deployment's files at
 its `path`. The worker records the container id / `namespace:job-name` as the run's `infrastructure_pid`, polls
 the container's state, stops it (`docker stop`, `kubectl delete job`) when the run is cancelled, and marks the run
-Crashed, saying why, when it cannot be submitted or its container ends without a final state.
+Crashed, saying why, when it cannot be submitted or its container ends without a final state. A container
+outlives a worker killed with SIGKILL: the worker that Crashes that worker's runs (heartbeat timeout) stops their
+containers by their `infrastructure_pid`.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class ContainerRun:
                              self.pid, exc)
                 return None
             if failure is not None and code != -1:
-                self._stop_quietly()  # a pod that cannot pull its image would wait forever
+                self.stop_quietly()  # a pod that cannot pull its image would wait forever
             self.returncode, self.failure = code, failure
         return self.returncode
 
@@ -56,7 +58,7 @@ class ContainerRun:
         if self.poll() is None:
             self.sub.stop(self.pid)
 
-    def _stop_quietly(self) -> None:
+    def stop_quietly(self) -> None:
         try:
             self.sub.stop(self.pid)
         except InfrastructureUnavailable as exc:
@@ -124,6 +126,13 @@ class ContainerWorker(ProcessWorker):
             self.storage.set_infrastructure_pid(rid, infrastructure_id)
         except (DistributaryError, OSError) as exc:  # the run goes on; only its record lacks where it runs
             _log.warning("Could not record flow run %s's infrastructure id %s: %s", rid, infrastructure_id, exc)
+
+    def _orphaned(self, run_id: str) -> None:
+        """Stop the container of a run whose worker died (it was just Crashed): unlike a process, it lives on."""
+        pid = self.storage.read_flow_run(run_id).infrastructure_pid
+        if pid:
+            _log.warning("Stopping %s job %s of flow run %s, whose worker died.", self.kind, pid, run_id)
+            ContainerRun(self.sub, pid, run_id).stop_quietly()
 
     def _stop_process(self, proc: Any) -> None:
         if not isinstance(proc, ContainerRun):

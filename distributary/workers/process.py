@@ -78,9 +78,14 @@ class ProcessWorker(Runner):
             timeout = float(settings.get("WORKER_HEARTBEAT_TIMEOUT"))
             for rid in st.crash_orphaned_runs(self.work_pool_name, timeout=timeout):
                 _log.warning("Flow run %s was Crashed: its worker stopped sending heartbeats.", rid)
+                self._orphaned(rid)
         self._cancel_requested()
         self._reap()
         self._claim()
+
+    def _orphaned(self, run_id: str) -> None:
+        """A run of a dead worker was just Crashed; a process worker's runs died with it (Linux), so nothing to
+        stop. A container worker stops the run's container, which outlives the worker."""
 
     def _claim(self) -> None:
         if self._stop.is_set():

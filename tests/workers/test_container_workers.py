@@ -240,3 +240,27 @@ def test_docker_worker_over_a_server_gives_the_container_the_api_url(run_home, s
         api.close()
         srv.stop()
     assert "inside a container localhost is the container itself" in out  # the worker warns at start
+
+
+@pytest.mark.slow
+def test_a_container_outlives_its_killed_worker_until_another_worker_stops_it(container_pool, shims, tmp_path,
+                                                                              monkeypatch):
+    make, start, marks = container_pool
+    monkeypatch.setenv("DISTRIBUTARY_WORKER_HEARTBEAT_TIMEOUT", "2")
+    run = get_storage().create_flow_run_from_deployment(make("docker"), parameters={"mode": "sleep"})
+    doomed = subprocess.Popen([sys.executable, "-m", "distributary", "worker", "start", "--pool", "docker", "--name",
+                               "doomed"], env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (marks / str(run.id)).exists(), 90, "the run to start in its container")
+        cid = wait_for(lambda: get_storage().read_flow_run(run.id).infrastructure_pid, 10, "the container id")
+        doomed.kill()  # SIGKILL: no cleanup; the container runs on
+        doomed.wait(30)
+    finally:
+        stop_all([doomed])
+    assert not (shims.dir / f"{cid}.exit").exists()
+    start("docker")  # it notices the missing heartbeats, Crashes the run and stops its container
+    crashed = wait_for(lambda: _final(run.id), 60, "the orphaned run")
+    assert crashed.state_type == "CRASHED" and "heartbeats" in crashed.state.message
+    wait_for(lambda: (shims.dir / f"{cid}.exit").exists(), 30, "the orphaned container to be stopped")
+    assert ["stop", cid] in [c["argv"] for c in shims.calls("docker", "stop")]
