@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+import uuid
 from typing import Any
 
 from .. import settings
@@ -112,7 +113,7 @@ class ContainerWorker(ProcessWorker):
         try:
             plain, secret = self._settings_env()
             spec = manifest(self.kind, render_job(self.pool.base_job_template, dict(run.job_variables or {})), rid,
-                            plain)
+                            plain, attempt=uuid.uuid4().hex[:6])
             infrastructure_id = self.sub.submit(spec, secret)
         except (ConfigurationError, InfrastructureUnavailable, ValueError) as exc:
             self._end(run, deployment, S.Crashed(message=f"Could not submit the flow run as a {self.kind} job: "

@@ -59,7 +59,14 @@ def _image(job: dict[str, Any], kind: str) -> str:
     return image
 
 
-def docker_container(job: dict[str, Any], run_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def _name(run_id: str, attempt: str | None) -> str:
+    """`flow-run-ID`, or `flow-run-ID-ATTEMPT` from a worker: a run retried after a crash is submitted again,
+    and a container or Job name is taken until it is removed."""
+    return (f"flow-run-{run_id}" + (f"-{attempt}" if attempt else ""))[:63].rstrip("-")
+
+
+def docker_container(job: dict[str, Any], run_id: str, env: dict[str, str] | None = None,
+                     attempt: str | None = None) -> dict[str, Any]:
     """The Docker Engine container-create body of a run's rendered job (`cpu`: cores, e.g. "1.5"; `memory`:
     e.g. "512m" or "2g"); `env`: variables under the job's own (the worker's settings). The container's name,
     which the Engine API takes beside the body, is `Name` here."""
@@ -77,7 +84,7 @@ def docker_container(job: dict[str, Any], run_id: str, env: dict[str, str] | Non
         if m is None:
             raise ConfigurationError(f"docker memory must be like '512m' or '2g', got {job['memory']!r}")
         host["Memory"] = int(m.group(1)) * _UNITS[m.group(2).lower()]
-    body: dict[str, Any] = {"Name": f"flow-run-{run_id}", "Image": _image(job, "docker"),
+    body: dict[str, Any] = {"Name": _name(run_id, attempt), "Image": _image(job, "docker"),
                             "Cmd": _command(job, run_id),
                             "Env": [f"{k}={v}" for k, v in sorted(_env(job, run_id, env).items())],
                             "Labels": _labels(job, run_id, "io.distributary.flow-run-id"), "HostConfig": host}
@@ -86,7 +93,8 @@ def docker_container(job: dict[str, Any], run_id: str, env: dict[str, str] | Non
     return body
 
 
-def kubernetes_job(job: dict[str, Any], run_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def kubernetes_job(job: dict[str, Any], run_id: str, env: dict[str, str] | None = None,
+                   attempt: str | None = None) -> dict[str, Any]:
     """The `batch/v1` Job manifest of a run's rendered job (`cpu`/`memory`: Kubernetes quantities such as "500m",
     "4", "16Gi"; they are the container's requests and limits; `namespace`, `labels`: the Job's)."""
     resources: dict[str, str] = {}
@@ -110,17 +118,19 @@ def kubernetes_job(job: dict[str, Any], run_id: str, env: dict[str, str] | None 
                                      "'-', '_' or '.', starting and ending with a letter or digit")
     namespace = str(job.get("namespace") or "default")
     return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": f"flow-run-{run_id}"[:63].rstrip("-"), "namespace": namespace, "labels": labels},
+            "metadata": {"name": _name(run_id, attempt), "namespace": namespace, "labels": labels},
             "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
                                                      "spec": {"restartPolicy": "Never", "containers": [container]}}}}
 
 
-def manifest(kind: str, job: dict[str, Any], run_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The validated manifest of a run's rendered job for a `docker` or `kubernetes` pool."""
+def manifest(kind: str, job: dict[str, Any], run_id: str, env: dict[str, str] | None = None,
+             attempt: str | None = None) -> dict[str, Any]:
+    """The validated manifest of a run's rendered job for a `docker` or `kubernetes` pool (`attempt`: a suffix
+    of the container / Job name, unique per submission)."""
     if kind == "docker":
-        return docker_container(job, run_id, env)
+        return docker_container(job, run_id, env, attempt)
     if kind == "kubernetes":
-        return kubernetes_job(job, run_id, env)
+        return kubernetes_job(job, run_id, env, attempt)
     raise ConfigurationError(f"pool type {kind!r} has no container manifest: use one of {', '.join(CONTAINER_TYPES)}")
 
 

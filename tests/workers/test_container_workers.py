@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -103,7 +104,8 @@ def test_docker_pool_runs_a_deployment_to_completed_with_the_job_variables(conta
     argv = call["argv"]
     image = argv.index("registry.example/flows:1")
     assert argv[image + 1:] == ["python", "-m", "distributary.deployments.execute", str(run.id)]
-    assert _after(argv, "--name") == [f"flow-run-{run.id}"]
+    (name,) = _after(argv, "--name")
+    assert re.fullmatch(f"flow-run-{run.id}-[0-9a-f]{{6}}", name)  # unique per submission: a retry submits again
     assert {"team=data", f"io.distributary.flow-run-id={run.id}"} <= set(_after(argv, "--label"))
     env = _after(argv, "--env")
     assert {"WHO=from-job-env", f"DISTRIBUTARY__FLOW_RUN_ID={run.id}",
@@ -161,7 +163,7 @@ def test_kubernetes_pool_runs_a_deployment_as_a_job_through_the_cli_worker(conta
         stop_all([worker], timeout=60)
     assert done.state_type == "COMPLETED", done.state.message
     assert (marks / str(run.id)).read_text() == "k8s-env"
-    assert done.infrastructure_pid == f"flows:flow-run-{run.id}"
+    assert done.infrastructure_pid.startswith(f"flows:flow-run-{run.id}-")
     (apply,) = shims.calls("kubectl", "apply")
     assert apply["argv"][:3] == ["apply", "-f", "-"]
     job = json.loads(apply["stdin"])
@@ -196,7 +198,8 @@ def test_cancelling_a_kubernetes_run_deletes_its_job(container_pool, shims):
     get_storage().cancel_flow_run(run.id)
     assert wait_for(lambda: _final(run.id), 60, "the cancelled run").state_type == "CANCELLED"
     (delete,) = shims.calls("kubectl", "delete")
-    assert delete["argv"][:5] == ["delete", "job", f"flow-run-{run.id}", "-n", "default"]
+    job = get_storage().read_flow_run(run.id).infrastructure_pid
+    assert job.startswith("default:flow-run-") and delete["argv"][:5] == ["delete", "job", job[8:], "-n", "default"]
 
 
 def test_docker_worker_over_a_server_gives_the_container_the_api_url(run_home, shims, tmp_path):
