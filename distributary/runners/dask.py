@@ -7,7 +7,10 @@ scheduler, or any cluster manager), mirroring prefect-dask. Workers need distrib
 Values stay on the workers and move worker to worker; the driver gets one when `.result()` asks.
 A worker killed mid-run: Dask would re-run its task elsewhere; each batch marks its start in the scheduler's
 metadata, so a re-run after a death hands the decision back to the driver (retry the run or end it Crashed).
-A batch's summary (states, no values) reaches the driver as an event, so a run costs one Dask task.
+A batch's summary (states, no values) reaches the driver as an event, so a run costs one Dask task. A run given
+the future of an unfinished run is submitted at once with that run's Dask future as a dependency, so a chain
+moves from worker to worker through the scheduler alone (see `remote/backend.py`, linking); if the upstream
+comes back lost, the linked run does not run and the driver sends it again once the upstream has settled.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ TOPIC = "distributary-telemetry"  # one event topic for every runner: the schedu
 SUMMARIES = "distributary-summaries"  # event topic: (runner id, batch id, BatchSummary) pickled, per batch
 _META = "distributary-batches"    # scheduler metadata: [_META, runner id, batch key] -> [STARTED, worker] | DONE
 STARTED, DONE = 1, 2
+_ATTEMPT_HANDLER = "distributary_start_attempt"  # scheduler handler installed by the driver (one request per run)
 _LOCAL_DEFAULTS = {"processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
                    "worker_dashboard_address": "127.0.0.1:0"}
 
@@ -58,17 +62,17 @@ def _dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=5)
 
 
-def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, batch_id: str,
-                   *upstreams: BatchResult) -> BatchResult:
+def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, batch_id: str, one_trip: bool,
+                   early: bool, *upstreams: BatchResult) -> BatchResult:
     worker = get_worker()
     key = worker.get_current_task()
-    died = _earlier_attempt_died(worker, runner_id, key)
+    died = _earlier_attempt_died(worker, runner_id, key, one_trip)
     if died is not None:
         result = BatchResult.lost_batch(batch_id, f"Dask re-ran the batch after the worker running it ({died}) "
                                                   f"died", died)
     else:
         telemetry_sender().set_transport(lambda channel, data: worker.log_event(TOPIC, data))
-        result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address)
+        result = run_batch(task_payload, batch_payload, upstreams, worker=worker.address, defer_lost=early)
         _mark_done(worker, runner_id, key)
     # The summary goes to the driver as an event: it arrives before the task's completion (the worker sends both
     # on its one stream to the scheduler, which forwards both on its one stream to the client), so a run costs one
@@ -77,13 +81,22 @@ def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, ba
     return result
 
 
-def _earlier_attempt_died(worker: Any, runner_id: str, key: Any) -> str | None:
+def _earlier_attempt_died(worker: Any, runner_id: str, key: Any, one_trip: bool = False) -> str | None:
     """Mark this batch started (by this worker) in the scheduler's metadata; if an earlier attempt had started
     and not finished (Dask only re-runs a started task when its worker died), the address of that worker. DONE
-    means a recomputation of lost values, which runs normally."""
+    means a recomputation of lost values, which runs normally.
+
+    The mark must be on the scheduler before the run starts (a run may kill its worker at once), so this waits
+    for the scheduler. With `one_trip` (the driver installed `_ATTEMPT_HANDLER` on the scheduler) the check and
+    the mark are one request; otherwise two (read, then write)."""
     path = [_META, runner_id, str(key)]
 
     async def check_and_mark() -> Any:
+        if one_trip:
+            try:
+                return await getattr(worker.scheduler, _ATTEMPT_HANDLER)(keys=path, worker=worker.address)
+            except Exception as exc:  # a scheduler restarted since without the handler: the two requests
+                engine_logger("runners").debug("One-request attempt check failed (%r); using two", exc)
         before = await worker.scheduler.get_metadata(keys=path, default=None)
         if before is None:
             await worker.scheduler.set_metadata(keys=path, value=[STARTED, worker.address])
@@ -93,6 +106,20 @@ def _earlier_attempt_died(worker: Any, runner_id: str, key: Any) -> str | None:
     if isinstance(before, (list, tuple)) and before and before[0] == STARTED:
         return str(before[1]) if len(before) > 1 else "a worker"
     return None
+
+
+def _install_attempt_handler(dask_scheduler: Any) -> bool:
+    """Run on the scheduler (`client.run_on_scheduler`): a handler that reads a batch's attempt mark and sets
+    it to STARTED if there was none, as one request (the worker's check before each run). Idempotent."""
+    if _ATTEMPT_HANDLER not in dask_scheduler.handlers:
+        def distributary_start_attempt(keys: list[str], worker: str) -> Any:
+            before = dask_scheduler.get_metadata(keys=keys, default=None)
+            if before is None:
+                dask_scheduler.set_metadata(keys=keys, value=[STARTED, worker])
+            return before
+
+        dask_scheduler.handlers[_ATTEMPT_HANDLER] = distributary_start_attempt
+    return True
 
 
 def _mark_done(worker: Any, runner_id: str, key: Any) -> None:
@@ -187,6 +214,7 @@ class DaskTaskRunner(RemoteTaskRunner):
     one Dask task (None: adaptive, 1: no packing). Connecting gives up after `connect_timeout` seconds."""
 
     name = "dask"
+    _backend_links_unfinished = True  # a run given an unfinished future is submitted at once, as a Dask dependency
 
     def __init__(self, cluster: Any = None, address: str | None = None, cluster_class: Any = None,
                  cluster_kwargs: dict[str, Any] | None = None, adapt_kwargs: dict[str, Any] | None = None,
@@ -250,6 +278,17 @@ class DaskTaskRunner(RemoteTaskRunner):
         self._plock = threading.Lock()
         self._client.subscribe_topic(TOPIC, self._on_event)
         self._client.subscribe_topic(SUMMARIES, self._on_summary)
+        self._one_trip = self._install_handler()
+
+    def _install_handler(self) -> bool:
+        """Install the one-request attempt check on the scheduler; False (two requests per run, as before) if
+        the scheduler cannot run it (e.g. it cannot import distributary)."""
+        try:
+            return bool(self._client.run_on_scheduler(_install_attempt_handler))
+        except Exception as exc:
+            engine_logger("runners").debug("The scheduler did not take the attempt handler (%r); each run's "
+                                           "check takes two requests", exc)
+            return False
 
     def _start_cluster(self) -> Any:
         cls = _load_class(self.cluster_class) if self.cluster_class is not None else distributed.LocalCluster
@@ -316,8 +355,8 @@ class DaskTaskRunner(RemoteTaskRunner):
         batch.summary_ref = None
         with self._plock:
             self._pending[batch.id] = batch
-        batch.ref = self._client.submit(_run_on_worker, task_ref, payload, self._id, batch.id,
-                                        *upstream_refs, key=key)
+        batch.ref = self._client.submit(_run_on_worker, task_ref, payload, self._id, batch.id, self._one_trip,
+                                        batch.early, *upstream_refs, key=key)
         # The summary event arrives before the task's completion (same scheduler connection, in order); a task
         # that ends without one (an error, KilledWorker, cancelled) settles here.
         def settle_unless_finished(f: Any) -> None:

@@ -381,12 +381,20 @@ def test_killed_worker_is_retried_when_the_task_has_retries(dask_processes, tmp_
     assert run.run_count == 2
 
 
-def test_killed_worker_without_retries_ends_crashed_without_a_rerun(dask_processes, tmp_path):
+class TwoRequestRunner(DaskTaskRunner):
+    """A scheduler that did not take the one-request attempt handler (e.g. it cannot import distributary)."""
+
+    def _install_handler(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("runner_cls", [DaskTaskRunner, TwoRequestRunner], ids=["one-request", "two-requests"])
+def test_killed_worker_without_retries_ends_crashed_without_a_rerun(dask_processes, tmp_path, runner_cls):
     counter = str(tmp_path / "c")
 
     out = []
 
-    @flow(task_runner=DaskTaskRunner(address=dask_processes.address))
+    @flow(task_runner=runner_cls(address=dask_processes.address))
     def f():
         fut = kill_my_worker.submit(counter)
         t0 = time.monotonic()
@@ -450,6 +458,87 @@ def test_killed_worker_in_a_packed_batch(dask_processes, tmp_path):
     assert [s.is_completed() for s in b] == [i != 4 for i in range(20)]
     assert b[4].is_crashed() and "died" in b[4].message
     assert calls(str(always / "bad")) == 2  # once inside the batch, once alone
+
+
+# -- runs linked to unfinished upstreams ------------------------------------------------------------------------
+@task
+def slow_inc(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x + 1
+
+
+@task
+def counted_inc(counter: str, x: int) -> int:
+    bump(counter)
+    return x + 1
+
+
+@task
+def kill_my_worker_first_then(counter: str, value: int) -> int:
+    if bump(counter) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def test_a_run_given_an_unfinished_future_goes_to_the_cluster_at_once(dask_processes):
+    """The downstream run is on the scheduler (a Dask dependency) before its upstream has finished: a chain
+    costs Dask's own hand-off per link, not a round trip through the driver."""
+    seen = []
+
+    @flow(task_runner=DaskTaskRunner(address=dask_processes.address))
+    def f():
+        a = slow_inc.submit(0, 2.0)
+        b = inc.submit(a)
+        c = inc.submit(b)
+        client = current_runner().client
+        deadline = time.monotonic() + 1.5
+        keys: list[str] = []
+        while time.monotonic() < deadline and len(keys) < 2:
+            keys = [str(k) for k in client.futures if str(k).startswith("distributary-inc-")]
+            time.sleep(0.02)
+        seen.append((len(keys), a.done()))
+        return c.result()
+
+    assert f() == 3
+    assert seen == [(2, False)]
+
+
+def test_linked_run_waits_for_the_retry_of_an_upstream_whose_worker_died(dask_processes, tmp_path):
+    up, down = str(tmp_path / "up"), str(tmp_path / "down")
+
+    @flow(task_runner=DaskTaskRunner(address=dask_processes.address))
+    def f():
+        a = kill_my_worker_first_then.with_options(retries=1).submit(up, 41)
+        b = counted_inc.submit(down, a)
+        return b.result(), a.task_run, b.task_run
+
+    try:
+        value, a_run, b_run = f()
+    finally:
+        dask_processes.wait_for_workers()
+    assert value == 42 and calls(up) == 2 and calls(down) == 1
+    assert [s.name for s in a_run.state_history][:3] == ["Pending", "Crashed", "AwaitingRetry"]
+    assert b_run.run_count == 1 and b_run.state.is_completed()
+
+
+def test_linked_run_of_an_upstream_crashed_with_its_worker_is_not_ready(dask_processes, tmp_path):
+    up, down = str(tmp_path / "up"), str(tmp_path / "down")
+    out = []
+
+    @flow(task_runner=DaskTaskRunner(address=dask_processes.address))
+    def f():
+        a = kill_my_worker.submit(up)
+        b = counted_inc.submit(down, a)
+        b.wait(60)
+        out.append((a.state, b.state))
+
+    try:
+        f()
+    finally:
+        dask_processes.wait_for_workers()
+    a_state, b_state = out[0]
+    assert a_state.is_crashed() and calls(up) == 1
+    assert b_state.name == "NotReady" and "kill_my_worker" in b_state.message and calls(down) == 0
 
 
 # -- results ----------------------------------------------------------------------------------------------------

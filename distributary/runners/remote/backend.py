@@ -30,6 +30,13 @@ cancel()        `_backend_cancel(batches)`: optional hook, stop these batches wh
                 the cluster, without waiting; called from the flow run's thread (its timeout). Their outcomes
                 are then ignored.
 
+Linking (optional, `_backend_links_unfinished = True`): a run whose argument is the future of an unfinished run
+of the same runner is submitted at once, linked to that run's batch (`batch.ref`) on the cluster, which must then
+start it only once that batch has finished (Dask's dependencies), and tell the worker (`run_batch(...,
+defer_lost=True)`) to refuse to run it if that batch came back lost. Such a batch (`batch.early`) ending in an
+error or refused is sent again without using an attempt, once its upstreams are done. Otherwise the driver sends
+a run only once its upstream futures are done.
+
 A worker death is reported as a `BatchSummary(lost=reason)`. With `runs` holding the entries of the runs that
 finished before the death and `running` telling whether the next run had started, the driver keeps the finished
 ones, charges an attempt to the running one only, and resends the rest without using a retry; without that
@@ -50,6 +57,8 @@ Batch = TypeVar("Batch")
 
 class RemoteBackend(ABC, Generic[Batch]):
     """The hooks a backend of `RemoteTaskRunner` implements (see the module docstring)."""
+
+    _backend_links_unfinished = False  # whether runs may be linked to unfinished upstream batches (see above)
 
     @abstractmethod
     def _connect(self) -> None:

@@ -96,7 +96,7 @@ class Batch:
     """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
 
     __slots__ = ("id", "runner", "spec", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
-                 "sent_at", "__weakref__")
+                 "sent_at", "queued", "after_done", "early", "__weakref__")
 
     def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
                  futures: Sequence[weakref.ref]):
@@ -111,6 +111,9 @@ class Batch:
         self.states: list[RemoteState] | None = None
         self.fetched = False
         self.sent_at: float | None = None  # monotonic time it went to the cluster
+        self.queued = False      # passed its gate: in the feeder's queue (sent in order) or sent
+        self.after_done = False  # gate on every upstream being done (no linking to unfinished ones)
+        self.early = False       # sent linked to an upstream batch that had not finished yet
 
     def fetch_values(self) -> None:
         self.runner.fetch_values([self])
@@ -216,6 +219,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         self._tasks: dict[int, tuple[Any, str, Any]] = {}
         self._headers: dict[tuple, tuple] = {}
         self._live: dict[int, weakref.ref] = {}
+        self._where: dict[int, tuple[Batch, int]] = {}  # run -> its batch and place, while not final (linking)
         self._open: set[Batch] = set()
         self._holding: list[Batch] = []  # settled batches whose values are still on the cluster
         self._holding_set: set[Batch] = set()
@@ -245,6 +249,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 self._holding = []
                 self._holding_set = set()
                 self._tasks = {}
+                self._where = {}
                 self._disconnect()
 
     def cancel_all(self, reason: str) -> None:
@@ -333,16 +338,46 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     def _enqueue(self, batch: Batch) -> None:
         with self._lock:
             self._open.add(batch)
+        where = self._where
+        if self._backend_links_unfinished:
+            for i, run in enumerate(batch.runs):
+                where[run.id_int] = (batch, i)
+        link = self._backend_links_unfinished and not batch.after_done
         deps: dict[int, TaskRunFuture] = {}
         for c in batch.calls or ():
             if c.wait_for or needs_resolution(c.parameters):
-                for d in find_upstreams(c.parameters, c.wait_for):
+                linked = self._linkable_upstreams(c.parameters) if link else ()
+                for d in find_upstreams(c.parameters, None):
+                    if not d.done() and id(d) not in linked:
+                        deps[id(d)] = d
+                for d in find_upstreams({}, c.wait_for):  # wait_for: the run starts once they are done
                     if not d.done():
                         deps[id(d)] = d
         if deps:
-            gate(list(deps.values()), lambda: self._pump.ready(batch))
+            gate(list(deps.values()), lambda: self._ready(batch))
         else:
-            self._pump.ready(batch)
+            self._ready(batch)
+
+    def _ready(self, batch: Batch) -> None:
+        batch.queued = True
+        self._pump.ready(batch)
+
+    def _linkable_upstreams(self, params: dict[str, Any]) -> set[int]:
+        """The unfinished upstream futures (by id) among `params`' leaves that this runner can link to on the
+        cluster: their batch passed its gate already, so the feeder (in order) sends it before this one."""
+        out: set[int] = set()
+        where = self._where
+
+        def see(v: Any) -> Any:
+            if isinstance(v, TaskRunFuture) and not v.done():
+                w = where.get(v.task_run.id_int)
+                if w is not None and w[0].queued and w[0].runner is self and w[0].runs[w[1]] is v.task_run:
+                    out.add(id(v))
+            return v
+
+        for v in params.values():
+            map_nested(v, see)
+        return out
 
     def _task_ref(self, task: TaskSpec) -> tuple[Any, str]:
         hit = self._tasks.get(id(task))
@@ -370,7 +405,11 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             return False
         refs: list[Any] = []
         slots: dict[int, int] = {}
-        specs = [self._spec(c, refs, slots) for c in batch.calls or ()]
+        try:
+            specs = [self._spec(batch, c, refs, slots) for c in batch.calls or ()]
+        except _NotSent:  # an upstream it was to be linked to went back to the queue: wait for it to finish
+            self._defer(batch)
+            return False
         c0, r0 = batch.calls[0], batch.runs[0]  # type: ignore[index]
         try:
             header = self._header(digest, c0, r0)
@@ -411,7 +450,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         self._headers[key] = (data, c0.result_options, c0.flow_parameters, c0.settings_env)
         return data
 
-    def _spec(self, call: TaskCall, refs: list[Any], slots: dict[int, int]) -> CallSpec:
+    def _spec(self, batch: Batch, call: TaskCall, refs: list[Any], slots: dict[int, int]) -> CallSpec:
         run = call.task_run
         params = call.parameters
         linked = False
@@ -421,6 +460,17 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if not isinstance(v, TaskRunFuture):
                     return v
                 linked = True
+                if not v.done():  # passed _enqueue's gate unfinished: linked to its batch on the cluster
+                    w = self._where.get(v.task_run.id_int)
+                    b = w[0] if w is not None else None
+                    if b is None or b.ref is None or b.runner is not self or b not in self._open:
+                        raise _NotSent(v.task_run.name)
+                    slot = slots.get(id(b))
+                    if slot is None:
+                        slot = slots[id(b)] = len(refs)
+                        refs.append(b.ref)
+                    batch.early = True
+                    return Upstream(slot, w[1], v.task_run.name)  # type: ignore[index]
                 v.wait()
                 st = v.state
                 b = st.batch if isinstance(st, RemoteState) else None
@@ -494,6 +544,11 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             try:
                 if res is None:
                     again += 1
+                elif batch.early and (isinstance(res, BaseException) and self._backend_cluster_lost(res) is None
+                                      or not isinstance(res, BaseException) and res.deferred):
+                    # An upstream it was linked to did not end as the cluster ran it (lost with its worker,
+                    # or an error of the cluster's): run it again once the driver has settled its upstreams.
+                    self._defer(batch)
                 elif isinstance(res, BaseException):
                     if self._backend_worker_died(res):
                         self._lost(batch, f"{type(res).__name__}: {res}", worker=self._backend_dead_worker(batch))
@@ -527,6 +582,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         starts, ends = summary.starts, summary.ends
         applied: list[tuple[TaskRun, Sequence[State]]] = []
         live = self._live
+        where_pop = self._where.pop
         # The compact entries' states, built without the constructor's checks (10^5 of them per .map()).
         new_remote, new_state = partial(RemoteState.__new__, RemoteState), partial(State.__new__, State)
         COMPLETED, RUNNING, UNSET = StateType.COMPLETED, StateType.RUNNING, S.UNSET  # noqa: N806 (locals)
@@ -548,6 +604,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                     run.start_ts = start_ts
                 run.end_ts, run.run_count, run.worker = end_ts, run.run_count + 1, worker
                 live.pop(run.id_int, None)
+                where_pop(run.id_int, None)
                 states.append(final)
                 continue
             start_ts, end_ts, run_count, cache_key, history, has_value = entry
@@ -562,6 +619,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 run.start_ts = start_ts
             run.end_ts, run.run_count, run.cache_key, run.worker = end_ts, run_count, cache_key, worker
             live.pop(run.id_int, None)
+            where_pop(run.id_int, None)
             states.append(final)
         transitions.set_states_many(applied)  # the batch's states in one run event (bulk inserts downstream)
         batch.states = states
@@ -577,6 +635,15 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 fut.set_final(st)
         with self._lock:
             self._lock.notify_all()
+
+    def _defer(self, batch: Batch) -> None:
+        """Send the batch's runs again (a new batch, no attempt used) once all their upstreams are done."""
+        with self._lock:
+            self._open.discard(batch)
+        self._backend_release([batch])
+        again = Batch(self, batch.calls or [], batch.futures)
+        again.after_done = True
+        self._enqueue(again)
 
     def _lost(self, batch: Batch, reason: str, summary: BatchSummary | None = None,
               worker: str | None = None) -> None:
@@ -670,6 +737,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
 
     def _finish(self, ref: weakref.ref, run: TaskRun, state: State) -> None:
         self._live.pop(run.id_int, None)
+        self._where.pop(run.id_int, None)
         fut = ref()
         if fut is not None:
             fut.set_final(state)
@@ -746,6 +814,10 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 why = f"the worker holding them died ({res.lost})"
             raise MissingResult(f"The values of {len(b.runs)} task run(s) of {b.spec.name!r} (batch {b.id}) "
                                 f"could not be fetched from the cluster: {why}") from cause
+
+
+class _NotSent(Exception):
+    """An unfinished upstream's batch is not on the cluster (any more): the downstream cannot link to it."""
 
 
 def _rerun_check(batch: Batch, res: BatchResult) -> str | None:

@@ -122,11 +122,13 @@ class BatchSummary:
     no cache key; the two arrays carry its times and nothing else is shipped for it. `entry(i)` gives any run's
     full entry, building the states of a compact one on demand."""
 
-    __slots__ = ("batch_id", "worker", "runs", "lost", "running", "starts", "ends")
+    __slots__ = ("batch_id", "worker", "runs", "lost", "running", "starts", "ends", "deferred")
 
     def __init__(self, batch_id: str, worker: str | None, runs: Sequence[tuple | None], lost: str | None = None,
-                 running: bool | None = None, starts: array | None = None, ends: array | None = None):
+                 running: bool | None = None, starts: array | None = None, ends: array | None = None,
+                 deferred: bool = False):
         self.batch_id, self.worker, self.runs, self.lost = batch_id, worker, runs, lost
+        self.deferred = deferred  # not run: an upstream it was linked to came back lost (see run_batch)
         # With `lost`: `runs` are the runs that finished before the worker died, and `running` says whether the
         # next run had started (None: not known, as on Dask and Ray).
         self.running = running
@@ -210,6 +212,12 @@ class BatchResult:
         """The result of a batch that must not run again here (its worker died mid-run); the driver decides."""
         return cls(batch_id, [], BatchSummary(batch_id, worker, [], reason), reason)
 
+    @classmethod
+    def deferred_batch(cls, batch_id: str, reason: str, worker: str | None = None) -> BatchResult:
+        """The result of a batch not run because an upstream batch it was linked to came back lost; the driver
+        sends it again once that upstream has settled."""
+        return cls(batch_id, [], BatchSummary(batch_id, worker, [], reason, deferred=True), reason)
+
     def take_summary(self) -> BatchSummary:
         """The summary (for the driver); fetching the values later then does not ship it again."""
         summary = self.summary
@@ -284,13 +292,19 @@ def unpack_batch(payload: bytes) -> tuple[str, BatchHeader, list[CallSpec]]:
 
 
 def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[BatchResult] = (),
-              worker: str | None = None) -> BatchResult:
+              worker: str | None = None, defer_lost: bool = False) -> BatchResult:
     """Run every call of a batch in this thread with `engine.run_call`; never raises.
 
     Each task run keeps its own states, retries, cache lookups, persistence and hooks; a failing run only fails
     itself. `upstreams` are the results of the batches whose values the calls' Upstream placeholders point at.
+    With `defer_lost` (the batch was linked to upstream batches before they finished), nothing runs if one of
+    them came back lost: the driver decides that upstream's fate first, then sends the batch again.
     """
     batch_id, header, specs = unpack_batch(batch_payload)
+    if defer_lost:
+        lost = next((u.lost for u in upstreams if u.lost is not None), None)
+        if lost is not None:
+            return BatchResult.deferred_batch(batch_id, f"an upstream batch was lost ({lost})", worker)
     task = load_task(header.task_digest, task_payload)
     sender = telemetry_sender() if header.channel else None
     token = _channel.set(header.channel) if sender is not None else None
