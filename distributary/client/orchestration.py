@@ -19,7 +19,7 @@ import functools
 import uuid
 from typing import Any
 
-from ..errors import ObjectNotFound
+from ..errors import ConfigurationError, ObjectNotFound
 from ..schemas import filters as F
 from ..schemas import objects as O
 from ..states import State
@@ -121,6 +121,50 @@ class SyncDistributaryClient:
 
     def delete_artifact(self, artifact_id: uuid.UUID | str) -> None:
         self.storage.delete_artifact(artifact_id)
+
+    # -- work queues ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _pool(work_pool_name: str | None) -> str:
+        if not work_pool_name:
+            raise ConfigurationError("distributary's work queues belong to a work pool: pass work_pool_name= "
+                                     "(`distributary work-pool ls` lists the pools)")
+        return work_pool_name
+
+    def create_work_queue(self, name: str, description: str | None = None, is_paused: bool | None = None,
+                          concurrency_limit: int | None = None, priority: int | None = None,
+                          work_pool_name: str | None = None) -> O.WorkQueue:
+        """A new queue in the pool `work_pool_name` (priority 1 is claimed first; without one it goes last)."""
+        return self.storage.create_work_queue(self._pool(work_pool_name), name, description=description,
+                                              priority=priority, concurrency_limit=concurrency_limit,
+                                              paused=bool(is_paused))
+
+    def read_work_queue(self, id: uuid.UUID | str) -> O.WorkQueue:
+        return self.storage.read_work_queue(id)
+
+    def read_work_queue_by_name(self, name: str, work_pool_name: str | None = None) -> O.WorkQueue:
+        return self.storage.read_work_queue_by_name(self._pool(work_pool_name), name)
+
+    def read_work_queues(self, work_pool_name: str | None = None, work_queue_filter: Any = None,
+                         limit: int | None = None, offset: int | None = None) -> list[O.WorkQueue]:
+        """The queues of a pool (or of every pool) in claim order; `work_queue_filter`: Prefect's
+        `WorkQueueFilter` or a dict, by `name.any_`."""
+        names = None
+        if work_queue_filter is not None:
+            flt = work_queue_filter if isinstance(work_queue_filter, dict) else work_queue_filter.model_dump()
+            names = (flt.get("name") or {}).get("any_")
+        return self.storage.read_work_queues(work_pool_name, names=names, limit=limit, offset=offset or 0)
+
+    def update_work_queue(self, id: uuid.UUID | str, **kwargs: Any) -> None:
+        """Change a queue: `name=`, `description=`, `is_paused=`, `concurrency_limit=` (None clears it),
+        `priority=` (Prefect's WorkQueueUpdate fields)."""
+        if not kwargs:
+            raise ValueError("update_work_queue needs at least one field to change (is_paused=, priority=, ...)")
+        if "is_paused" in kwargs:
+            kwargs["paused"] = kwargs.pop("is_paused")
+        self.storage.update_work_queue(id, **kwargs)
+
+    def delete_work_queue_by_id(self, id: uuid.UUID | str) -> None:
+        self.storage.delete_work_queue(id)
 
     # -- variables -----------------------------------------------------------------------------------------------
     def read_variable_by_name(self, name: str) -> O.Variable | None:

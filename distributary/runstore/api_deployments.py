@@ -262,12 +262,72 @@ class ApiDeploymentStorage:
         got = self.request("POST", f"work_pools/{_q(work_pool_name)}/workers/filter", body={"limit": 10_000})
         return [O.Worker.model_validate(w) for w in got]
 
-    def claim_pool_runs(self, work_pool_name: str, worker_name: str, limit: int) -> list[O.FlowRun]:
+    def claim_pool_runs(self, work_pool_name: str, worker_name: str, limit: int,
+                        work_queue_names: Iterable[str] | None = None) -> list[O.FlowRun]:
         if limit <= 0:
             return []
-        got = self.request("POST", f"work_pools/{_q(work_pool_name)}/get_scheduled_flow_runs",
-                           body={"worker_name": worker_name, "limit": min(limit, 1_000)})
+        body: dict[str, Any] = {"worker_name": worker_name, "limit": min(limit, 1_000)}
+        if work_queue_names is not None:
+            body["work_queue_names"] = list(work_queue_names)
+        got = self.request("POST", f"work_pools/{_q(work_pool_name)}/get_scheduled_flow_runs", body=body)
         return [O.FlowRun.model_validate(r["flow_run"]) for r in got]
+
+    def read_pool_due_runs(self, work_pool_name: str, before: dt.datetime | float | None = None,
+                           after: dt.datetime | float | None = None, limit: int = 10,
+                           work_queue_names: Iterable[str] | None = None) -> list[O.FlowRun]:
+        body: dict[str, Any] = {"scheduled_before": _iso(before), "scheduled_after": _iso(after),
+                                "limit": min(limit, 1_000)}
+        if work_queue_names is not None:
+            body["work_queue_names"] = list(work_queue_names)
+        got = self.request("POST", f"work_pools/{_q(work_pool_name)}/get_scheduled_flow_runs",
+                           body={k: v for k, v in body.items() if v is not None})
+        return [O.FlowRun.model_validate(r["flow_run"]) for r in got]
+
+    # -- work queues ---------------------------------------------------------------------------------------------
+    def _queue_request(self, method: str, path: str, body: Any = None) -> Any:
+        """A queue request; the server's refusal (a name taken, the default queue deleted, a bad value) as the
+        ConfigurationError the database store raises."""
+        try:
+            return self.request(method, path, body=body)
+        except ApiError as exc:
+            if exc.status in (409, 422):
+                raise ConfigurationError(str(exc)) from None
+            raise
+
+    def create_work_queue(self, work_pool_name: str, name: str, *, description: str | None = None,
+                          priority: int | None = None, concurrency_limit: int | None = None,
+                          paused: bool = False) -> O.WorkQueue:
+        body = {"name": name, "description": description, "priority": priority,
+                "concurrency_limit": concurrency_limit, "is_paused": paused}
+        return O.WorkQueue.model_validate(self._queue_request(
+            "POST", f"work_pools/{_q(work_pool_name)}/queues", {k: v for k, v in body.items() if v is not None}))
+
+    def read_work_queues(self, work_pool_name: str | None = None, names: Iterable[str] | None = None,
+                         limit: int | None = None, offset: int = 0) -> list[O.WorkQueue]:
+        pools = [work_pool_name] if work_pool_name is not None else [p.name for p in self.read_work_pools()]
+        body: dict[str, Any] = {"limit": 10_000}
+        if names is not None:
+            body["work_queues"] = {"name": {"any_": list(names)}}
+        queues = [O.WorkQueue.model_validate(q) for pool in pools
+                  for q in self.request("POST", f"work_pools/{_q(pool)}/queues/filter", body=body)]
+        return queues[offset:None if limit is None else offset + limit]
+
+    def read_work_queue(self, work_queue_id: uuid.UUID | str) -> O.WorkQueue:
+        return O.WorkQueue.model_validate(self.request("GET", f"work_queues/{_id(work_queue_id)}"))
+
+    def read_work_queue_by_name(self, work_pool_name: str, name: str) -> O.WorkQueue:
+        return O.WorkQueue.model_validate(self.request("GET", f"work_pools/{_q(work_pool_name)}/queues/{_q(name)}"))
+
+    def update_work_queue(self, work_queue_id: uuid.UUID | str, **values: Any) -> O.WorkQueue:
+        if "paused" in values:
+            values["is_paused"] = values.pop("paused")
+        if "last_polled" in values:
+            values["last_polled"] = _iso(values["last_polled"])
+        self._queue_request("PATCH", f"work_queues/{_id(work_queue_id)}", values)
+        return self.read_work_queue(work_queue_id)
+
+    def delete_work_queue(self, work_queue_id: uuid.UUID | str) -> None:
+        self._queue_request("DELETE", f"work_queues/{_id(work_queue_id)}")
 
     def crash_orphaned_runs(self, work_pool_name: str, timeout: float | None = None) -> list[str]:
         params = None if timeout is None else {"timeout": timeout}

@@ -107,6 +107,7 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
     "deployment": frozenset({"parameters", "tags", "job_variables", "parameter_openapi_schema"}),
     "deployment_schedule": frozenset({"schedule", "parameters"}),
     "work_pool": frozenset({"base_job_template"}),
+    "work_queue": frozenset(),
     "worker": frozenset(),
     "concurrency_limit": frozenset(),
     "concurrency_lease": frozenset({"holder"}),

@@ -1,9 +1,9 @@
-"""The atomic claim of a deployment's run (Scheduled -> Pending) under its deployment's and its work pool's
-concurrency limits.
+"""The atomic claim of a deployment's run (Scheduled -> Pending) under its deployment's, its work pool's and its
+work queue's concurrency limits.
 
-A claim is one transaction: the deployment's row (then the pool's) is locked, and one conditional UPDATE moves
-the run to Pending only if fewer than `limit` runs of the deployment (and of the pool) are active. The lock makes
-claims of one deployment take turns on PostgreSQL (the UPDATE's condition is evaluated after the previous
+A claim is one transaction: the deployment's row (then the pool's, then the queue's) is locked, and one
+conditional UPDATE moves the run to Pending only if fewer than `limit` runs of the deployment (and of the pool,
+and of the queue) are active. The lock makes claims of one deployment take turns on PostgreSQL (the UPDATE's condition is evaluated after the previous
 claimant committed); SQLite's writers take turns already. A slot is the run's own active state, so it needs no
 release: it is free once the run is final, or Crashed when its worker's heartbeat stopped.
 """
@@ -18,7 +18,7 @@ from ..states import StateType
 from .models import TABLES
 
 flow_run_t, state_t = TABLES["flow_run"], TABLES["run_state"]
-deployment_t, pool_t = TABLES["deployment"], TABLES["work_pool"]
+deployment_t, pool_t, queue_t = TABLES["deployment"], TABLES["work_pool"], TABLES["work_queue"]
 SCHEDULED = StateType.SCHEDULED.value
 ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.CANCELLING.value)
 
@@ -34,8 +34,8 @@ def claim(conn: sa.Connection, run_id: str, state_name: str, message: str | None
     """Claim the run in `conn`'s transaction; False if another claimant has it or a limit is reached (a run of a
     deployment whose limit says CANCEL_NEW is then Cancelled)."""
     c = flow_run_t.c
-    run = conn.execute(sa.select(c.deployment_id, c.work_pool_name).where(c.id == run_id, c.state_type == SCHEDULED)
-                       ).first()
+    run = conn.execute(sa.select(c.deployment_id, c.work_pool_name, c.work_queue_id).where(
+        c.id == run_id, c.state_type == SCHEDULED)).first()
     if run is None:
         return False
     where = [c.id == run_id, c.state_type == SCHEDULED]
@@ -50,6 +50,11 @@ def claim(conn: sa.Connection, run_id: str, state_name: str, message: str | None
                             .with_for_update()).first()
         if pool is not None and pool.concurrency_limit is not None:
             where.append(_active(lambda o: o.work_pool_name == run.work_pool_name) < pool.concurrency_limit)
+    if run.work_queue_id is not None:
+        queue = conn.execute(sa.select(queue_t.c.concurrency_limit).where(queue_t.c.id == run.work_queue_id)
+                             .with_for_update()).first()
+        if queue is not None and queue.concurrency_limit is not None:
+            where.append(_active(lambda o: o.work_queue_id == run.work_queue_id) < queue.concurrency_limit)
     now = time.time()
     extra = {} if worker_name is None else {"worker_name": worker_name}
     n = conn.execute(sa.update(flow_run_t).where(*where).values(

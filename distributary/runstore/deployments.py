@@ -20,6 +20,7 @@ from ..schemas import objects as O
 from ..states import FINAL_TYPES, StateType
 from .batch import flow_id_for
 from .models import TABLES
+from .work_queues import DEFAULT_QUEUE, ensure_queue, queue_for_run
 
 flow_t, flow_run_t, state_t = TABLES["flow"], TABLES["flow_run"], TABLES["run_state"]
 deployment_t, schedule_t = TABLES["deployment"], TABLES["deployment_schedule"]
@@ -101,6 +102,8 @@ class DeploymentStorage:
         (`deployments.parameters.parameter_schema`)."""
         now = time.time()
         fid = flow_id_for(flow_name)
+        if work_pool_name and not work_queue_name:
+            work_queue_name = DEFAULT_QUEUE
         values = {"entrypoint": entrypoint, "path": path, "description": description, "version": version,
                   "parameters": dict(parameters or {}), "tags": sorted(set(tags or ())), "paused": bool(paused),
                   "concurrency_limit": concurrency_limit,
@@ -111,6 +114,7 @@ class DeploymentStorage:
         with self.engine.begin() as conn:
             conn.execute(_insert(self.dialect, flow_t).values(id=fid, name=flow_name, created=now)
                          .on_conflict_do_nothing(index_elements=["id"]))
+            ensure_queue(conn, work_pool_name, work_queue_name)  # a queue the pool lacks is created (as Prefect)
             row = conn.execute(sa.select(deployment_t.c.id, deployment_t.c.parameters).where(
                 deployment_t.c.flow_name == flow_name, deployment_t.c.name == name).with_for_update()).first()
             if row is None:
@@ -176,8 +180,8 @@ class DeploymentStorage:
         """Change fields of a deployment (`paused=`, `parameters=`, `tags=`, `description=`, ...). Pausing or
         changing the default parameters removes its future auto-scheduled runs (the scheduler makes new ones)."""
         allowed = {"paused", "parameters", "tags", "description", "version", "concurrency_limit",
-                   "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "last_polled",
-                   "parameter_openapi_schema"}
+                   "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "work_queue_name",
+                   "last_polled", "parameter_openapi_schema"}
         unknown = set(values) - allowed
         if unknown:
             raise ConfigurationError(f"cannot update deployment field(s) {sorted(unknown)}: valid are "
@@ -304,8 +308,9 @@ class DeploymentStorage:
     # -- flow runs of deployments --------------------------------------------------------------------------------
     def _run_row(self, dep: Any, *, parameters: dict[str, Any] | None, tags: Iterable[str] | None,
                  scheduled_time: float, idempotency_key: str | None, auto_scheduled: bool,
-                 job_variables: dict[str, Any] | None, now: float, state_name: str = "Scheduled",
-                 message: str | None = None) -> dict[str, Any]:
+                 job_variables: dict[str, Any] | None, now: float, queue: tuple[str | None, str | None],
+                 state_name: str = "Scheduled", message: str | None = None) -> dict[str, Any]:
+        """The row of a new run of `dep`, waiting in `queue` ((name, id): `work_queues.queue_for_run`)."""
         rid = uuid.uuid4()
         return {"id": str(rid), "name": flow_run_name(rid), "flow_id": dep.flow_id, "flow_name": dep.flow_name,
                 "flow_version": dep.version, "parameters": {**(dep.parameters or {}), **(parameters or {})},
@@ -314,7 +319,8 @@ class DeploymentStorage:
                 "state_name": state_name, "state_message": message, "state_ts": now, "created": now,
                 "deployment_id": dep.id, "idempotency_key": idempotency_key, "auto_scheduled": auto_scheduled,
                 "work_pool_name": dep.work_pool_name, "job_variables": {**(dep.job_variables or {}),
-                                                                         **(job_variables or {})}}
+                                                                         **(job_variables or {})},
+                "work_queue_name": queue[0], "work_queue_id": queue[1]}
 
     def _insert_runs(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[str]:
         """Insert runs in bulk, skipping any whose idempotency key exists (INSERT ... ON CONFLICT DO NOTHING, on
@@ -351,7 +357,7 @@ class DeploymentStorage:
                 raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
             row = self._run_row(dep, parameters=parameters, tags=tags, scheduled_time=_epoch(scheduled_time, now) or now,
                                 idempotency_key=idempotency_key, auto_scheduled=False, job_variables=job_variables,
-                                now=now)
+                                now=now, queue=queue_for_run(conn, dep.work_pool_name, dep.work_queue_name))
             if name:
                 row["name"] = name
             if not self._insert_runs(conn, [row]):
@@ -440,6 +446,7 @@ class DeploymentStorage:
                 scheds = self._schedules(conn, [d for d, r in deps.items() if not r.paused])
                 rows = []
                 for did, dep_scheds in scheds.items():
+                    queue = queue_for_run(conn, deps[did].work_pool_name, deps[did].work_queue_name)
                     for s in dep_scheds:
                         if not s.active:
                             continue
@@ -447,7 +454,7 @@ class DeploymentStorage:
                             rows.append(self._run_row(
                                 deps[did], parameters=s.parameters, tags=None, scheduled_time=at.timestamp(),
                                 idempotency_key=f"scheduled {did} {s.id} {at.isoformat()}", auto_scheduled=True,
-                                job_variables=None, now=t0))
+                                job_variables=None, now=t0, queue=queue))
                 made += len(self._insert_runs(conn, rows))
         return made
 

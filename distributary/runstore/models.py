@@ -55,9 +55,12 @@ class FlowRunRow(Base):
     job_variables: Mapped[Any] = mapped_column(JSON, nullable=True)
     worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0005
     infrastructure_pid: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0007
+    work_queue_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # revision 0009
+    work_queue_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     __table_args__ = (Index("ix_flow_run_deployment_id", "deployment_id", "state_type", "expected_start_time"),
                       Index("uq_flow_run_flow_id_idempotency_key", "flow_id", "idempotency_key", unique=True),
-                      Index("ix_flow_run_work_pool", "work_pool_name", "state_type", "expected_start_time"))
+                      Index("ix_flow_run_work_pool", "work_pool_name", "state_type", "expected_start_time"),
+                      Index("ix_flow_run_work_queue", "work_queue_id", "state_type", "expected_start_time"))
 
 
 class TaskRunRow(Base):
@@ -181,6 +184,24 @@ class WorkPoolRow(Base):
     base_job_template: Mapped[Any] = mapped_column(JSON, nullable=True)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+    default_queue_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # revision 0009
+
+
+class WorkQueueRow(Base):
+    """A queue of a work pool (revision 0009): workers claim from a pool's queues by `priority` (lower first),
+    skip paused ones, and keep each under its `concurrency_limit`."""
+    __tablename__ = "work_queue"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    work_pool_id: Mapped[str] = mapped_column(ID)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_polled: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("work_pool_id", "name", name="uq_work_queue_pool_name"),)
 
 
 class WorkerRow(Base):

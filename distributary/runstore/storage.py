@@ -19,6 +19,7 @@ from . import db
 from .batch import Batch, result_ref_row, write_batch
 from .deployments import DeploymentStorage
 from .work_pools import WorkPoolStorage
+from .work_queues import WorkQueueStorage
 from .concurrency import ConcurrencyStorage
 from .models import TABLES
 
@@ -116,9 +117,9 @@ def _state_clauses(table: Any, f: F._StateFilter | None) -> list[Any]:
     return out
 
 
-class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
+class SqlRunStorage(DeploymentStorage, WorkPoolStorage, WorkQueueStorage, ConcurrencyStorage):
     """The run store on one SQLAlchemy engine (SQLite or PostgreSQL); deployments: `deployments.py`, work pools
-    and workers: `work_pools.py`, concurrency limits: `concurrency.py`."""
+    and workers: `work_pools.py`, their queues: `work_queues.py`, concurrency limits: `concurrency.py`."""
 
     def __init__(self, engine: Engine | None = None, url: str | None = None):
         self.engine = engine or db.get_engine(url)
@@ -221,7 +222,8 @@ class SqlRunStorage(DeploymentStorage, WorkPoolStorage, ConcurrencyStorage):
             state=_state(r), state_type=r.state_type, state_name=r.state_name, created=_ts(r.created),
             deployment_id=r.deployment_id, idempotency_key=r.idempotency_key, auto_scheduled=bool(r.auto_scheduled),
             work_pool_name=r.work_pool_name, job_variables=r.job_variables or {}, worker_name=r.worker_name,
-            infrastructure_pid=r.infrastructure_pid)
+            infrastructure_pid=r.infrastructure_pid, work_queue_name=r.work_queue_name,
+            work_queue_id=r.work_queue_id)
 
     def _flow_runs_where(self, q: sa.Select[Any], flow_filter: F.FlowFilter | None,
                          flow_run_filter: F.FlowRunFilter | None, task_run_filter: F.TaskRunFilter | None

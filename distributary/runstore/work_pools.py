@@ -8,6 +8,7 @@ import copy
 import datetime as dt
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -15,11 +16,12 @@ import sqlalchemy as sa
 from ..errors import ConfigurationError, ObjectNotFound
 from ..schemas import objects as O
 from ..states import StateType
-from .deployments import SCHEDULED, _insert
+from .deployments import SCHEDULED, _epoch, _insert
 from .models import TABLES
+from .work_queues import DEFAULT_QUEUE, add_queue
 
 flow_run_t, state_t = TABLES["flow_run"], TABLES["run_state"]
-pool_t, worker_t = TABLES["work_pool"], TABLES["worker"]
+pool_t, worker_t, queue_t = TABLES["work_pool"], TABLES["worker"], TABLES["work_queue"]
 POOL_TYPES = ("process", "dask", "ray", "docker", "kubernetes")
 ACTIVE = (StateType.PENDING.value, StateType.RUNNING.value, StateType.CANCELLING.value)
 HEARTBEAT_TIMEOUT = 90.0  # seconds without a heartbeat after which a worker's runs are Crashed
@@ -90,7 +92,7 @@ class WorkPoolStorage:
     def _pool(self, r: Any) -> O.WorkPool:
         return O.WorkPool(id=r.id, name=r.name, type=r.type, description=r.description, is_paused=bool(r.paused),
                           concurrency_limit=r.concurrency_limit, base_job_template=r.base_job_template or {},
-                          created=_ts(r.created), updated=_ts(r.updated))
+                          default_queue_id=r.default_queue_id, created=_ts(r.created), updated=_ts(r.updated))
 
     def create_work_pool(self, name: str, type: str = "process", description: str | None = None,
                          base_job_template: dict[str, Any] | None = None, concurrency_limit: int | None = None,
@@ -103,6 +105,9 @@ class WorkPoolStorage:
                 id=str(uuid.uuid4()), name=name, type=type, description=description, paused=paused,
                 concurrency_limit=concurrency_limit, base_job_template=base_job_template or default_job_template(type),
                 created=now, updated=now).on_conflict_do_nothing(index_elements=["name"]).returning(pool_t.c.id)).first()
+            if got is not None:  # every pool has its default queue (Prefect's `default_queue_id`)
+                qid = add_queue(conn, got.id, DEFAULT_QUEUE, priority=1, description="The work pool's default queue.")
+                conn.execute(sa.update(pool_t).where(pool_t.c.id == got.id).values(default_queue_id=qid))
         if got is None:
             raise ConfigurationError(f"work pool {name!r} already exists (`distributary work-pool inspect {name}`)")
         return self.read_work_pool(name)
@@ -131,9 +136,11 @@ class WorkPoolStorage:
 
     def delete_work_pool(self, name: str) -> None:
         with self.engine.begin() as conn:
-            if not conn.execute(sa.delete(pool_t).where(pool_t.c.name == name)).rowcount:
+            pool_id = conn.execute(sa.select(pool_t.c.id).where(pool_t.c.name == name)).scalar()
+            if pool_id is None or not conn.execute(sa.delete(pool_t).where(pool_t.c.id == pool_id)).rowcount:
                 raise ObjectNotFound(f"work pool {name!r} does not exist")
             conn.execute(sa.delete(worker_t).where(worker_t.c.work_pool_name == name))
+            conn.execute(sa.delete(queue_t).where(queue_t.c.work_pool_id == pool_id))
 
     # -- workers -------------------------------------------------------------------------------------------------
     def worker_heartbeat(self, work_pool_name: str, worker_name: str) -> None:
@@ -151,33 +158,92 @@ class WorkPoolStorage:
                              last_heartbeat_time=_ts(r.last_heartbeat), created=_ts(r.created))
                     for r in conn.execute(q)]
 
-    def claim_pool_runs(self, work_pool_name: str, worker_name: str, limit: int) -> list[O.FlowRun]:
-        """Claim up to `limit` due runs of the pool for this worker (each claim an atomic Scheduled -> Pending,
-        so of several workers exactly one gets a run). Nothing while the pool is paused or at its limit."""
+    def _pool_queues(self, work_pool_name: str, limit: int, work_queue_names: Iterable[str] | None
+                     ) -> tuple[int, list[Any]]:
+        """How many runs the pool may start now (its limit) and its queues (or those named) in claim order:
+        priority (lower first), then name. Nothing for a paused pool."""
         c = flow_run_t.c
         with self._read() as conn:
             pool = conn.execute(sa.select(pool_t).where(pool_t.c.name == work_pool_name)).first()
             if pool is None or pool.paused or limit <= 0:
-                return []
+                return 0, []
             if pool.concurrency_limit is not None:
                 busy = conn.execute(sa.select(sa.func.count()).select_from(flow_run_t).where(
                     c.work_pool_name == work_pool_name, c.state_type.in_(ACTIVE))).scalar() or 0
                 limit = min(limit, pool.concurrency_limit - int(busy))
-                if limit <= 0:
-                    return []
-            due = [r.id for r in conn.execute(sa.select(c.id).where(
-                c.work_pool_name == work_pool_name, c.state_type == SCHEDULED, c.expected_start_time <= time.time())
-                .order_by(c.expected_start_time, c.id).limit(limit * 3))]
-        claimed: list[str] = []
-        for rid in due:  # each claim checks the pool's and the deployment's limits atomically (claims.py)
-            if len(claimed) >= limit:
-                break
-            if self.claim_flow_run(rid, message=f"claimed by worker {worker_name}", worker_name=worker_name):
-                claimed.append(rid)
-        if not claimed:
+            q = sa.select(queue_t).where(queue_t.c.work_pool_id == pool.id)
+            if work_queue_names is not None:
+                q = q.where(queue_t.c.name.in_(list(work_queue_names)))
+            return limit, list(conn.execute(q.order_by(queue_t.c.priority, queue_t.c.name)))
+
+    def _queue_due(self, queue: Any, room: int, now: float) -> list[str]:
+        """Up to `room` (times 3, for lost claims) due runs of a queue, oldest first; none from a paused queue,
+        and at most what its concurrency limit leaves."""
+        c = flow_run_t.c
+        if queue.paused or room <= 0:
             return []
         with self._read() as conn:
-            return [self._flow_run(r) for r in conn.execute(sa.select(flow_run_t).where(c.id.in_(claimed)))]
+            if queue.concurrency_limit is not None:
+                busy = conn.execute(sa.select(sa.func.count()).select_from(flow_run_t).where(
+                    c.work_queue_id == queue.id, c.state_type.in_(ACTIVE))).scalar() or 0
+                room = min(room, queue.concurrency_limit - int(busy))
+                if room <= 0:
+                    return []
+            return [r.id for r in conn.execute(sa.select(c.id).where(
+                c.work_queue_id == queue.id, c.state_type == SCHEDULED, c.expected_start_time <= now)
+                .order_by(c.expected_start_time, c.id).limit(room))]
+
+    def _runs(self, ids: list[str]) -> list[O.FlowRun]:
+        if not ids:
+            return []
+        with self._read() as conn:
+            rows = {r.id: self._flow_run(r) for r in conn.execute(sa.select(flow_run_t).where(
+                flow_run_t.c.id.in_(ids)))}
+        return [rows[i] for i in ids if i in rows]
+
+    def read_pool_due_runs(self, work_pool_name: str, before: dt.datetime | float | None = None,
+                           after: dt.datetime | float | None = None, limit: int = 10,
+                           work_queue_names: Iterable[str] | None = None) -> list[O.FlowRun]:
+        """The due runs a worker would claim, unclaimed: by queue priority, then scheduled time (Prefect's
+        `get_scheduled_flow_runs` without a worker name)."""
+        until = _epoch(before, time.time()) or time.time()
+        room, queues = self._pool_queues(work_pool_name, limit, work_queue_names)
+        ids: list[str] = []
+        for queue in queues:
+            if room - len(ids) <= 0:
+                break
+            ids += self._queue_due(queue, room - len(ids), until)
+        runs = self._runs(ids)
+        since = _epoch(after)
+        if since is not None:
+            runs = [r for r in runs if r.expected_start_time and r.expected_start_time.timestamp() > since]
+        return runs
+
+    def claim_pool_runs(self, work_pool_name: str, worker_name: str, limit: int,
+                        work_queue_names: Iterable[str] | None = None) -> list[O.FlowRun]:
+        """Claim up to `limit` due runs of the pool for this worker, from its queues (or those named) in priority
+        order (lower first; ties by name), each claim an atomic Scheduled -> Pending, so of several workers
+        exactly one gets a run. Nothing while the pool is paused or at its limit; nothing from a paused queue or
+        one at its limit (claims.py checks the limits again in each claim's transaction)."""
+        now = time.time()
+        limit, queues = self._pool_queues(work_pool_name, limit, work_queue_names)
+        claimed: list[str] = []
+        for queue in queues:
+            room = limit - len(claimed)
+            if room <= 0:
+                break
+            got = 0
+            for rid in self._queue_due(queue, room * 3, now):  # a few spare: other workers win some claims
+                if got >= room:
+                    break
+                if self.claim_flow_run(rid, message=f"claimed by worker {worker_name}", worker_name=worker_name):
+                    claimed.append(rid)
+                    got += 1
+        stale = [q.id for q in queues if q.last_polled is None or q.last_polled < now - 5]
+        if stale:  # Prefect's queue status: READY while polled (written every few seconds, not every poll)
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(queue_t).where(queue_t.c.id.in_(stale)).values(last_polled=now))
+        return self._runs(claimed)
 
     def crash_orphaned_runs(self, work_pool_name: str, timeout: float = HEARTBEAT_TIMEOUT) -> list[str]:
         """Runs of the pool left Pending/Running by a worker whose heartbeat stopped `timeout` s ago: Crashed.

@@ -84,6 +84,8 @@ class FlowRun(ObjectBase):
     job_variables: dict[str, Any] = Field(default_factory=dict)
     worker_name: str | None = None
     infrastructure_pid: str | None = None
+    work_queue_name: str | None = None
+    work_queue_id: uuid.UUID | None = None
 
 
 class TaskRun(ObjectBase):
@@ -237,8 +239,34 @@ class WorkPool(ObjectBase):
     is_paused: bool = False
     concurrency_limit: int | None = None
     base_job_template: dict[str, Any] = Field(default_factory=dict)
+    default_queue_id: uuid.UUID | None = None
     created: dt.datetime | None = None
     updated: dt.datetime | None = None
+
+
+class WorkQueue(ObjectBase):
+    """A queue of a work pool (Prefect's `WorkQueue`): workers claim its runs by `priority` (lower first), none
+    while it is paused, and at most `concurrency_limit` of them Pending/Running at once."""
+    id: uuid.UUID
+    name: str
+    work_pool_id: uuid.UUID
+    work_pool_name: str | None = None
+    description: str | None = None
+    priority: int = 1
+    concurrency_limit: int | None = None
+    is_paused: bool = False
+    last_polled: dt.datetime | None = None
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """Prefect's WorkQueueStatus: PAUSED, READY (polled in the last 60 s) or NOT_READY."""
+        if self.is_paused:
+            return "PAUSED"
+        if self.last_polled is not None and (dt.datetime.now(dt.timezone.utc) - self.last_polled).total_seconds() < 60:
+            return "READY"
+        return "NOT_READY"
 
 
 class Worker(ObjectBase):

@@ -49,16 +49,20 @@ class StoredDeployment:
 
 
 class ProcessWorker(Runner):
-    """`distributary worker start --pool NAME [--limit N] [--name NAME]`."""
+    """`distributary worker start --pool NAME [--work-queue Q ...] [--limit N] [--name NAME]`: claims from the
+    pool's queues (or only `work_queues`) by priority."""
 
     type = "process"
 
     def __init__(self, work_pool_name: str, name: str | None = None, limit: int | None = None,
-                 query_seconds: float | None = None, storage: Any = None):
+                 query_seconds: float | None = None, storage: Any = None, work_queues: list[str] | None = None):
         super().__init__(name=name or f"{socket.gethostname()}-{os.getpid()}", limit=limit,
                          query_seconds=query_seconds, pause_on_shutdown=False, storage=storage)
         self.work_pool_name = work_pool_name
+        self.work_queues = list(work_queues) if work_queues else None
         self.pool = self.storage.read_work_pool(work_pool_name)  # a clear error if it does not exist
+        for queue in self.work_queues or ():
+            self.storage.read_work_queue_by_name(work_pool_name, queue)  # likewise for a queue
         self._known: dict[str, StoredDeployment] = {}
 
     def _starting_message(self) -> str:
@@ -91,7 +95,8 @@ class ProcessWorker(Runner):
         if self._stop.is_set():
             return
         room = (self.limit if self.limit is not None else 1_000_000) - len(self.in_flight)
-        for run in self.storage.claim_pool_runs(self.work_pool_name, self.name, min(room, 100)):
+        for run in self.storage.claim_pool_runs(self.work_pool_name, self.name, min(room, 100),
+                                                work_queue_names=self.work_queues):
             self._launch(run, self._deployment(run.deployment_id))
 
     def _deployment(self, deployment_id: Any) -> StoredDeployment:

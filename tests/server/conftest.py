@@ -7,6 +7,7 @@ import itertools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,13 @@ def any_server(request: pytest.FixtureRequest, start_server: Callable[..., Serve
         return start_server()
     url = request.getfixturevalue("api_pg_server").create_database(f"api{next(_databases)}")
     return start_server(env={"DISTRIBUTARY_API_DATABASE_CONNECTION_URL": url})
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[Any]:
+    """The HTTP run store (`ApiRunStorage`) of the `server` fixture."""
+    from distributary.runstore.api_storage import ApiRunStorage
+
+    st = ApiRunStorage(server.api_url)
+    yield st
+    st.close()

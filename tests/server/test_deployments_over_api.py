@@ -39,13 +39,6 @@ FLOWS = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture
-def api(server):
-    st = ApiRunStorage(server.api_url)
-    yield st
-    st.close()
-
-
 def test_work_pool_routes(server, api):
     pool = api.create_work_pool("local", type="process", concurrency_limit=4)
     assert pool.type == "process" and pool.concurrency_limit == 4

@@ -20,12 +20,13 @@ def api_router() -> APIRouter:
         task_runs,
         variables,
         work_pools,
+        work_queues,
     )
 
     root = APIRouter()
     for router in (admin.router, flows.router, flow_runs.router, flow_runs.states_router, task_runs.router,
                    task_runs.states_router, logs.router, artifacts.router, variables.router, deployments.router,
-                   work_pools.router, flow_run_control.router, concurrency_limits.router,
-                   concurrency_limits.tag_router, automations.router, ingest.router):
+                   work_pools.router, work_queues.pool_router, work_queues.router, flow_run_control.router,
+                   concurrency_limits.router, concurrency_limits.tag_router, automations.router, ingest.router):
         root.include_router(router)
     return root

@@ -129,7 +129,8 @@ def flow_run_json(run: O.FlowRun) -> dict[str, Any]:
              expected_start_time=_iso(run.expected_start_time))
     d["state"] = state_json(run.state, flow_run_id=run.id)
     d["state_id"] = d["state"]["id"] if d["state"] else None
-    d.update(deployment_id=_str(run.deployment_id), work_queue_name=None, work_pool_name=run.work_pool_name,
+    d.update(deployment_id=_str(run.deployment_id), work_queue_name=run.work_queue_name,
+             work_queue_id=_str(run.work_queue_id), work_pool_name=run.work_pool_name,
              idempotency_key=run.idempotency_key, context={}, auto_scheduled=run.auto_scheduled,
              job_variables=run.job_variables, infrastructure_pid=run.infrastructure_pid, created_by=None,
              worker_name=run.worker_name)
@@ -160,7 +161,8 @@ def flow_run_rows_json(rows: Iterable[Any]) -> list[dict[str, Any]]:
             "parent_task_run_id": r.parent_task_run_id, "parent_flow_run_id": r.parent_flow_run_id,
             "expected_start_time": _utc(r.expected_start_time), "state": state,
             "state_id": state["id"] if state is not None else None, "deployment_id": r.deployment_id,
-            "work_queue_name": None, "work_pool_name": r.work_pool_name, "idempotency_key": r.idempotency_key,
+            "work_queue_name": r.work_queue_name, "work_queue_id": r.work_queue_id,
+            "work_pool_name": r.work_pool_name, "idempotency_key": r.idempotency_key,
             "context": {}, "auto_scheduled": bool(r.auto_scheduled),
             "job_variables": _fragment(r.job_variables, b"{}"), "infrastructure_pid": r.infrastructure_pid,
             "created_by": None,

@@ -19,7 +19,7 @@ from pydantic import Field
 from ...errors import ConfigurationError
 from ...schemas import objects as O
 from ..deps import Storage
-from ._common import Body, Page, flow_run_json, respond
+from ._common import Body, Page, _str, flow_run_json, respond
 
 router = APIRouter(prefix="/work_pools", tags=["work pools"])
 
@@ -76,7 +76,7 @@ class WorkersFilter(Page):
 
 def work_pool_json(pool: O.WorkPool) -> dict[str, Any]:
     d = pool.model_dump(mode="json")
-    d.update(status="PAUSED" if pool.is_paused else "READY", default_queue_id=None, storage_configuration={})
+    d.update(status="PAUSED" if pool.is_paused else "READY", storage_configuration={})
     return d
 
 
@@ -141,17 +141,18 @@ def delete_work_pool(name: str, storage: Storage) -> Response:
 
 @router.post("/{name}/get_scheduled_flow_runs")
 def get_scheduled_flow_runs(name: str, body: ScheduledRunsQuery, storage: Storage) -> JSONResponse:
-    """Due runs of the pool, in Prefect's WorkerFlowRunResponse shape; claimed for `worker_name` when given."""
+    """Due runs of the pool's queues (those in `work_queue_names`, or all), by queue priority then scheduled time,
+    in Prefect's WorkerFlowRunResponse shape; claimed for `worker_name` when given."""
     pool = storage.read_work_pool(name)
     limit = body.limit if body.limit is not None else 10
     if body.worker_name:
         storage.worker_heartbeat(name, body.worker_name)
-        runs = storage.claim_pool_runs(name, body.worker_name, limit)
+        runs = storage.claim_pool_runs(name, body.worker_name, limit, work_queue_names=body.work_queue_names)
     else:
-        ids = storage.read_pool_deployment_ids(name)
-        runs = [] if pool.is_paused else storage.read_due_runs(
-            ids, before=body.scheduled_before or time.time(), after=body.scheduled_after, limit=limit)
-    return respond([{"work_pool_id": str(pool.id), "work_queue_id": None, "flow_run": flow_run_json(r)}
+        runs = storage.read_pool_due_runs(name, before=body.scheduled_before or time.time(),
+                                          after=body.scheduled_after, limit=limit,
+                                          work_queue_names=body.work_queue_names)
+    return respond([{"work_pool_id": str(pool.id), "work_queue_id": _str(r.work_queue_id), "flow_run": flow_run_json(r)}
                     for r in runs])
 
 
