@@ -11,11 +11,12 @@ One deliberate difference from Prefect: NO_CACHE absorbs, so `NO_CACHE + INPUTS`
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import CacheKeyError, ConfigurationError
-from .hashing import hash_parameters, source_of, stable_hash
+from .hashing import finish_hash, hash_parameters, hash_prefix, source_of, stable_hash
 
 CacheKeyFn = Callable[[Any, dict[str, Any]], Optional[str]]
 
@@ -157,7 +158,9 @@ class Inputs(CachePolicy):
                     **kwargs: Any) -> str | None:
         if not inputs:
             return None  # as in Prefect: a task without inputs has no inputs key
-        return stable_hash("inputs", _task_key(task_ctx), hash_parameters(inputs, exclude=set(self.exclude)))
+        # = stable_hash("inputs", task key, hash_parameters(inputs, exclude)), the first two hashed once per task
+        return finish_hash(_prefix("inputs", _task_key(task_ctx)),
+                           hash_parameters(inputs, exclude=self.exclude and set(self.exclude)))
 
     def __sub__(self, other: str) -> CachePolicy:
         _check_input_name(other)
@@ -173,8 +176,20 @@ class TaskSource(CachePolicy):
                     **kwargs: Any) -> str | None:
         if task_ctx is None:
             return None
-        source = getattr(task_ctx.task, "source_code", None) or source_of(task_ctx.task.fn)
-        return stable_hash("task_source", _task_key(task_ctx), source)
+        task = task_ctx.task
+        source = getattr(task, "source_code", None)
+        if source:
+            return stable_hash("task_source", _task_key(task_ctx), source)
+        fn = task.fn
+        task_key = _task_key(task_ctx)
+        try:  # the key of a function's source, made once per function (reading the source is slow)
+            known = _SOURCE_KEYS.get(fn)
+        except TypeError:  # a callable that cannot be weakly referenced or hashed
+            return stable_hash("task_source", task_key, source_of(fn))
+        if known is None or known[0] != task_key:
+            known = (task_key, stable_hash("task_source", task_key, source_of(fn)))
+            _SOURCE_KEYS[fn] = known
+        return known[1]
 
 
 @dataclass
@@ -205,6 +220,21 @@ class RunId(CachePolicy):
         if run_id is None:
             run_id = task_ctx.task_run.id
         return stable_hash("run_id", _task_key(task_ctx), str(run_id))
+
+
+_SOURCE_KEYS: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
+_PREFIXES: dict[tuple[str, Any], Any] = {}  # (policy, task key) -> hash_prefix state
+
+
+def _prefix(policy: str, task_key: Any) -> Any:
+    """The hashed start of the keys `policy` makes for the task `task_key`: `stable_hash(policy, task_key, x)`
+    = `finish_hash(_prefix(policy, task_key), x)`."""
+    got = _PREFIXES.get((policy, task_key))
+    if got is None:
+        if len(_PREFIXES) >= 10_000:
+            _PREFIXES.clear()
+        got = _PREFIXES[(policy, task_key)] = hash_prefix(3, policy, task_key)
+    return got
 
 
 def _task_key(task_ctx: Any) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import settings
@@ -19,13 +20,15 @@ if TYPE_CHECKING:
     from ..context import FlowRunContext, TaskRunContext
 
 log = logging.getLogger("distributary.results")
+_pid = os.getpid
 
 
 class ResultOptions:
     """Everything about results that applies to one task within one flow run. Picklable."""
 
     __slots__ = ("persist", "storage", "serializer", "storage_key", "cache_policy", "cache_expiration",
-                 "refresh_cache", "in_memory", "isolation", "lease_seconds", "lock_manager")
+                 "refresh_cache", "in_memory", "isolation", "lease_seconds", "lock_manager", "_store")
+    _STATE = __slots__[:-1]  # what travels: the resolved store (`_store`) is resolved again where it lands
 
     def __init__(self, persist: bool, storage: Any, serializer: Any, storage_key: str | None, cache_policy: Any,
                  cache_expiration: _dt.timedelta | None, refresh_cache: bool, in_memory: bool, isolation: Any,
@@ -41,18 +44,26 @@ class ResultOptions:
         self.isolation = isolation
         self.lease_seconds = lease_seconds
         self.lock_manager = lock_manager  # a distributary.locking manager; None: the store's leases
+        self._store: tuple[int, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
+        self._store = None
 
     def store(self) -> Any:
+        """The result store, resolved once per process (each task run of a map asks for it several times)."""
+        got = self._store
+        if got is not None and got[0] == _pid():
+            return got[1]
         from ..results import resolve_store
 
-        return resolve_store(self.storage)
+        store = resolve_store(self.storage)
+        self._store = (_pid(), store)
+        return store
 
     def get_serializer(self) -> Any:
         from ..serializers import get_serializer

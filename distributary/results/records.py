@@ -19,6 +19,7 @@ META_SUFFIX = ".meta.json"
 DATA_SUFFIX = ".data"
 INLINE_MAX = 64 * 2**10
 """Results whose serialized bytes are at most this long (64 KiB) are kept inside their record."""
+_DECODER = json.JSONDecoder()
 
 
 def utcnow() -> dt.datetime:
@@ -77,7 +78,13 @@ class ResultRecord:
     def from_json(cls, data: bytes | str) -> "ResultRecord":
         """Parse a record; raises ValueError (with what is wrong) for anything that is not a valid record."""
         try:
-            raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            try:  # json.loads less its wrapper (a cache hit parses one record)
+                raw, end = _DECODER.raw_decode(text)
+                if end != len(text) and not text[end:].isspace():
+                    raise ValueError("extra data")
+            except ValueError:
+                raw = json.loads(text)  # leading white space is fine; anything else raises what is wrong
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not JSON ({exc})") from exc
         if not isinstance(raw, dict):
@@ -94,23 +101,27 @@ class ResultRecord:
             data_path = raw.get("data_path")
             if version >= 2 and (inline is None) == (data_path is None):
                 raise ValueError("a format 2 record has exactly one of 'inline' and 'data_path'")
-            return cls(
-                key=str(raw["key"]),
-                data_url=str(raw["data_url"]) if raw.get("data_url") is not None else None,
-                serializer=serializer,
-                size=int(raw["size"]),
-                checksum=str(raw["checksum"]),
-                created=_parse_time(raw["created"]),
-                expiration=_parse_time(raw["expiration"]) if raw.get("expiration") is not None else None,
-                task_identity=raw.get("task_identity"),
-                inline=base64.b64decode(inline, validate=True) if inline is not None else None,
-                data_path=str(data_path) if data_path is not None and version >= 2 else None,
-                version=version,
-            )
+            fields = {
+                "key": str(raw["key"]),
+                "data_url": str(raw["data_url"]) if raw.get("data_url") is not None else None,
+                "serializer": serializer,
+                "size": int(raw["size"]),
+                "checksum": str(raw["checksum"]),
+                "created": _parse_time(raw["created"]),
+                "expiration": _parse_time(raw["expiration"]) if raw.get("expiration") is not None else None,
+                "task_identity": raw.get("task_identity"),
+                "inline": base64.b64decode(inline, validate=True) if inline is not None else None,
+                "data_path": str(data_path) if data_path is not None and version >= 2 else None,
+                "version": version,
+            }
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad field value ({exc})") from exc
+        # Every field at once, as the frozen dataclass's __init__ would set them one by one (a quarter of the cost)
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        return record
 
 
 def _parse_time(text: Any) -> dt.datetime:

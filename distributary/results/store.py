@@ -73,6 +73,7 @@ class ResultStore:
             self.base_path = fs._strip_protocol(base_path).rstrip("/")
             self.url = fs.unstrip_protocol(self.base_path).rstrip("/")
         self._backend = LocalBackend() if self.is_local else FsspecBackend(fs)
+        self._public_options = storage_glue.public_storage_options(self.storage_options)  # what refs carry
         self._leases: dict[tuple[str, int], Lease] = {}  # leases held here, by (key, thread): see write()
 
     # -- pickling: by URL and options, never by file system instance ---------------------------------------------
@@ -126,7 +127,8 @@ class ResultStore:
         """A portable reference to the result under a key (or a record's key)."""
         key = record_or_key.key if isinstance(record_or_key, ResultRecord) else record_or_key
         _check_key(key)
-        return ResultRef(self.url, key, storage_glue.public_storage_options(self.storage_options))
+        options = self._public_options
+        return ResultRef(self.url, key, dict(options) if options else {})
 
     # -- results --------------------------------------------------------------------------------------------------
     def write(self, key: str, value: Any, serializer: str | Mapping[str, Any] | Serializer | None = None, *,
@@ -199,25 +201,28 @@ class ResultStore:
         """Load the value a record describes, after checking the size and checksum of its bytes. Raises
         `MissingResult` when the data is gone, `CorruptResult` when it does not match its record, and
         `ResultStoreError` when the serializer the record names cannot load it."""
-        for attempt in range(_READ_RETRIES + 1):
+        data: Any = record.inline
+        if data is not None:  # inside its record (the URL for messages is made only when one is needed)
+            if len(data) == record.size and checksum_matches(record.checksum, data):
+                return self._loads(record, data, None)
+            url = self.record_url(record.key)
+        for attempt in range(_READ_RETRIES + 1 if data is None else 0):
             path = self.data_path(record)
-            if path is None:
-                data: Any = record.inline
-                url = self.record_url(record.key)
-            else:
-                url = self._path_url(path)
-                try:
-                    data = self._io("read", url, self._backend.read_data, path)
-                except FileNotFoundError:
-                    # Superseded by an overwrite since we read the record? Then the new record says where to look.
-                    newer = self.read_record(record.key)
-                    if newer is None or newer == record or attempt == _READ_RETRIES:
-                        raise MissingResult(
-                            f"The result {url} is gone: its record exists but its data does not (deleted, or "
-                            "expired by a bucket lifecycle rule?). Recompute it, e.g. with refresh_cache=True."
-                        ) from None
-                    record = newer
-                    continue
+            if path is None:  # a re-read record now holds its data inline
+                return self.read_value(record)
+            url = self._path_url(path)
+            try:
+                data = self._io("read", url, self._backend.read_data, path)
+            except FileNotFoundError:
+                # Superseded by an overwrite since we read the record? Then the new record says where to look.
+                newer = self.read_record(record.key)
+                if newer is None or newer == record or attempt == _READ_RETRIES:
+                    raise MissingResult(
+                        f"The result {url} is gone: its record exists but its data does not (deleted, or "
+                        "expired by a bucket lifecycle rule?). Recompute it, e.g. with refresh_cache=True."
+                    ) from None
+                record = newer
+                continue
             if len(data) == record.size and checksum_matches(record.checksum, data):
                 return self._loads(record, data, url)
             if record.version >= 2 or attempt == _READ_RETRIES:
@@ -233,13 +238,16 @@ class ResultStore:
             f"says {record.size} bytes, checksum {record.checksum}): it is corrupt or truncated. Delete it "
             "(store.delete(key)) or recompute it with refresh_cache=True.")
 
-    def _loads(self, record: ResultRecord, data: Any, url: str) -> Any:
+    def _loads(self, record: ResultRecord, data: Any, url: str | None) -> Any:
+        """`url`: where the data was read (None: inside its record)."""
         serializer = get_serializer(record.serializer)
         try:
             return serializer.loads(data)
         except DistributaryError:
             raise
         except Exception as exc:
+            if url is None:
+                url = self.record_url(record.key)
             raise ResultStoreError(
                 f"The result {url} (key {record.key!r}) could not be loaded with the serializer its record names "
                 f"({record.serializer.get('type')!r}): {type(exc).__name__}: {exc}. The data matches its "
