@@ -127,6 +127,7 @@ class ApiRunStorage(ApiDeploymentStorage, ApiConcurrencyStorage):
         """Send `batch` to `POST /ingest` in parts. What was sent is taken out of `batch`, so a failure part way
         leaves in it exactly what is still to send (the sink retries it). A part the server refuses as malformed
         (422) cannot succeed later: it is reported as lost, loudly, and dropped."""
+        batch.expand()
         while len(batch):
             part, taken = _take(batch, self.chunk_rows)
             data = json.dumps(part.to_dict(decode=True), default=str, separators=(",", ":")).encode()

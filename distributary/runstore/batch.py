@@ -29,10 +29,12 @@ def result_ref_row(ref: Any) -> dict[str, Any] | None:
 
 class Batch:
     """Rows to write in one transaction. Flow runs, task runs and artifacts are upserts by id (the newest row
-    wins); states and logs are appended; artifact updates (progress) change existing rows."""
+    wins); states and logs are appended; artifact updates (progress) change existing rows. Task runs may also
+    come compact (`compact`: (created, flat encoding, count) chunks from `rows.compact_task_runs`, oldest first),
+    made into rows by `expand()` where the batch is written."""
 
-    __slots__ = ("flows", "flow_runs", "task_runs", "states", "logs", "artifacts", "artifact_updates")
-    FIELDS = __slots__
+    FIELDS = ("flows", "flow_runs", "task_runs", "states", "logs", "artifacts", "artifact_updates")
+    __slots__ = (*FIELDS, "compact")
 
     def __init__(self) -> None:
         self.flows: dict[str, dict[str, Any]] = {}
@@ -42,9 +44,19 @@ class Batch:
         self.logs: list[dict[str, Any]] = []
         self.artifacts: dict[str, dict[str, Any]] = {}
         self.artifact_updates: dict[str, dict[str, Any]] = {}
+        self.compact: list[tuple[float, list[Any], int]] = []
 
     def __len__(self) -> int:
-        return sum(len(getattr(self, f)) for f in self.FIELDS)
+        return sum(len(getattr(self, f)) for f in self.FIELDS) + sum(c[2] for c in self.compact)
+
+    def expand(self) -> None:
+        """Make the compact task runs rows (`task_runs`); a no-op once done."""
+        if self.compact:
+            from .rows import task_run_rows
+
+            for now, flat, _ in self.compact:
+                task_run_rows(flat, now, self.task_runs)
+            self.compact = []
 
     def add_artifact(self, data: dict[str, Any]) -> None:
         """An `artifact` event: a new artifact (version), or `{"op": "update", "id", "data", "updated"}`."""
@@ -63,6 +75,8 @@ class Batch:
         self.artifacts[aid] = row
 
     def merge(self, other: Batch) -> None:
+        if self.compact and (other.task_runs or other.compact):
+            self.expand()  # a batch's compact runs are newer than its rows: keep that order
         self.flows.update(other.flows)
         self.flow_runs.update(other.flow_runs)
         self.task_runs.update(other.task_runs)
@@ -70,11 +84,14 @@ class Batch:
         self.logs.extend(other.logs)
         self.artifacts.update(other.artifacts)
         self.artifact_updates.update(other.artifact_updates)
+        self.compact.extend(other.compact)
 
     def to_dict(self, decode: bool = False) -> dict[str, Any]:
         """The rows by field; `decode`: JSON values the sink encoded itself (`Json`) as plain values again (for
         a JSON body, where they would otherwise travel as strings)."""
-        d = {f: getattr(self, f) for f in self.FIELDS}
+        d: dict[str, Any] = {f: getattr(self, f) for f in self.FIELDS}
+        if self.compact:
+            d["compact"] = self.compact
         if decode:
             for f, rows in d.items():
                 listed = rows.values() if isinstance(rows, dict) else rows
@@ -86,7 +103,7 @@ class Batch:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Batch:
         b = cls()
-        for f in cls.FIELDS:
+        for f in (*cls.FIELDS, "compact"):
             if f in d:
                 setattr(b, f, d[f])
         return b
@@ -179,6 +196,7 @@ class Json(str):
 def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
     """Run a batch's statements on a DB-API cursor inside the caller's transaction (rows it holds already are
     not appended again: `drop_stored`)."""
+    batch.expand()
     drop_stored(cursor, dialect, batch)
     for table, field, how in WRITE_ORDER:
         rows = getattr(batch, field)

@@ -10,7 +10,6 @@ written by the next sink that starts. Anything that cannot be kept is reported a
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import pickle
@@ -31,10 +30,11 @@ from ..runs import (
     STATE_CHANGED,
     STATES_CHANGED,
     TASK_RUNS_CREATED,
+    FlowRun,
     RunEvent,
 )
-from ..states import StateType
-from .batch import Batch, Json, flow_id_for, result_ref_row
+from .batch import Batch, flow_id_for
+from .rows import compact_task_runs, flow_run_row, log_row, state_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
@@ -42,20 +42,9 @@ WRITE_INTERVAL = 1.0       # seconds the writer gathers events before writing th
 WRITE_AT = 300_000         # ... or until this many events are waiting
 PENDING_DELAY = 5.0        # seconds a created task run that has not started yet waits before its row is written
 FLUSH_MAX = 60.0           # the longest flush() waits, even with no timeout
+PROCESS_AT = 5_000         # task runs (in a batch, or created at once) from which SQLite is written by a process
+PROCESS_WRITE_INTERVAL = 0.2  # seconds the writer gathers events once a writer process writes them
 _log = logging.getLogger("distributary.runstore")
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` if JSON can hold it, else a JSON-safe copy (objects become their repr)."""
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return json.loads(json.dumps(value, default=repr))
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 class RunStoreSink:
@@ -80,13 +69,19 @@ class RunStoreSink:
         self._created: list[Any] = []  # the created task runs not in _task_flow yet (indexed when a log needs it)
         # task runs created but not started yet: their row waits (PENDING_DELAY) for the run's next state, so a
         # short run's row is built and written once, not once Pending and again when it finished
-        self._waiting: dict[Any, tuple[Any, Any, float]] = {}
-        self._next_waiting: dict[Any, tuple[Any, Any, float]] = {}  # what waits once this write is done
+        self._waiting: dict[Any, Any] = {}      # task run -> its state (the one it was created in)
+        self._since: dict[Any, float] = {}      # task run -> when it began waiting (time.monotonic())
+        self._next_waiting: dict[Any, Any] = {}  # what waits once this write is done
+        self._next_since: dict[Any, float] = {}
         self._failing_since: float | None = None
         self._failures = 0  # failed writes so far
         self._flush_requested = False
         self._lost = 0
         self._closed = False
+        self._large = False  # this process records many task runs: SQLite is written by a writer process
+        self._process: Any = None  # the WriterProcess, once started
+        self._process_failed = False
+        self._interval = WRITE_INTERVAL
         self._thread = threading.Thread(target=self._loop, name="distributary-runstore-writer", daemon=True)
         self._thread.start()
 
@@ -127,6 +122,9 @@ class RunStoreSink:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=1.0)
+        if self._process is not None and not self._thread.is_alive():
+            self._process.close()
+            self._process = None
         if not ok:
             self._spool_held()
         return ok
@@ -170,9 +168,9 @@ class RunStoreSink:
                     self._cond.wait()
                 # Coalesce: a run created, started and finished within one interval is one row built and
                 # written once, and the writer competes less with a busy flow for the interpreter.
-                deadline = time.monotonic() + WRITE_INTERVAL
+                deadline = time.monotonic() + self._interval
                 while (not self._flush_requested and not self._closed and len(self._pending) < WRITE_AT
-                       and self._held is None):
+                       and self._held is None and (self._large or len(self._pending) < PROCESS_AT)):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -189,10 +187,12 @@ class RunStoreSink:
             except Exception:
                 _log.exception("The run store could not record %d run events; they are lost.", len(events))
                 self._lost += len(events)
+            if self._large and self._process is None and not self._process_failed:
+                self._start_process()
             if len(batch) and not self._write(batch):
                 self._hold(batch)
                 with self._cond:
-                    self._waiting = self._next_waiting
+                    self._waiting, self._since = self._next_waiting, self._next_since
                     self._done += len(events)  # kept: counted as handled so flush() reports them as held
                     self._cond.notify_all()
                     if self._closed:
@@ -202,14 +202,51 @@ class RunStoreSink:
                 continue
             delay = 0.1
             with self._cond:
-                self._waiting = self._next_waiting
+                self._waiting, self._since = self._next_waiting, self._next_since
                 self._held = None
                 self._done += len(events)
                 self._cond.notify_all()
 
+    def _start_process(self) -> None:
+        """Start the writer process, if the store is a SQLite file (any other store is written here). It starts
+        while this batch is made; its first write waits until it is ready."""
+        from .writer_process import WriterProcess
+
+        try:
+            storage = self.storage()
+        except Exception:  # the write reports it
+            return
+        path = getattr(storage, "path", None)  # a SqliteWriter; a SqlRunStorage on SQLite: its file
+        if path is None and getattr(storage, "dialect", None) == "sqlite":
+            path = storage.engine.url.database
+        if not path or not os.path.isfile(path):
+            self._process_failed = True
+            return
+        try:
+            self._process = WriterProcess(path)
+            self._interval = PROCESS_WRITE_INTERVAL
+        except OSError as exc:
+            self._process_failed = True
+            _log.warning("The run store's writer process could not be started (%s); this process writes its run "
+                         "records itself.", exc)
+
+    def _write_out(self, batch: Batch) -> None:
+        from .writer_process import WriterProcessError
+
+        proc = self._process
+        if proc is not None:
+            try:
+                proc.write(batch)
+                return
+            except WriterProcessError as exc:
+                self._process, self._process_failed, self._interval = None, True, WRITE_INTERVAL
+                _log.warning("%s", exc)
+                proc.close(1.0)
+        self.storage().write(batch)
+
     def _write(self, batch: Batch) -> bool:
         try:
-            self.storage().write(batch)
+            self._write_out(batch)
         except Exception as exc:
             with self._cond:
                 self._failures += 1
@@ -271,66 +308,64 @@ class RunStoreSink:
     # -- events to rows --------------------------------------------------------------------------------------
     def _convert(self, events: Sequence[RunEvent], batch: Batch, force: bool = True) -> None:
         # A run's row is built once per batch from its last state (a .map() run changes state three times or
-        # more per batch); the history goes in as one state row per change.
+        # more per batch); a flow run's history goes in as one state row per change, a task run's is a column
+        # of its row, encoded compact here and made a row where it is written (`rows.py`). No container per
+        # task run is made here (see `rows.compact_task_runs`): runs map to states, in dicts.
         task_flow = self._task_flow
         flow_runs: dict[Any, tuple[Any, Any]] = {}
-        waiting = self._waiting
-        task_runs: dict[Any, tuple[Any, Any]] = {k: (v[0], v[1]) for k, v in waiting.items()}
-        self._next_waiting = waiting  # unchanged if this conversion fails
-        created: list[tuple[Any, Any]] = []
+        task_runs: dict[Any, Any] = {}  # task run record (an identity hash) -> the state to write
+        self._next_waiting, self._next_since = self._waiting, self._since  # unchanged if this conversion fails
+        created: dict[Any, Any] = {}  # task runs created in this batch -> their first state
         states = batch.states
-        fr_ids: dict[Any, str] = {}  # str(uuid) is slow: once per flow run
-        # task runs are keyed by the record itself (an identity hash; its id is made on first read)
         for kind, run, payload in events:
             if kind == STATE_CHANGED:
-                if run.__class__.__name__ == "FlowRun":
-                    states.append(_state_row(str(run.id), payload))
+                if run.__class__ is FlowRun:
+                    states.append(state_row(str(run.id), payload))
                     flow_runs[run.id] = (run, payload)
-                else:  # a task run's history is a column of its row, written from the record
-                    task_runs[run] = (run, payload)
+                else:
+                    task_runs[run] = payload
             elif kind == STATES_CHANGED:  # many runs' new states at once (a cluster batch's outcome)
                 for r, sts in payload:
                     if not sts:
                         continue
-                    if r.__class__.__name__ == "FlowRun":
+                    if r.__class__ is FlowRun:
                         rs = str(r.id)
-                        states.extend(_state_row(rs, st) for st in sts)
+                        states.extend(state_row(rs, st) for st in sts)
                         flow_runs[r.id] = (r, sts[-1])
                     else:
-                        task_runs[r] = (r, sts[-1])
+                        task_runs[r] = sts[-1]
             elif kind == TASK_RUNS_CREATED:
                 self._created.append(payload)
+                if len(payload) >= PROCESS_AT:
+                    self._large = True
                 for tr in payload:
                     if tr not in task_runs:
-                        entry = task_runs[tr] = (tr, tr.state_history[0] if tr.state_history else tr.state)
-                        created.append((tr, entry))
+                        created[tr] = task_runs[tr] = tr.state_history[0] if tr.state_history else tr.state
             elif kind == RUN_FINISHED:
-                if run.__class__.__name__ == "FlowRun":
+                if run.__class__ is FlowRun:
                     flow_runs[run.id] = (run, payload)
                 else:
-                    task_runs[run] = (run, payload)
+                    task_runs[run] = payload
             elif kind == FLOW_RUN_CREATED:
                 fid = flow_id_for(run.flow_name)
                 batch.flows.setdefault(fid, {"id": fid, "name": run.flow_name, "created": time.time()})
                 first = run.state_history[0] if run.state_history else run.state
-                states.append(_state_row(str(run.id), first))
+                states.append(state_row(str(run.id), first))
                 flow_runs.setdefault(run.id, (run, first))
             elif kind == LOG:
                 if payload.get("run_kind") == "task" and not payload.get("flow_run_id") and self._created:
                     self._index_created()
-                batch.logs.append(_log_row(payload, task_flow))
+                batch.logs.append(log_row(payload, task_flow))
             elif kind == ARTIFACT:
                 batch.add_artifact(payload)
         now = time.time()
         self._hold_back(task_runs, created, force)
         for run, state in flow_runs.values():
-            batch.flow_runs[str(run.id)] = _flow_run_row(run, state, now)
-        for run, state in task_runs.values():
-            sid, fr = str(run.id), run.flow_run_id
-            fs = None if fr is None else fr_ids.get(fr)
-            if fs is None and fr is not None:
-                fs = fr_ids[fr] = str(fr)
-            batch.task_runs[sid] = _task_run_row(run, state, now, sid, fs)
+            batch.flow_runs[str(run.id)] = flow_run_row(run, state, now)
+        if task_runs:
+            if len(task_runs) >= PROCESS_AT:
+                self._large = True
+            batch.compact.append((now, compact_task_runs(task_runs.items()), len(task_runs)))
         if len(task_flow) > 2_000_000:  # only logs of live task runs need it
             task_flow.clear()
         if sum(len(c) for c in self._created) > 2_000_000:
@@ -349,151 +384,40 @@ class RunStoreSink:
                     task_flow[str(tr.id)] = fs
         self._created.clear()
 
-    def _hold_back(self, task_runs: dict[Any, tuple[Any, Any]], created: list[tuple[Any, Any]],
-                   force: bool) -> None:
-        """Take the task runs whose only news is their creation out of `task_runs`, to wait (`_next_waiting`)
-        until they have waited PENDING_DELAY or a flush comes. `_waiting` changes only once the rows of this
-        batch are written or held, so a flush never sees a row neither waiting nor written."""
+    def _hold_back(self, task_runs: dict[Any, Any], created: dict[Any, Any], force: bool) -> None:
+        """Take the task runs whose only news is their creation out of `task_runs`, to wait (`_next_waiting`,
+        since `_next_since`) until they have waited PENDING_DELAY or a flush comes; put back into it those that
+        waited long enough. `_waiting` changes only once the rows of this batch are written or held, so a flush
+        never sees a row neither waiting nor written. Costs what this batch brought, not what waits: the
+        waiting runs are in the order they began waiting."""
         waiting = self._waiting
         if force:
-            self._next_waiting = {}
+            for run, state in waiting.items():
+                task_runs.setdefault(run, state)
+            self._next_waiting, self._next_since = {}, {}
             return
         clock = time.monotonic()
-        keep: dict[Any, tuple[Any, Any, float]] = {}
-        for rid, (run, state, since) in waiting.items():
-            entry = task_runs[rid]
-            if entry[1] is state and clock - since < PENDING_DELAY:
-                keep[rid] = (run, state, since)
-                del task_runs[rid]
-        for rid, entry in created:
-            if task_runs.get(rid) is entry:
-                keep[rid] = (entry[0], entry[1], clock)
-                del task_runs[rid]
-        self._next_waiting = keep
-
-
-_TYPE_NAMES = {t: t.value for t in StateType}
-
-
-def _state_row(run_id: str, state: Any) -> dict[str, Any]:
-    ref = state.result_ref
-    return {"run_id": run_id, "type": _TYPE_NAMES[state.type], "name": state.name,
-            "message": None if state.message is None else str(state.message), "timestamp": state.ts,
-            "result_ref": None if ref is None else result_ref_row(ref)}
-
-
-def _run_common(run: Any, state: Any, now: float) -> dict[str, Any]:
-    start, end = run.start_ts, run.end_ts
-    return {"id": str(run.id), "name": run.name, "tags": sorted(run.tags or ()), "run_count": run.run_count,
-            "start_time": start, "end_time": end,
-            "total_run_time": (end - start) if start is not None and end is not None else 0.0,
-            "state_type": _TYPE_NAMES[state.type], "state_name": state.name, "state_message": _text(state.message),
-            "state_ts": state.ts, "result_ref": result_ref_row(state.result_ref), "created": now}
-
-
-def _flow_run_row(run: Any, state: Any, now: float) -> dict[str, Any]:
-    row = _run_common(run, state, now)
-    row.update(flow_id=flow_id_for(run.flow_name), flow_name=run.flow_name, flow_version=run.flow_version,
-               parameters=_jsonable(run.parameters or {}),
-               parent_flow_run_id=_text(run.parent_flow_run_id),
-               parent_task_run_id=_text(getattr(run, "parent_task_run_id", None)),
-               expected_start_time=getattr(run, "expected_start_ts", None) or run.state_history[0].ts)
-    return row
-
-
-_tag_json: dict[frozenset, Json] = {}  # the runs of one .map() share their tags: encoded once
-
-
-def _tags(tags: Any) -> Json:
-    got = _tag_json.get(tags)
-    if got is None:
-        got = Json(json.dumps(sorted(tags or ())))
-        if len(_tag_json) < 10_000:
-            _tag_json[tags] = got
-    return got
-
-
-def _task_run_row(run: Any, state: Any, now: float, sid: str, flow_run_id: str | None) -> dict[str, Any]:
-    # the hot one (a row per task run per batch): one dict literal, in the column order of the other rows
-    start, end = run.start_ts, run.end_ts
-    ref, msg, inputs = state.result_ref, state.message, getattr(run, "task_inputs", None)
-    return {"id": sid, "name": run.name, "tags": _tags(run.tags), "run_count": run.run_count,
-            "start_time": start, "end_time": end,
-            "total_run_time": (end - start) if start is not None and end is not None else 0.0,
-            "state_type": _TYPE_NAMES[state.type], "state_name": state.name,
-            "state_message": None if msg is None else str(msg), "state_ts": state.ts,
-            "result_ref": None if ref is None else _ref_json(ref), "created": now,
-            "task_key": run.task_key, "dynamic_key": str(run.dynamic_key),
-            "cache_key": None if run.cache_key is None else str(run.cache_key),
-            "flow_run_id": flow_run_id, "task_inputs": _jsonable(inputs) if inputs else None,
-            "state_history": _history(run.state_history, state)}
-
-
-# '["COMPLETED", "Completed", null, ' for a state with no message: the history column of 10^5 runs is 3x10^5
-# such items, cheaper joined from these than encoded by json.dumps
-_item_heads: dict[tuple[Any, str], str] = {}
-_ref_heads: dict[str, str] = {}  # store URL -> '{"store_url": "<url>", "key": '
-_encode_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
-_repr_encoder = json.JSONEncoder(default=repr)  # json.dumps(..., default=repr) without a new encoder per call
-
-
-def _ref_json(ref: Any) -> Json:
-    """`json.dumps(result_ref_row(ref))`, made from parts for a ResultRef (the refs of one store share their URL
-    and, mostly, no storage options): a cached or persisted run has one in its row and one in its history."""
-    url = getattr(ref, "store_url", None)
-    key = getattr(ref, "key", None)
-    if url.__class__ is not str or key.__class__ is not str:
-        return Json(_repr_encoder.encode(result_ref_row(ref)))
-    head = _ref_heads.get(url)
-    if head is None:
-        head = '{"store_url": ' + _encode_str(url) + ', "key": '
-        if len(_ref_heads) < 1_000:
-            _ref_heads[url] = head
-    options = getattr(ref, "storage_options", None)
-    tail = ', "storage_options": {}}' if not options else (
-        ', "storage_options": ' + _repr_encoder.encode(dict(options)) + "}")
-    return Json(head + _encode_str(key) + tail)
-
-
-def _history(history: list[Any], state: Any) -> Json:
-    """The compact history column, JSON: the record's states up to the event's (the record may have moved on;
-    the next batch writes the rest)."""
-    out = []
-    heads = _item_heads
-    for st in list(history):
-        ref = st.result_ref
-        if st.message is None and st.ts.__class__ is float:
-            head = heads.get((st.type, st.name))
-            if head is None:
-                head = json.dumps([_TYPE_NAMES[st.type], st.name, None])[:-1] + ", "
-                if len(heads) < 1_000:
-                    heads[(st.type, st.name)] = head
-            out.append(f"{head}{st.ts!r}]" if ref is None else f"{head}{st.ts!r}, {_ref_json(ref)}]")
-        else:
-            msg = st.message
-            item = [_TYPE_NAMES[st.type], st.name, None if msg is None else str(msg), st.ts]
-            if ref is not None:
-                item.append(result_ref_row(ref))
-            out.append(_repr_encoder.encode(item))
-        if st is state:
-            break
-    return Json("[" + ", ".join(out) + "]")
-
-
-def _log_row(rec: dict[str, Any], task_flow: dict[str, str]) -> dict[str, Any]:
-    run_id, kind = rec.get("run_id"), rec.get("run_kind")
-    task_run_id = flow_run_id = None
-    if kind == "task":
-        task_run_id = run_id
-        flow_run_id = rec.get("flow_run_id") or task_flow.get(run_id)
-    elif kind == "flow":
-        flow_run_id = run_id
-    msg = str(rec.get("msg", ""))
-    if rec.get("exc_text"):
-        msg = f"{msg}\n{rec['exc_text']}"
-    return {"flow_run_id": flow_run_id, "task_run_id": task_run_id, "name": str(rec.get("name", "")),
-            "level": int(rec.get("levelno", logging.INFO)), "message": msg,
-            "timestamp": float(rec.get("created") or time.time())}
+        keep, since = waiting.copy(), self._since.copy()
+        if keep:
+            for run in [r for r in task_runs if r in keep]:
+                if task_runs[run] is keep[run]:
+                    del task_runs[run]  # no news: it still waits
+                else:
+                    del keep[run], since[run]
+            expired = []
+            for run, t in since.items():
+                if clock - t < PENDING_DELAY:
+                    break
+                expired.append(run)
+            for run in expired:
+                task_runs[run] = keep.pop(run)
+                del since[run]
+        for run, state in created.items():
+            if task_runs[run] is state:
+                keep[run] = state
+                since[run] = clock
+                del task_runs[run]
+        self._next_waiting, self._next_since = keep, since
 
 
 # -----------------------------------------------------------------------------------------------------------------

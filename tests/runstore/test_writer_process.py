@@ -1,0 +1,91 @@
+"""A flow that records many task runs into SQLite has them written by a writer process: readable the moment the
+flow returns, and nothing lost when that process dies or the database is locked."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+
+import pytest
+from events import flow_with_tasks
+
+from distributary import flow, task
+from distributary.client.orchestration import get_client
+from distributary.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+from distributary.runstore import current_sink
+from distributary.runstore import sink as sink_mod
+from distributary.runstore.sink import RunStoreSink
+from distributary.runstore.storage import SqlRunStorage
+from distributary.schemas import filters as F
+from distributary.task_runners import ThreadPoolTaskRunner
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+@flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+def fan(n: int) -> int:
+    return sum(inc.map(range(n)).result())
+
+
+@pytest.fixture
+def small_process_at(monkeypatch):
+    monkeypatch.setattr(sink_mod, "PROCESS_AT", 100)
+
+
+def _recorded(client, n_flow_runs: int) -> list[int]:
+    runs = client.read_flow_runs()
+    assert len(runs) == n_flow_runs and all(r.state_type == "COMPLETED" for r in runs)
+    return [client.storage.count_task_runs(TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id])))
+            for r in runs]
+
+
+def test_a_large_map_is_written_by_a_writer_process_and_readable_when_the_flow_returns(run_home,
+                                                                                      small_process_at):
+    assert fan(1000) == sum(range(1, 1001))
+    proc = current_sink()._process
+    assert proc is not None and proc.pid != os.getpid()
+    client = get_client(sync_client=True)
+    assert _recorded(client, 1) == [1000]
+    (one,) = client.read_task_runs(limit=1)
+    assert [s.type for s in client.read_task_run_states(one.id)] == ["PENDING", "RUNNING", "COMPLETED"]
+    from distributary import runstore
+
+    runstore.stop_sink()
+    assert proc._proc.poll() is not None  # the sink's close ended it
+
+
+def test_a_writer_process_that_dies_loses_nothing_and_says_so(run_home, small_process_at, caplog):
+    assert fan(500) == sum(range(1, 501))
+    proc = current_sink()._process
+    os.kill(proc.pid, signal.SIGKILL)
+    proc._proc.wait(10)
+    with caplog.at_level(logging.WARNING, logger="distributary.runstore"):
+        assert fan(700) == sum(range(1, 701))  # written in this process from now on
+    assert any(f"writer process (pid {proc.pid})" in r.getMessage() and "writes its run records itself"
+               in r.getMessage() for r in caplog.records)
+    assert current_sink()._process is None
+    assert sorted(_recorded(get_client(sync_client=True), 2)) == [500, 700]
+
+
+def test_a_locked_database_delays_the_writer_process_and_loses_nothing(sqlite_url, tmp_path, monkeypatch,
+                                                                       small_process_at):
+    monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_BUSY_TIMEOUT", "0.2")  # the child reads it too
+    storage = SqlRunStorage(url=sqlite_url)
+    blocker = sqlite3.connect(sqlite_url[len("sqlite:///"):], isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    fr, _, ev = flow_with_tasks(500)
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    sink.handle(ev)
+    assert sink.flush(1.5) is False
+    assert sink._process is not None  # the child met the lock, not this process
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert sink.flush(30) is True
+    assert storage.count_task_runs(F.TaskRunFilter(flow_run_id=F.TaskRunFilterFlowRunId(any_=[fr.id]))) == 500
+    proc = sink._process
+    sink.close()
+    assert proc._proc.poll() is not None
