@@ -33,8 +33,8 @@ from ..runs import (
     FlowRun,
     RunEvent,
 )
-from .batch import Batch, flow_id_for
-from .rows import compact_task_runs, flow_run_row, log_row, state_row
+from .batch import Batch, compact_task_runs, flow_id_for
+from .rows import flow_run_row, log_row, state_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
 RETRY_MAX_DELAY = 5.0      # seconds between two attempts to write while the database is away
