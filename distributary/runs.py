@@ -234,6 +234,29 @@ def _plain_set_state(run: Any, state: State) -> None:
 _set_state: Callable[[Any, State], Any] = _plain_set_state
 
 
+class SinkHub(Protocol):
+    """Where run-event sinks are registered and flushed: `distributary.engine.transitions`."""
+
+    def add_sink(self, sink: RunEventSink) -> None: ...
+
+    def remove_sink(self, sink: RunEventSink) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def deliver(self) -> None: ...
+
+
+# `distributary.engine.transitions` installs itself here when imported (as `import distributary` does), so the
+# layers below the engine (the run store's sink) register with it without importing it.
+_sink_hub: SinkHub | None = None
+
+
+def sink_hub() -> SinkHub:
+    if _sink_hub is None:
+        raise RuntimeError("the engine's transitions are not loaded: import distributary first")
+    return _sink_hub
+
+
 class RecorderSink:
     """The run-event sink that feeds the current `RunRecorder` (`get_recorder()`): `flow_run_created` calls
     `flow_run_started`, `run_finished` calls `flow_run_finished` or `task_run_finished`."""

@@ -24,12 +24,13 @@ LAYERS: dict[str, int] = {
     "errors": 0, "exceptions": 0, "settings": 0, "states": 0, "_registry": 0,
     # L1 data
     "results": 1, "serializers": 1, "cache_policies": 1, "hashing": 1, "transactions": 1, "runs": 1,
-    "schemas": 1, "runstore": 1, "context": 1, "logging": 1, "utilities": 1, "locking": 1, "integrations": 1,
+    "schemas": 1, "runstore": 1, "context": 1, "logging": 1, "locking": 1, "integrations": 1,
     "schedules": 1,
     # L2 engine, L3 runners
     "engine": 2, "runners": 3,
     # L4 public API (Prefect 3 paths)
-    "__init__": 4, "flows": 4, "tasks": 4, "task_runners": 4, "futures": 4, "artifacts": 4, "variables": 4,
+    "__init__": 4, "utilities": 4,  # utilities.annotations: Prefect's path for the argument wrappers
+    "flows": 4, "tasks": 4, "task_runners": 4, "futures": 4, "artifacts": 4, "variables": 4,
     "client": 4, "runtime": 4, "concurrency": 4,
     # L5 apps
     "cli": 5, "bench": 5, "deployments": 5, "workers": 5, "server": 5, "__main__": 5,

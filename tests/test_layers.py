@@ -14,13 +14,9 @@ sys.modules["import_graph"] = graph
 _spec.loader.exec_module(graph)
 
 D = "distributary."
-# Upward imports that remain, each a lazy import inside a function (none at module level):
-KNOWN_UPWARD = {
-    # The run store registers its sink with the transitions (the seam is in engine/, the sink in the data layer).
-    (D + "runstore", D + "engine.transitions"), (D + "runstore.sink", D + "engine.transitions"),
-    # Prefect's utilities.annotations re-export the engine's argument wrappers.
-    (D + "utilities.annotations", D + "engine.resolve"),
-}
+# No upward import is left: the run store registers its sink through `runs.sink_hub()` (the transitions install
+# themselves there), and `utilities.annotations` is a Prefect module path of the public API (L4).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 # The one cycle left (a function-level import between the result store and its refs).
 ALLOWED_CYCLE = [D + "results.refs", D + "results.store"]
 

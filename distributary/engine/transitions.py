@@ -13,6 +13,7 @@ transition here, before it is applied.
 from __future__ import annotations
 
 import logging
+import sys as _sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -293,6 +294,7 @@ def _dispatch_loop() -> None:
 
 
 _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too
+_runs._sink_hub = _sys.modules[__name__]  # the run store registers its sink here
 
 __all__ = ["set_state", "set_states", "set_states_many", "task_runs_created", "flow_run_created", "run_finished", "log_record",
            "artifact", "wants", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

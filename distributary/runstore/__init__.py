@@ -28,9 +28,9 @@ def get_storage(url: str | None = None) -> Any:
 
 def flush(timeout: float | None = 30.0) -> bool:
     """Deliver queued run events and wait until the run store has written them."""
-    from ..engine import transitions
+    from ..runs import sink_hub
 
-    return transitions.flush(timeout)
+    return sink_hub().flush(timeout)
 
 
 __all__ = ["RunStoreSink", "ensure_sink", "write_artifact_now", "current_sink", "stop_sink", "recording_enabled", "get_storage", "flush"]

@@ -32,6 +32,7 @@ from ..runs import (
     TASK_RUNS_CREATED,
     FlowRun,
     RunEvent,
+    sink_hub,
 )
 from .batch import Batch, compact_task_runs, flow_id_for
 from .rows import flow_run_row, log_row, state_row
@@ -442,10 +443,8 @@ def ensure_sink() -> RunStoreSink | None:
             return None
         with _sink_lock:
             if _sink is None:
-                from ..engine import transitions
-
                 sink = RunStoreSink()
-                transitions.add_sink(sink)
+                sink_hub().add_sink(sink)
                 atexit.register(_close_at_exit, sink)
                 _sink = sink
     except Exception:
@@ -489,17 +488,13 @@ def stop_sink(timeout: float | None = 10.0) -> None:
     with _sink_lock:
         sink, _sink = _sink, None
     if sink is not None:
-        from ..engine import transitions
-
-        transitions.remove_sink(sink)
+        sink_hub().remove_sink(sink)
         sink.close(timeout)
 
 
 def _close_at_exit(sink: RunStoreSink) -> None:
     try:
-        from ..engine import transitions
-
-        transitions.deliver()
+        sink_hub().deliver()
     except Exception:  # interpreter shutting down
         pass
     sink.close(timeout=float(settings.get("RUNSTORE_EXIT_TIMEOUT")))
