@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from ..engine.calls import TaskCall, expand_map_parameters, make_call, make_calls
 from ..engine.futures import FutureList, TaskRunFuture
+from ..engine.gcpause import gc_paused
 from ..engine.spec import HasTaskSpec
 
 
@@ -86,7 +87,8 @@ class TaskRunner(ABC):
 
     def map(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
         self.ensure_started()
-        calls = make_calls(task, expand_map_parameters(task, parameters), wait_for)
+        with gc_paused():  # the per-run records are no garbage: collecting while they are made finds nothing
+            calls = make_calls(task, expand_map_parameters(task, parameters), wait_for)
         return FutureList(self.submit_calls(calls))
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from .. import states as S
 from ..engine import TaskCall, run_call, transitions
 from ..engine.futures import SettableFuture, TaskRunFuture
+from ..engine.gcpause import gc_paused
 from ..engine.resolve import find_upstreams
 from ..errors import ConfigurationError
 from ..logging import engine_logger
@@ -178,16 +179,20 @@ class ThreadPoolTaskRunner(TaskRunner):
     def submit_calls(self, calls: Sequence[TaskCall]) -> list[LocalFuture]:
         if len(calls) < 2:
             return [self.submit_call(c) for c in calls]
-        futures = [LocalFuture(c, self) for c in calls]
-        self._futures.extend(futures)
-        ready: list[LocalFuture] = []
-        for fut, call in zip(futures, calls):
-            deps = find_upstreams(call.parameters, call.wait_for)
-            if deps:
-                fut._deps = deps
-                gate(deps, partial(self._put, fut))
-            else:
-                ready.append(fut)
+        with gc_paused():  # the futures are no garbage (the pool's threads start only below)
+            futures = [LocalFuture(c, self) for c in calls]
+            self._futures.extend(futures)
+            ready: list[LocalFuture] = []
+            gated: list[tuple[LocalFuture, list[TaskRunFuture]]] = []
+            for fut, call in zip(futures, calls):
+                deps = find_upstreams(call.parameters, call.wait_for)
+                if deps:
+                    fut._deps = deps
+                    gated.append((fut, deps))
+                else:
+                    ready.append(fut)
+        for fut, deps in gated:  # outside the pause: a done upstream releases (and may start a thread) at once
+            gate(deps, partial(self._put, fut))
         if len(ready) < 2:
             for fut in ready:
                 self._put(fut)

@@ -20,6 +20,7 @@ import cloudpickle
 from ... import states as S
 from ...engine import TaskCall, core, transitions
 from ...engine.futures import SettableFuture, TaskRunFuture
+from ...engine.gcpause import gc_paused
 from ...engine.resolve import find_upstreams, map_nested, needs_resolution
 from ...engine.spec import TaskSpec
 from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
@@ -285,8 +286,9 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         return self.submit_calls([call])[0]
 
     def submit_calls(self, calls: Sequence[TaskCall]) -> list[RemoteFuture]:
-        futures = [RemoteFuture(c.task_run) for c in calls]
-        refs = [weakref.ref(f) for f in futures]
+        with gc_paused():  # 10^5 futures and weak references are no garbage while they are made
+            futures = [RemoteFuture(c.task_run) for c in calls]
+            refs = [weakref.ref(f) for f in futures]
         n = len(calls)
         size = 1 if n == 1 else choose_batch_size(n, self._threads(), self.batch_size)
         for i in range(0, n, size):
@@ -530,6 +532,10 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
 
     def _settle(self, batches: list[Batch]) -> int:
         """Apply finished batches' outcomes (feeder thread); returns how many are still in flight after all."""
+        with gc_paused():  # two states per run, and the summaries: no garbage among them
+            return self._settle_now(batches)
+
+    def _settle_now(self, batches: list[Batch]) -> int:
         try:
             results = self._backend_collect(batches)
         except Exception as exc:
@@ -629,10 +635,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             if holds_values:
                 self._holding.append(batch)
                 self._holding_set.add(batch)
-        for ref, st in zip(batch.futures, states):
-            fut = ref()
-            if fut is not None:
-                fut.set_final(st)
+        SettableFuture.set_final_many([(fut, st) for fut, st in zip([r() for r in batch.futures], states)
+                                       if fut is not None])
         with self._lock:
             self._lock.notify_all()
 
@@ -789,7 +793,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 raise MissingResult(f"The values of task {todo[0].spec.name!r} were kept on the cluster, which "
                                     f"released them when the flow run ended. Call .result() inside the flow, keep "
                                     f"the future until the flow returns, or persist results (persist_result=True).")
-            results = self._backend_fetch(todo)
+            with gc_paused():  # the values of whole batches, unpickled: no garbage among them
+                results = self._backend_fetch(todo)
             failed: list[tuple[Batch, Any]] = []
             for b, res in zip(todo, results):
                 if isinstance(res, BaseException) or res.lost is not None:
