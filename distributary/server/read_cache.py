@@ -1,8 +1,11 @@
 """`ReadCache`: answers a repeated read-only filter request (the UI's and the clients' polling: `POST
 /api/flow_runs/filter` and friends) from memory while the run store has not changed since the answer was built.
 
-Whether the store changed is asked of the database itself, once a request, so a write by any process (another
-server worker, a flow recording into the same SQLite file, a worker on PostgreSQL) is seen at once:
+Whether the store changed is asked of the database itself, so a write by any process (another server worker, a
+flow recording into the same SQLite file, a worker on PostgreSQL) is seen at once. One read of the version serves
+every request that arrived before it started (one read at a time; the requests arriving during it share the next,
+and on PostgreSQL the read is asynchronous, so the event loop serves hits meanwhile): under load it is not one query
+a request, and a request never gets a version read before it arrived:
 - SQLite: `PRAGMA data_version` on a connection of the cache's own, which changes whenever another connection
   commits (every write goes through other connections);
 - PostgreSQL: the current snapshot (`pg_current_snapshot()`), which changes whenever any transaction that wrote
@@ -12,6 +15,7 @@ was built from, and a commit in between only makes the next request a miss. Only
 function of the stored data and the request alone are cached (no clock, no side effects)."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -57,6 +61,10 @@ class _Version:
             except Exception:  # already broken
                 pass
 
+    async def read(self) -> Any:
+        """The version, read from the event loop (a local SQLite read is quicker than a hand-off)."""
+        return self()
+
     def __call__(self) -> Any:
         raise NotImplementedError
 
@@ -73,19 +81,41 @@ class _SqliteVersion(_Version):
         return conn.execute("PRAGMA data_version").fetchone()[0]
 
 
+SNAPSHOT = "SELECT pg_current_snapshot()::text"
+
+
 class _PostgresVersion(_Version):
+    """Read on an asyncio connection (psycopg's), so the event loop serves other requests during the round trip
+    instead of waiting for the database."""
+
     def __init__(self, engine: Any):
         super().__init__()
         self.engine = engine
+        self.aconn: Any = None
+
+    def reset(self) -> None:
+        super().reset()
+        self.aconn = None  # a broken connection: psycopg has closed it, or its loop is gone
+
+    async def read(self) -> Any:
+        import psycopg
+
+        conn = self.aconn
+        if conn is None or conn.closed:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            # autocommit: never hold a transaction (and so a snapshot) open
+            conn = self.aconn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=10)
+        cur = await conn.execute(SNAPSHOT)
+        return (await cur.fetchone())[0]
 
     def __call__(self) -> Any:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = self.engine.raw_connection()
-            conn.driver_connection.autocommit = True  # never hold a transaction (and so a snapshot) open
+            conn.driver_connection.autocommit = True
         cur = conn.driver_connection.cursor()
         try:
-            cur.execute("SELECT pg_current_snapshot()::text")
+            cur.execute(SNAPSHOT)
             return cur.fetchone()[0]
         finally:
             cur.close()
@@ -102,25 +132,48 @@ class ReadCache:
         self.entries: OrderedDict[tuple[str, bytes, bytes], tuple[Any, int, list[Any], bytes]] = OrderedDict()
         self._looked_up = False
         self._version: _Version | None = None
-        self.hits = self.misses = 0
+        self._next_read: asyncio.Future[Any] | None = None  # the version read the requests arrived so far wait for
+        self._reading: asyncio.Task[None] | None = None
+        self.hits = self.misses = self.version_reads = 0
 
-    def _current_version(self) -> Any:
+    async def _current_version(self) -> Any:
         if not self._looked_up:
             self._version, self._looked_up = version_reader(self.store.storage()), True
         reader = self._version
         if reader is None:
             return None
         try:
-            return reader()
+            return await reader.read()
         except Exception:  # the database is unreachable: the route answers (with its own clear error)
             reader.reset()
             return None
+
+    async def _version_after_arrival(self) -> Any:
+        """The store's version, read after this request arrived: the next read to start, shared with every request
+        arriving before it starts (at most one read runs at a time; the requests arriving meanwhile wait for the
+        one after it)."""
+        loop = asyncio.get_running_loop()
+        pending = self._next_read
+        if pending is None or pending.get_loop() is not loop:  # (a test client's loop that ended before the read)
+            pending = self._next_read = loop.create_future()
+            if self._reading is None or self._reading.get_loop() is not loop or self._reading.done():
+                self._reading = loop.create_task(self._read_for_waiters())
+        return await asyncio.shield(pending)  # one waiter cancelled (its client gone) cancels nobody else's read
+
+    async def _read_for_waiters(self) -> None:
+        while self._next_read is not None:
+            pending, self._next_read = self._next_read, None  # who arrives from now on waits for the next read
+            self.version_reads += 1
+            try:
+                pending.set_result(await self._current_version())
+            except Exception as exc:  # the store cannot be opened: each waiter's request fails as it did unshared
+                pending.set_exception(exc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CACHED_PATHS:
             await self.app(scope, receive, send)
             return
-        version = self._current_version()
+        version = await self._version_after_arrival()
         if version is None:
             await self.app(scope, receive, send)
             return

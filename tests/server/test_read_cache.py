@@ -123,3 +123,40 @@ def test_the_cache_answers_nobody_without_credentials(start_server):
 
     refused = httpx.post(f"{srv.api_url}/flow_runs/count", json={}, timeout=30)
     assert refused.status_code == 401
+
+
+def test_concurrent_polls_share_version_reads_and_a_write_is_still_seen(tmp_path):
+    """Many polls at once share one read of the store's version (not one query each); a write through the API
+    is seen by the next poll; a hit still needs credentials; a bad body is still refused with 422."""
+    import asyncio
+    import base64
+
+    import httpx
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    app = create_app(url, auth_string="admin:pw")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api", headers=auth) as http:
+            flow = (await http.post("/flows/", json={"name": "f"})).json()
+            assert (await http.post("/flow_runs/count", json={})).json() == 0
+            cache = _read_cache(app)
+            reads = cache.version_reads
+            answers = await asyncio.gather(*(http.post("/flow_runs/count", json={}) for _ in range(40)))
+            assert [a.json() for a in answers] == [0] * 40
+            assert cache.version_reads - reads < 10  # shared: far fewer reads than requests
+            assert (await http.post("/flow_runs/", json={"flow_id": flow["id"], "name": "r"})).status_code in (200, 201)
+            assert (await http.post("/flow_runs/count", json={})).json() == 1
+            hits = cache.hits
+            page = await http.post("/flow_runs/filter", json={"limit": 5})
+            again = await http.post("/flow_runs/filter", json={"limit": 5})
+            assert again.content == page.content and cache.hits == hits + 1
+            refused = await http.post("/flow_runs/filter", json={"limit": 5}, headers={"Authorization": ""})
+            assert refused.status_code == 401
+            for _ in range(2):
+                bad = await http.post("/flow_runs/filter", json={"flow_runs": {"not_a_field": 1}})
+                assert bad.status_code == 422 and "not_a_field" in bad.text
+
+    asyncio.run(scenario())
