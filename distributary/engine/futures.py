@@ -116,11 +116,7 @@ class SettableFuture(TaskRunFuture[R]):
             self._final = state
             event, callbacks = self._event, self._callbacks
             self._callbacks = None
-        if event is not None:
-            event.set()
-        if callbacks:
-            for cb in callbacks:
-                call_back(cb, self)
+        _wake(self, event, callbacks)
 
     @staticmethod
     def set_final_many(pairs: Iterable[tuple[SettableFuture[Any], State]]) -> None:
@@ -134,11 +130,16 @@ class SettableFuture(TaskRunFuture[R]):
                     woken.append((fut, fut._event, fut._callbacks))
                     fut._callbacks = None
         for fut, event, callbacks in woken:
-            if event is not None:
-                event.set()
-            if callbacks:
-                for cb in callbacks:
-                    call_back(cb, fut)
+            _wake(fut, event, callbacks)
+
+
+def _wake(fut: TaskRunFuture[Any], event: threading.Event | None, callbacks: list[Callable[..., Any]] | None) -> None:
+    """Wake a settled future's waiters, then call its done-callbacks (outside the settle lock)."""
+    if event is not None:
+        event.set()
+    if callbacks:
+        for cb in callbacks:
+            call_back(cb, fut)
 
 
 def call_back(fn: Callable[..., Any], fut: TaskRunFuture[Any]) -> None:

@@ -81,9 +81,6 @@ class _SqliteVersion(_Version):
         return conn.execute("PRAGMA data_version").fetchone()[0]
 
 
-SNAPSHOT = "SELECT pg_current_snapshot()::text"
-
-
 class _PostgresVersion(_Version):
     """Read on an asyncio connection (psycopg's), so the event loop serves other requests during the round trip
     instead of waiting for the database."""
@@ -105,20 +102,8 @@ class _PostgresVersion(_Version):
             dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             # autocommit: never hold a transaction (and so a snapshot) open
             conn = self.aconn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=10)
-        cur = await conn.execute(SNAPSHOT)
+        cur = await conn.execute("SELECT pg_current_snapshot()::text")
         return (await cur.fetchone())[0]
-
-    def __call__(self) -> Any:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = self.engine.raw_connection()
-            conn.driver_connection.autocommit = True
-        cur = conn.driver_connection.cursor()
-        try:
-            cur.execute(SNAPSHOT)
-            return cur.fetchone()[0]
-        finally:
-            cur.close()
 
 
 class ReadCache:

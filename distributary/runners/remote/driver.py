@@ -635,8 +635,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             if holds_values:
                 self._holding.append(batch)
                 self._holding_set.add(batch)
-        SettableFuture.set_final_many([(fut, st) for fut, st in zip([r() for r in batch.futures], states)
-                                       if fut is not None])
+        SettableFuture.set_final_many((fut, st) for ref, st in zip(batch.futures, states) if (fut := ref()) is not None)
         with self._lock:
             self._lock.notify_all()
 
