@@ -17,7 +17,8 @@ app = typer.Typer(name="distributary", help="distributary workflow engine: runs,
 
 
 def _register() -> None:
-    from . import artifacts, concurrency, config, deployments, runs, server, system, variables, work_pools
+    from . import (artifacts, concurrency, config, deployments, runs, server, system, variables, work_pools,
+                   work_queues)
 
     system.register(app)
     runs.register(app)
@@ -26,6 +27,7 @@ def _register() -> None:
     app.add_typer(deployments.app, name="deployment")
     app.command("deploy")(deployments.deploy_command)
     work_pools.register(app)
+    work_queues.register(app)
     concurrency.register(app)
     app.add_typer(config.config_app, name="config")
     app.add_typer(config.profile_app, name="profile")

@@ -1,5 +1,5 @@
 """`distributary work-pool create / ls / inspect / pause / resume / set-concurrency-limit / delete` and
-`distributary worker start --pool NAME`."""
+`distributary worker start --pool NAME [--work-queue QUEUE ...]`."""
 from __future__ import annotations
 
 from typing import Any
@@ -110,6 +110,9 @@ def pool_preview(name: str, deployment: str | None = typer.Option(None, "--deplo
 @worker_app.command("start")
 def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work pool to poll"),
                  name: str | None = typer.Option(None, "--name", "-n", help="the worker's name"),
+                 work_queue: list[str] | None = typer.Option(None, "--work-queue", "-q",
+                                                             help="claim only this queue's runs (repeat for more "
+                                                                  "queues; default: every queue of the pool)"),
                  limit: int | None = typer.Option(None, "--limit", "-l", help="at most this many runs at once"),
                  type: str | None = typer.Option(None, "--type", "-t",
                                                  help="process, dask or ray (default: the pool's type; docker and "
@@ -122,20 +125,22 @@ def worker_start(pool: str = typer.Option(..., "--pool", "-p", help="the work po
     until SIGTERM or Ctrl-C."""
     st = _storage()
     kind = type or st.read_work_pool(pool).type
+    queues = list(work_queue) if work_queue else None
     if kind == "process":
         from ..workers.process import ProcessWorker
 
-        ProcessWorker(pool, name=name, limit=limit).start(run_once=run_once)
+        ProcessWorker(pool, name=name, limit=limit, work_queues=queues).start(run_once=run_once)
     elif kind in ("dask", "ray"):
         from ..workers.cluster import ClusterWorker
 
-        ClusterWorker(pool, kind, address=address, name=name, limit=limit).start(run_once=run_once)
+        ClusterWorker(pool, kind, address=address, name=name, limit=limit, work_queues=queues).start(
+            run_once=run_once)
     elif kind in ("docker", "kubernetes"):
         from ..workers.container_worker import ContainerWorker
         from ..workers.containers import InfrastructureUnavailable
 
         try:
-            worker = ContainerWorker(pool, name=name, limit=limit)
+            worker = ContainerWorker(pool, name=name, limit=limit, work_queues=queues)
         except InfrastructureUnavailable as exc:
             raise typer.BadParameter(str(exc)) from None
         worker.start(run_once=run_once)

@@ -66,8 +66,9 @@ class ProcessWorker(Runner):
         self._known: dict[str, StoredDeployment] = {}
 
     def _starting_message(self) -> str:
-        return (f"Worker {self.name!r} started on work pool {self.work_pool_name!r} ({self.pool.type}); stop "
-                "with Ctrl-C.")
+        queues = f", queue(s) {', '.join(map(repr, self.work_queues))}" if self.work_queues else ""
+        return (f"Worker {self.name!r} started on work pool {self.work_pool_name!r} ({self.pool.type}{queues}); "
+                "stop with Ctrl-C.")
 
     def tick(self) -> None:
         st = self.storage
