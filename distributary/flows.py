@@ -171,18 +171,26 @@ class Flow(Generic[R]):
                       schedules: Any = None, timezone: str | None = None, anchor_date: Any = None,
                       parameters: dict[str, Any] | None = None, tags: list[str] | None = None,
                       description: str | None = None, version: str | None = None, concurrency_limit: Any = None,
-                      paused: bool = False, job_variables: dict[str, Any] | None = None) -> Any:
-        """A deployment of this flow (`distributary.deployments.RunnerDeployment`) for `distributary.serve()`."""
+                      paused: bool = False, job_variables: dict[str, Any] | None = None,
+                      enforce_parameter_schema: bool = True, work_pool_name: str | None = None,
+                      work_queue_name: str | None = None) -> Any:
+        """A deployment of this flow (`distributary.deployments.RunnerDeployment`) for `distributary.serve()`.
+        With `enforce_parameter_schema` (the default, as in Prefect 3) a run's parameters must validate against
+        the flow's signature; `work_pool_name` / `work_queue_name` send its runs to a pool's queue when it is
+        registered."""
         return _deployments("definition:RunnerDeployment.from_flow")(
             self, name, cron=cron, interval=interval, rrule=rrule, schedules=schedules, timezone=timezone,
             anchor_date=anchor_date, parameters=parameters, tags=tags, description=description, version=version,
-            concurrency_limit=concurrency_limit, paused=paused, job_variables=job_variables)
+            concurrency_limit=concurrency_limit, paused=paused, job_variables=job_variables,
+            enforce_parameter_schema=enforce_parameter_schema, work_pool_name=work_pool_name,
+            work_queue_name=work_queue_name)
 
     def serve(self, name: str | None = None, *, limit: int | None = None, pause_on_shutdown: bool = True,
               print_starting_message: bool = True, **deployment: Any) -> None:
         """Register a deployment of this flow and run its scheduled and triggered runs, each in a subprocess,
         until SIGTERM or Ctrl-C (Prefect's `flow.serve`). Keywords: cron=, interval=, rrule=, schedules=[...],
-        timezone=, parameters=, tags=, description=, version=, concurrency_limit=, paused=."""
+        timezone=, parameters=, tags=, description=, version=, concurrency_limit=, paused=,
+        enforce_parameter_schema=."""
         serve = _deployments("runner:serve")
         serve(self.to_deployment(name or self.name, **deployment), limit=limit, pause_on_shutdown=pause_on_shutdown,
               print_starting_message=print_starting_message)
@@ -194,11 +202,15 @@ class Flow(Generic[R]):
         return _deployments("definition:from_source")(source, entrypoint)  # type: ignore[no-any-return]
 
     def deploy(self, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
-               job_variables: dict[str, Any] | None = None, **deployment: Any) -> Any:
-        """Register a deployment whose runs go to a work pool (Prefect's `flow.deploy`); returns its id. Keywords
-        as `serve()`: cron=, interval=, rrule=, schedules=, parameters=, tags=, concurrency_limit=, ..."""
-        return _deployments("definition:deploy")(self, name, work_pool_name, image=image, build=build, push=push, job_variables=job_variables,
-                      **deployment)
+               work_queue_name: str | None = None, job_variables: dict[str, Any] | None = None,
+               **deployment: Any) -> Any:
+        """Register a deployment whose runs go to a work pool (Prefect's `flow.deploy`), in its queue
+        `work_queue_name` (created if missing; the pool's `default` queue without one); returns its id. Keywords
+        as `serve()`: cron=, interval=, rrule=, schedules=, parameters=, tags=, concurrency_limit=,
+        enforce_parameter_schema=, ..."""
+        return _deployments("definition:deploy")(self, name, work_pool_name, image=image, build=build, push=push,
+                                                 work_queue_name=work_queue_name, job_variables=job_variables,
+                                                 **deployment)
 
     def visualize(self, *args: Any, **kwargs: Any) -> None:
         """Not available: Prefect's `visualize()` runs the flow's code with every task call replaced by a

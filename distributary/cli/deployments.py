@@ -147,6 +147,9 @@ def deployment_delete(name: str = typer.Argument(..., help="flow-name/deployment
 def deploy_command(entrypoint: str = typer.Argument(..., help="path/to/file.py:flow_function"),
                    name: str = typer.Option(..., "--name", "-n", help="the deployment's name"),
                    pool: str = typer.Option(..., "--pool", "-p", help="the work pool its runs go to"),
+                   work_queue: str | None = typer.Option(None, "--work-queue", "-q",
+                                                         help="the pool's queue its runs wait in (created if "
+                                                              "missing; default: the pool's default queue)"),
                    cron: str | None = typer.Option(None, "--cron"),
                    interval: float | None = typer.Option(None, "--interval", help="seconds"),
                    rrule: str | None = typer.Option(None, "--rrule"),
@@ -155,12 +158,18 @@ def deploy_command(entrypoint: str = typer.Argument(..., help="path/to/file.py:f
                    tag: list[str] | None = typer.Option(None, "--tag"),
                    job_variable: list[str] | None = typer.Option(None, "--job-variable", "-jv",
                                                                  help="key=value (JSON values)"),
-                   paused: bool = typer.Option(False, "--paused")) -> None:
-    """Deploy a flow from its file to a work pool (`distributary deploy flows.py:etl -n nightly -p local`)."""
+                   paused: bool = typer.Option(False, "--paused"),
+                   enforce_parameter_schema: bool = typer.Option(
+                       True, "--enforce-parameter-schema/--no-enforce-parameter-schema",
+                       help="refuse runs whose parameters do not validate against the flow's signature")) -> None:
+    """Deploy a flow from its file to a work pool (`distributary deploy flows.py:etl -n nightly -p local
+    [-q QUEUE]`)."""
     from ..deployments.definition import deploy, load_flow
 
     from ..deployments.parameters import parameter_schema
 
     flow = load_flow(entrypoint)
-    deploy(flow, name, pool, cron=cron, interval=interval, rrule=rrule, timezone=timezone,
-           parameters=_params(param, None, parameter_schema(flow.fn)), tags=tag, job_variables=_params(job_variable, None), paused=paused)
+    deploy(flow, name, pool, work_queue_name=work_queue, cron=cron, interval=interval, rrule=rrule,
+           timezone=timezone, parameters=_params(param, None, parameter_schema(flow.fn)), tags=tag,
+           job_variables=_params(job_variable, None), paused=paused,
+           enforce_parameter_schema=enforce_parameter_schema)

@@ -95,7 +95,8 @@ class RunnerDeployment:
                  parameters: dict[str, Any] | None = None, tags: Sequence[str] | None = None,
                  description: str | None = None, version: str | None = None, concurrency_limit: Any = None,
                  paused: bool = False, job_variables: dict[str, Any] | None = None,
-                 entrypoint: str | None = None, path: str | None = None):
+                 entrypoint: str | None = None, path: str | None = None, work_pool_name: str | None = None,
+                 work_queue_name: str | None = None, enforce_parameter_schema: bool = True):
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigurationError(f"a deployment name must be a non-empty string without '/', got {name!r}")
         self.flow = flow
@@ -109,6 +110,12 @@ class RunnerDeployment:
         self.concurrency_limit, self.collision_strategy = _limit(concurrency_limit)
         self.paused = bool(paused)
         self.job_variables = dict(job_variables or {})
+        if work_queue_name is not None and (not isinstance(work_queue_name, str) or not work_queue_name
+                                            or "/" in work_queue_name):
+            raise ConfigurationError(f"work_queue_name must be a non-empty string without '/', got "
+                                     f"{work_queue_name!r}")
+        self.work_pool_name, self.work_queue_name = work_pool_name, work_queue_name
+        self.enforce_parameter_schema = bool(enforce_parameter_schema)
         source = getattr(flow, "_deployment_source", None)  # a flow from `from_source`: its file there
         if entrypoint is None and source is not None:
             entrypoint, path = source
@@ -140,15 +147,20 @@ class RunnerDeployment:
         return f"{self.flow_name}/{self.name}"
 
     def apply(self, storage: Any = None, work_pool_name: str | None = None) -> Any:
-        """Register (create or update) the deployment in the run store; returns the stored `Deployment`."""
+        """Register (create or update) the deployment in the run store; returns the stored `Deployment`. Its runs
+        go to `work_pool_name` (or the pool it was made with), in its `work_queue_name` (created in the pool if
+        missing, as Prefect does; the pool's `default` queue without one)."""
         if storage is None:
             storage = deployment_storage()
+        work_pool_name = work_pool_name or self.work_pool_name
         return storage.create_deployment(
             flow_name=self.flow_name, name=self.name, entrypoint=self.entrypoint, path=self.path,
             description=self.description, version=self.version, parameters=self.parameters, tags=self.tags,
             paused=self.paused, schedules=self.schedules, concurrency_limit=self.concurrency_limit,
             collision_strategy=self.collision_strategy, work_pool_name=work_pool_name,
-            job_variables=self.job_variables, parameter_openapi_schema=self.parameter_openapi_schema)
+            work_queue_name=self.work_queue_name if work_pool_name else None, job_variables=self.job_variables,
+            parameter_openapi_schema=self.parameter_openapi_schema,
+            enforce_parameter_schema=self.enforce_parameter_schema)
 
     def __repr__(self) -> str:
         return f"RunnerDeployment(name={self.full_name!r}, schedules={self.schedules!r})"
@@ -174,9 +186,12 @@ def _docker_reachable() -> bool:
 
 
 def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, build: bool = True, push: bool = True,
-           job_variables: dict[str, Any] | None = None, storage: Any = None, **kwargs: Any) -> Any:
-    """Register a deployment of `flow` whose runs go to the work pool `work_pool_name` (workers started with
-    `distributary worker start --pool NAME` run them); returns the deployment's id."""
+           work_queue_name: str | None = None, job_variables: dict[str, Any] | None = None, storage: Any = None,
+           **kwargs: Any) -> Any:
+    """Register a deployment of `flow` whose runs go to the work pool `work_pool_name`, in its queue
+    `work_queue_name` (created if the pool has none of that name; the pool's `default` queue without one): workers
+    started with `distributary worker start --pool NAME` (and `--work-queue QUEUE`, to take only that queue's
+    runs) run them. Returns the deployment's id."""
     from ..runstore.work_pools import render_job
 
     if storage is None:
@@ -192,10 +207,12 @@ def deploy(flow: Any, name: str, work_pool_name: str, *, image: Any = None, buil
                 f"process work pool (`distributary work-pool create NAME --type process`).")
         variables.setdefault("image", str(image_name))
     render_job(pool.base_job_template, variables)  # unknown job variables: a clear error now, not at run time
-    d = RunnerDeployment.from_flow(flow, name, job_variables=variables, **kwargs)
-    dep = d.apply(storage, work_pool_name=work_pool_name)
-    print(f"Deployment {d.full_name!r} created on work pool {work_pool_name!r}. Start a worker with "
-          f"`distributary worker start --pool {work_pool_name}` and run it with "
+    d = RunnerDeployment.from_flow(flow, name, job_variables=variables, work_pool_name=work_pool_name,
+                                   work_queue_name=work_queue_name, **kwargs)
+    dep = d.apply(storage)
+    queue = f" --work-queue {dep.work_queue_name}" if work_queue_name else ""
+    print(f"Deployment {d.full_name!r} created on work pool {work_pool_name!r} (queue {dep.work_queue_name!r}). "
+          f"Start a worker with `distributary worker start --pool {work_pool_name}{queue}` and run it with "
           f"`distributary deployment run '{d.full_name}'`.")
     return dep.id
 

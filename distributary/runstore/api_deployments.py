@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, ObjectNotFound
+from ..errors import ConfigurationError, ObjectNotFound, ParameterTypeError
 from ..schemas import objects as O
 from .api_errors import ApiError
 
@@ -63,13 +63,15 @@ class ApiDeploymentStorage:
                           concurrency_limit: int | None = None, collision_strategy: str | None = None,
                           work_pool_name: str | None = None, work_queue_name: str | None = None,
                           job_variables: dict[str, Any] | None = None,
-                          parameter_openapi_schema: dict[str, Any] | None = None) -> O.Deployment:
+                          parameter_openapi_schema: dict[str, Any] | None = None,
+                          enforce_parameter_schema: bool = True) -> O.Deployment:
         body: dict[str, Any] = {
             "flow_name": flow_name, "name": name, "entrypoint": entrypoint, "path": path, "description": description,
             "version": version, "parameters": dict(parameters or {}), "tags": list(tags or []), "paused": paused,
             "concurrency_limit": concurrency_limit, "work_pool_name": work_pool_name,
             "work_queue_name": work_queue_name, "job_variables": dict(job_variables or {}),
-            "parameter_openapi_schema": parameter_openapi_schema}
+            "parameter_openapi_schema": parameter_openapi_schema,
+            "enforce_parameter_schema": bool(enforce_parameter_schema)}
         if schedules is not None:
             body["schedules"] = [schedule_body(s) for s in schedules]
         if concurrency_limit and collision_strategy:
@@ -155,13 +157,20 @@ class ApiDeploymentStorage:
                                         scheduled_time: dt.datetime | None = None,
                                         idempotency_key: str | None = None,
                                         job_variables: dict[str, Any] | None = None,
-                                        name: str | None = None) -> O.FlowRun:
+                                        name: str | None = None,
+                                        enforce_parameter_schema: bool | None = None) -> O.FlowRun:
         body: dict[str, Any] = {"parameters": parameters, "tags": None if tags is None else list(tags),
-                                "idempotency_key": idempotency_key, "job_variables": job_variables, "name": name}
+                                "idempotency_key": idempotency_key, "job_variables": job_variables, "name": name,
+                                "enforce_parameter_schema": enforce_parameter_schema}
         if scheduled_time is not None:
             body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": _iso(scheduled_time)}}
-        got = self.request("POST", f"deployments/{_id(deployment_id)}/create_flow_run",
-                           body={k: v for k, v in body.items() if v is not None})
+        try:
+            got = self.request("POST", f"deployments/{_id(deployment_id)}/create_flow_run",
+                               body={k: v for k, v in body.items() if v is not None})
+        except ApiError as exc:
+            if exc.status == 409:  # parameters the deployment's schema refuses: the error the database raises
+                raise ParameterTypeError(str(exc).split(": ", 1)[-1]) from None
+            raise
         return O.FlowRun.model_validate(got)
 
     def schedule_runs(self, deployment_id: uuid.UUID | str, now: dt.datetime | None = None, **bounds: Any) -> int:

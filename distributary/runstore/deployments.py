@@ -95,11 +95,13 @@ class DeploymentStorage:
                           concurrency_limit: int | None = None, collision_strategy: str | None = None,
                           work_pool_name: str | None = None, work_queue_name: str | None = None,
                           job_variables: dict[str, Any] | None = None,
-                          parameter_openapi_schema: dict[str, Any] | None = None) -> O.Deployment:
+                          parameter_openapi_schema: dict[str, Any] | None = None,
+                          enforce_parameter_schema: bool = True) -> O.Deployment:
         """Create the deployment `flow_name/name`, or update it when it exists (as `flow.serve()` does on every
         start). `schedules` (`distributary.schedules.Schedule` objects) replace its schedules; runs already
         scheduled by schedules that did not change are kept. `parameter_openapi_schema` is the flow's
-        (`deployments.parameters.parameter_schema`)."""
+        (`deployments.parameters.parameter_schema`); with `enforce_parameter_schema` a run's parameters must
+        validate against it. A `work_queue_name` the pool lacks is created in it."""
         now = time.time()
         fid = flow_id_for(flow_name)
         if work_pool_name and not work_queue_name:
@@ -110,7 +112,7 @@ class DeploymentStorage:
                   "collision_strategy": collision_strategy if concurrency_limit else None,
                   "work_pool_name": work_pool_name, "work_queue_name": work_queue_name,
                   "job_variables": dict(job_variables or {}), "parameter_openapi_schema": parameter_openapi_schema,
-                  "updated": now}
+                  "enforce_parameter_schema": bool(enforce_parameter_schema), "updated": now}
         with self.engine.begin() as conn:
             conn.execute(_insert(self.dialect, flow_t).values(id=fid, name=flow_name, created=now)
                          .on_conflict_do_nothing(index_elements=["id"]))
@@ -143,7 +145,7 @@ class DeploymentStorage:
             concurrency_options=O.ConcurrencyOptions(collision_strategy=r.collision_strategy)
             if r.collision_strategy else None, work_pool_name=r.work_pool_name, work_queue_name=r.work_queue_name,
             job_variables=r.job_variables or {}, parameter_openapi_schema=r.parameter_openapi_schema,
-            last_polled=_ts(r.last_polled), created=_ts(r.created),
+            enforce_parameter_schema=bool(r.enforce_parameter_schema), last_polled=_ts(r.last_polled), created=_ts(r.created),
             updated=_ts(r.updated))
 
     def read_deployments(self, names: Iterable[str] | None = None, ids: Iterable[Any] | None = None,
@@ -181,7 +183,7 @@ class DeploymentStorage:
         changing the default parameters removes its future auto-scheduled runs (the scheduler makes new ones)."""
         allowed = {"paused", "parameters", "tags", "description", "version", "concurrency_limit",
                    "collision_strategy", "entrypoint", "path", "job_variables", "work_pool_name", "work_queue_name",
-                   "last_polled", "parameter_openapi_schema"}
+                   "last_polled", "parameter_openapi_schema", "enforce_parameter_schema"}
         unknown = set(values) - allowed
         if unknown:
             raise ConfigurationError(f"cannot update deployment field(s) {sorted(unknown)}: valid are "
@@ -346,15 +348,23 @@ class DeploymentStorage:
                                         scheduled_time: dt.datetime | None = None,
                                         idempotency_key: str | None = None,
                                         job_variables: dict[str, Any] | None = None,
-                                        name: str | None = None) -> O.FlowRun:
+                                        name: str | None = None,
+                                        enforce_parameter_schema: bool | None = None) -> O.FlowRun:
         """A `Scheduled` run of the deployment (now, or at `scheduled_time`; named `name` or a generated name).
         With an `idempotency_key` already used for this flow, the existing run is returned and nothing is
-        created."""
+        created. When the deployment enforces its parameter schema (or `enforce_parameter_schema=True` asks for
+        this run), parameters that do not validate against it are a `ParameterTypeError` naming the field."""
+        from .parameter_check import check_parameters
+
         now = time.time()
         with self.engine.begin() as conn:
             dep = conn.execute(sa.select(deployment_t).where(deployment_t.c.id == str(deployment_id))).first()
             if dep is None:
                 raise ObjectNotFound(f"no deployment with id {deployment_id} in the run store")
+            enforce = dep.enforce_parameter_schema if enforce_parameter_schema is None else enforce_parameter_schema
+            if enforce:
+                check_parameters({**(dep.parameters or {}), **(parameters or {})}, dep.parameter_openapi_schema,
+                                 f"{dep.flow_name}/{dep.name}")
             row = self._run_row(dep, parameters=parameters, tags=tags, scheduled_time=_epoch(scheduled_time, now) or now,
                                 idempotency_key=idempotency_key, auto_scheduled=False, job_variables=job_variables,
                                 now=now, queue=queue_for_run(conn, dep.work_pool_name, dep.work_queue_name))

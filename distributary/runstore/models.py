@@ -158,6 +158,7 @@ class DeploymentRow(Base):
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
     parameter_openapi_schema: Mapped[Any] = mapped_column(JSON, nullable=True)  # revision 0008
+    enforce_parameter_schema: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # 0010
     __table_args__ = (UniqueConstraint("flow_name", "name", name="uq_deployment_flow_name_name"),)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import settings
 
-HEAD = "0009_work_queues"  # the newest revision in migrations/versions (a test checks it)
+HEAD = "0010_enforce_parameter_schema"  # the newest revision in migrations/versions (a test checks it)
 
 
 def database_url() -> str:

@@ -219,6 +219,8 @@ class Deployment(ObjectBase):
     job_variables: dict[str, Any] = Field(default_factory=dict)
     # the OpenAPI schema of the flow's parameters (None for a deployment registered without one)
     parameter_openapi_schema: dict[str, Any] | None = None
+    # runs' parameters must validate against that schema (Prefect 3's default: true)
+    enforce_parameter_schema: bool = True
     last_polled: dt.datetime | None = None
     created: dt.datetime | None = None
     updated: dt.datetime | None = None

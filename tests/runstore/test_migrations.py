@@ -35,6 +35,19 @@ def test_upgrade_from_previous_revision_keeps_the_data(store_url):
     eng.dispose()
 
 
+def test_deployments_from_before_0010_enforce_their_parameter_schema(store_url):
+    eng = db._create_engine(db.normalize_url(store_url))
+    db.upgrade(eng, "0009_work_queues")
+    did, now = str(uuid.uuid4()), time.time()
+    with eng.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO deployment (id, name, flow_id, flow_name, paused, created, updated) "
+            "VALUES (:id, 'old', :f, 'work', :no, :t, :t)"), {"id": did, "f": str(uuid.uuid4()), "no": False, "t": now})
+    db.upgrade(eng)
+    assert SqlRunStorage(engine=eng).read_deployment(did).enforce_parameter_schema is True  # Prefect 3's default
+    eng.dispose()
+
+
 def test_newer_revision_is_refused_naming_both(store_url):
     eng = db._create_engine(db.normalize_url(store_url))
     db.upgrade(eng)

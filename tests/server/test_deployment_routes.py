@@ -99,3 +99,37 @@ def test_automations_related_to_a_resource_are_none(server, deployment):
         related = http.get(f"automations/related-to/prefect.deployment.{dep.id}")
         assert related.status_code == 200 and related.json() == []
         assert http.delete(f"automations/owned-by/prefect.deployment.{dep.id}").status_code == 202
+
+
+def test_parameters_the_schema_refuses_are_a_409_naming_the_field(server, deployment, api):
+    from distributary.errors import ParameterTypeError
+
+    store, dep = deployment
+    url = f"deployments/{dep.id}/create_flow_run"
+    with server.http() as http:
+        assert http.get(f"deployments/{dep.id}").json()["enforce_parameter_schema"] is True
+        bad = http.post(url, json={"parameters": {"other": "many"}})
+        assert bad.status_code == 409
+        assert bad.json()["detail"].startswith(
+            "Error creating flow run: Validation failed for field 'other'. Failure reason: 'many' is not of type "
+            "'integer'")
+        assert store.read_flow_runs() == []
+        # a run may opt out (Prefect's DeploymentFlowRunCreate.enforce_parameter_schema)
+        assert http.post(url, json={"parameters": {"other": "many"}, "enforce_parameter_schema": False}
+                         ).status_code == 201
+        assert http.patch(f"deployments/{dep.id}", json={"enforce_parameter_schema": False}).status_code == 204
+        assert http.get(f"deployments/{dep.id}").json()["enforce_parameter_schema"] is False
+        assert http.post(url, json={"parameters": {"other": "lots"}}).status_code == 201
+        made = http.post("deployments/", json={"name": "loose", "flow_name": "my-flow",
+                                               "parameter_openapi_schema": parameter_schema(my_flow),
+                                               "enforce_parameter_schema": False}).json()
+        assert made["enforce_parameter_schema"] is False
+        strict = http.post("deployments/", json={"name": "strict", "flow_name": "my-flow",
+                                                 "parameter_openapi_schema": parameter_schema(my_flow)}).json()
+        assert strict["enforce_parameter_schema"] is True  # unset: true, as in Prefect 3
+    with pytest.raises(ParameterTypeError, match="Validation failed for field 'key'"):  # the HTTP client
+        api.create_flow_run_from_deployment(strict["id"], parameters={"key": 5})
+    assert api.create_flow_run_from_deployment(strict["id"], parameters={"key": "5"}).parameters == {"key": "5"}
+    runs = store.read_flow_runs()
+    assert sorted(str(r.parameters["other"]) for r in runs if r.deployment_id == dep.id) == ["lots", "many"]
+    assert [r.parameters for r in runs if str(r.deployment_id) == strict["id"]] == [{"key": "5"}]

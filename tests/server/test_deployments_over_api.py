@@ -48,11 +48,14 @@ def test_work_pool_routes(server, api):
     with server.http() as http:
         assert http.post("work_pools/", json={"name": "local"}).status_code == 409
         listed = http.post("work_pools/filter", json={"work_pools": {"type": {"any_": ["process"]}}}).json()
-        assert [p["name"] for p in listed] == ["local"] and listed[0]["status"] == "READY"
+        assert [p["name"] for p in listed] == ["local"] and listed[0]["status"] == "NOT_READY"  # no worker yet
         assert http.patch("work_pools/local", json={"is_paused": True}).status_code == 204
         assert http.get("work_pools/local").json()["status"] == "PAUSED"
         assert http.post("work_pools/local/workers/heartbeat", json={"name": "w1"}).status_code == 204
-        assert [w["name"] for w in http.post("work_pools/local/workers/filter", json={}).json()] == ["w1"]
+        workers = http.post("work_pools/local/workers/filter", json={}).json()
+        assert [(w["name"], w["status"]) for w in workers] == [("w1", "ONLINE")]
+        assert http.patch("work_pools/local", json={"is_paused": False}).status_code == 204
+        assert http.get("work_pools/local").json()["status"] == "READY"  # Prefect's: a worker is online
         missing = http.get("work_pools/nowhere")
         assert missing.status_code == 404 and "work-pool create nowhere" in missing.text
     assert api.update_work_pool("local", paused=False).is_paused is False
@@ -188,6 +191,58 @@ def test_deploy_command_and_workers_over_http(server, api, client_dir):
     assert sorted(os.listdir(marks)) == sorted(str(r) for r in runs)  # each run executed exactly once
     assert {api.read_flow_run(r).worker_name for r in runs} <= {"w0", "w1"}
     assert {w.name for w in api.read_workers("remote")} == {"w0", "w1"}
+
+
+def test_work_queue_cli_deploy_to_a_queue_and_a_queue_worker_over_http(server, api, client_dir):
+    import json
+
+    env, marks, start = client_dir
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "distributary", *args], env=env, cwd=marks.parent,
+                              capture_output=True, text=True, timeout=60)
+        return done
+
+    assert cli("work-pool", "create", "remote").returncode == 0
+    made = cli("work-queue", "create", "slow", "--pool", "remote", "--limit", "2", "--priority", "1")
+    assert made.returncode == 0, made.stderr
+    listed = json.loads(cli("work-queue", "ls", "--pool", "remote", "-o", "json").stdout)
+    assert [(q["name"], q["priority"], q["concurrency_limit"]) for q in listed] == [("slow", 1, 2), ("default", 2, None)]
+    assert cli("work-queue", "pause", "slow", "--pool", "remote").returncode == 0
+    assert cli("work-queue", "set-concurrency-limit", "slow", "5", "--pool", "remote").returncode == 0
+    shown = json.loads(cli("work-queue", "inspect", "slow", "--pool", "remote", "-o", "json").stdout)
+    assert (shown["is_paused"], shown["concurrency_limit"], shown["status"]) == (True, 5, "PAUSED")
+    assert cli("work-queue", "resume", "slow", "--pool", "remote").returncode == 0
+    assert cli("work-queue", "clear-concurrency-limit", "slow", "--pool", "remote").returncode == 0
+    q = api.read_work_queue_by_name("remote", "slow")
+    assert not q.is_paused and q.concurrency_limit is None  # the server's store has what the CLI sent
+    taken = cli("work-queue", "create", "slow", "--pool", "remote")
+    assert taken.returncode == 1 and "already has a queue 'slow'" in taken.stderr
+    assert cli("work-queue", "delete", "slow", "--pool", "remote").returncode == 0
+    gone = cli("work-queue", "inspect", "slow", "--pool", "remote")
+    assert gone.returncode == 1 and "work-queue create slow --pool remote" in gone.stderr
+    assert cli("work-queue", "delete", "default", "--pool", "remote").returncode == 1  # every pool keeps it
+
+    deployed = cli("deploy", "flows.py:work", "-n", "queued", "-p", "remote", "-q", "urgent")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert cli("deploy", "flows.py:work", "-n", "plain", "-p", "remote").returncode == 0
+    queued, plain = api.read_deployment_by_name("work/queued"), api.read_deployment_by_name("work/plain")
+    assert (queued.work_queue_name, plain.work_queue_name) == ("urgent", "default")
+    assert [x.name for x in api.read_work_queues("remote")] == ["default", "urgent"]  # made by the deploy
+    waiting = api.create_flow_run_from_deployment(plain.id, parameters={"x": 2})
+    urgent = api.create_flow_run_from_deployment(queued.id, parameters={"x": 3})
+    refused = subprocess.run([sys.executable, "-m", "distributary", "deployment", "run", "work/queued", "--param",
+                              "x=three"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "Validation failed for field 'x'" in refused.stderr  # a 409 from the server
+    worker = start("-m", "distributary", "worker", "start", "--pool", "remote", "--work-queue", "urgent",
+                   "--name", "urgent-worker")
+    wait_for(lambda: api.read_flow_run(urgent.id).state_type == "COMPLETED" or worker.poll() is not None, 300,
+             "the urgent run")
+    assert worker.poll() is None, worker.communicate()[0][-2000:]
+    left = api.read_flow_run(waiting.id)
+    assert left.state_type == "SCHEDULED" and left.worker_name is None  # not its queue
+    assert os.listdir(marks) == [str(urgent.id)]
+    assert api.read_flow_run(urgent.id).worker_name == "urgent-worker"
 
 
 def _deployment(storage, name):

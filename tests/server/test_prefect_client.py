@@ -197,7 +197,75 @@ def test_prefect_cli_runs_a_deployment_with_params_checked_against_its_schema(se
     bad = subprocess.run([prefect, "deployment", "run", "etl/nightly", "--param", "m=3"], env=env,
                          capture_output=True, text=True, timeout=180)
     assert bad.returncode == 1 and "available on the deployment: 'n', 'name'" in bad.stdout + bad.stderr
+    wrong = subprocess.run([prefect, "deployment", "run", "etl/nightly", "--param", "n=abc"], env=env,
+                           capture_output=True, text=True, timeout=180)  # our 409, as Prefect's server answers
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert "Validation failed for field 'n'" in wrong.stdout + wrong.stderr, wrong.stdout + wrong.stderr
+    assert len([r for r in api.read_flow_runs() if r.deployment_id == dep.id]) == 1
     shown = subprocess.run([prefect, "deployment", "inspect", "etl/nightly"], env=env, capture_output=True,
                            text=True, timeout=180)  # reads /automations/related-to/prefect.deployment.{id}
     assert shown.returncode == 0 and "'automations': []" in shown.stdout, shown.stdout + shown.stderr
+    api.close()
+
+
+WORK_POOL_SCRIPT = """
+import asyncio, json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName, WorkQueueFilter, WorkQueueFilterName
+from prefect.client.schemas.objects import WorkPool, WorkQueue
+
+async def main():
+    out = {}
+    async with get_client() as client:
+        pools = await client.read_work_pools()
+        out["pools"] = sorted((p.name, p.type, p.is_paused, p.concurrency_limit, p.status.value) for p in pools)
+        out["pools_filtered"] = [p.name for p in await client.read_work_pools(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=["gpu"])))]
+        pool = await client.read_work_pool("local")
+        out["pool"] = [type(pool).__name__, pool.name, pool.type, str(pool.default_queue_id),
+                       sorted(pool.base_job_template["variables"]["properties"]), pool.status.value]
+        queues = await client.read_work_queues(work_pool_name="local")
+        out["queues"] = [(q.name, q.priority, q.concurrency_limit, q.is_paused, str(q.work_pool_id)) for q in queues]
+        made = await client.create_work_queue(name="made-by-prefect", work_pool_name="local", priority=1,
+                                              concurrency_limit=4, description="from Prefect's client")
+        out["made"] = [type(made).__name__, made.name, made.priority, made.concurrency_limit, made.description,
+                       str(made.work_pool_id) == str(pool.id)]
+        out["after"] = [(q.name, q.priority) for q in await client.read_work_queues(work_pool_name="local")]
+        out["by_name"] = [q.name for q in await client.read_work_queues(
+            work_pool_name="local", work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=["urgent"])))]
+        got = await client.read_work_queue_by_name("made-by-prefect", work_pool_name="local")
+        out["read_by_name"] = [str(got.id) == str(made.id), got.status.value]
+        await client.update_work_queue(made.id, is_paused=True)
+        out["paused"] = (await client.read_work_queue(made.id)).is_paused
+        await client.delete_work_queue_by_id(made.id)
+        out["deleted"] = "made-by-prefect" not in [q.name for q in await client.read_work_queues(work_pool_name="local")]
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_prefect_client_reads_work_pools_and_reads_and_creates_work_queues(server, prefect_python, tmp_path):
+    from distributary.runstore.api_storage import ApiRunStorage
+
+    api = ApiRunStorage(server.api_url)
+    local = api.create_work_pool("local", type="process")
+    api.create_work_pool("gpu", type="kubernetes", concurrency_limit=2, paused=True)
+    urgent = api.create_work_queue("local", "urgent", concurrency_limit=3)
+    api.create_work_pool("idle")
+    api.worker_heartbeat("local", "w1")  # Prefect's pool status: READY while a worker is online
+    _, got = run_prefect(prefect_python, server, tmp_path, WORK_POOL_SCRIPT)
+    assert got["pools"] == [["gpu", "kubernetes", True, 2, "PAUSED"], ["idle", "process", False, None, "NOT_READY"],
+                            ["local", "process", False, None, "READY"]]
+    assert got["pools_filtered"] == ["gpu"]
+    assert got["pool"] == ["WorkPool", "local", "process", str(local.default_queue_id),
+                           ["command", "env", "working_dir"], "READY"]
+    assert got["queues"] == [["default", 1, None, False, str(local.id)], ["urgent", 2, 3, False, str(local.id)]]
+    assert got["made"] == ["WorkQueue", "made-by-prefect", 1, 4, "from Prefect's client", True]
+    assert got["after"] == [["made-by-prefect", 1], ["default", 2], ["urgent", 3]]  # the others moved down
+    assert got["by_name"] == ["urgent"]
+    assert got["read_by_name"] == [True, "NOT_READY"] and got["paused"] is True and got["deleted"]
+    # and distributary's own client reads what Prefect's wrote: the queue it made is gone, the others moved down
+    assert [(q.name, q.priority) for q in api.read_work_queues("local")] == [("default", 2), ("urgent", 3)]
+    assert api.read_work_queue(urgent.id).concurrency_limit == 3
     api.close()

@@ -1,6 +1,7 @@
 """`distributary worker start --pool NAME` processes, end to end on the embedded run store: three workers drain
 60 runs, each executed exactly once (the claim race itself, at 200 runs, is in tests/runstore/test_work_pools.py);
-a worker killed with SIGKILL leaves no run Running; flow.deploy() to a pool (and its errors)."""
+a worker killed with SIGKILL leaves no run Running; flow.deploy() to a pool and a queue (and its errors); a worker
+started with `--work-queue` runs only that queue's runs."""
 from __future__ import annotations
 
 import os
@@ -49,10 +50,11 @@ def pool(run_home, tmp_path, monkeypatch):
     dep_id = work.deploy("pooled", work_pool_name="local", job_variables={"env": {"WHO": "template-env"}})
     workers: list[subprocess.Popen] = []
 
-    def start_worker(name: str, limit: int = 4) -> subprocess.Popen:
+    def start_worker(name: str, limit: int = 4, queues: tuple[str, ...] = ()) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen([sys.executable, "-m", "distributary.cli", "worker", "start", "--pool", "local",
-                                 "--name", name, "--limit", str(limit)], env=env, cwd=tmp_path,
+                                 "--name", name, "--limit", str(limit), *[a for q in queues for a in ("-q", q)]],
+                                env=env, cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         workers.append(proc)
         return proc
@@ -136,3 +138,40 @@ def test_from_source_git_repository_deployed_and_run_by_a_worker(pool, tmp_path)
     assert (marks / str(run.id)).exists()
     with pytest.raises(ConfigurationError, match="could not clone"):
         flow.from_source(source=f"file://{tmp_path}/nope.git", entrypoint="x.py:y")
+
+
+def test_a_worker_of_one_queue_runs_only_that_queues_runs(pool, tmp_path):
+    from distributary.workers.process import ProcessWorker
+
+    dep_id, marks, start_worker = pool
+    work = load_flow("flows.py:work", str(tmp_path))
+    st = get_storage()
+    urgent_id = work.deploy("urgent", work_pool_name="local", work_queue_name="urgent")  # the pool lacks it: made
+    assert st.read_deployment(urgent_id).work_queue_name == "urgent"
+    assert [(q.name, q.priority) for q in st.read_work_queues("local")] == [("default", 1), ("urgent", 2)]
+    plain = st.create_flow_run_from_deployment(dep_id)
+    urgent = [st.create_flow_run_from_deployment(urgent_id) for _ in range(2)]
+    assert plain.work_queue_name == "default" and {r.work_queue_name for r in urgent} == {"urgent"}
+    start_worker("urgent-only", queues=("urgent",))
+    for run in urgent:  # the worker polls every 0.2 s meanwhile: the default queue's run would have been claimed
+        wait_for(lambda r=run: st.read_flow_run(r.id).state_type == "COMPLETED", 120, "the urgent runs")
+    left = st.read_flow_run(plain.id)
+    assert left.state_type == "SCHEDULED" and left.worker_name is None and not (marks / str(plain.id)).exists()
+    assert {st.read_flow_run(r.id).worker_name for r in urgent} == {"urgent-only"}
+    assert st.read_work_queue_by_name("local", "urgent").status == "READY"  # polled by its worker
+    assert st.read_work_queue_by_name("local", "default").status == "NOT_READY"  # nobody polls it
+    start_worker("everything")  # no --work-queue: every queue of the pool
+    wait_for(lambda: st.read_flow_run(plain.id).state_type == "COMPLETED", 120, "the default queue's run")
+    with pytest.raises(ObjectNotFound, match="work-queue create nope --pool local"):
+        ProcessWorker("local", work_queues=["nope"])
+
+
+def test_deploy_command_to_a_queue(pool, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["deploy", "flows.py:work", "-n", "queued", "-p", "local", "-q", "nightly",
+                 "--no-enforce-parameter-schema"]) == 0
+    dep = get_storage().read_deployment_by_name("work/queued")
+    assert dep.work_queue_name == "nightly" and dep.enforce_parameter_schema is False
+    assert get_storage().read_work_queue_by_name("local", "nightly").work_pool_name == "local"
+    run = get_storage().create_flow_run_from_deployment(dep.id, parameters={"mode": 3})  # not a str: let through
+    assert run.work_queue_name == "nightly" and run.parameters == {"mode": 3}

@@ -123,10 +123,10 @@ class DeploymentFlowRunCreate(Body):
     idempotency_key: str | None = None
     job_variables: dict[str, Any] | None = None
     state: dict[str, Any] | None = None  # Prefect's client may send a Scheduled state with its scheduled_time
+    enforce_parameter_schema: bool | None = None  # this run only: over the deployment's setting
     # sent by Prefect's client (empty unless its caller set them); nothing here uses them
     context: dict[str, Any] | None = None
     labels: dict[str, Any] | None = None
-    enforce_parameter_schema: bool | None = None
     infrastructure_document_id: uuid.UUID | None = None
     empirical_policy: dict[str, Any] | None = None
     parent_task_run_id: uuid.UUID | None = None
@@ -231,9 +231,9 @@ class _DeploymentFields(Body):
     work_queue_name: str | None = None
     job_variables: dict[str, Any] | None = None
     parameter_openapi_schema: dict[str, Any] | None = None
+    enforce_parameter_schema: bool | None = None  # None on create: true, as in Prefect 3
     # sent by Prefect's client; nothing here uses them
     labels: dict[str, Any] | None = None
-    enforce_parameter_schema: bool | None = None
     pull_steps: list[Any] | None = None
     version_info: dict[str, Any] | None = None
     OPAQUE = Body.OPAQUE | {"job_variables", "parameter_openapi_schema"}
@@ -312,7 +312,8 @@ def create_deployment(body: DeploymentCreate, storage: Storage) -> JSONResponse:
         paused=body.paused, schedules=None if body.schedules is None else [s.to_schedule() for s in body.schedules],
         concurrency_limit=opts.get("concurrency_limit"), collision_strategy=opts.get("collision_strategy"),
         work_pool_name=body.work_pool_name, work_queue_name=body.work_queue_name, job_variables=body.job_variables,
-        parameter_openapi_schema=body.parameter_openapi_schema)
+        parameter_openapi_schema=body.parameter_openapi_schema,
+        enforce_parameter_schema=body.enforce_parameter_schema is not False)
     return respond(deployment_json(dep, storage), 201)
 
 
@@ -330,7 +331,7 @@ def read_deployment(deployment_id: uuid.UUID, storage: Storage) -> JSONResponse:
 def update_deployment(deployment_id: uuid.UUID, body: DeploymentUpdate, storage: Storage) -> Response:
     fields = {k: getattr(body, k) for k in body.model_fields_set
               if k in ("paused", "parameters", "tags", "description", "version", "entrypoint", "path",
-                       "job_variables", "work_pool_name", "parameter_openapi_schema")}
+                       "job_variables", "work_pool_name", "parameter_openapi_schema", "enforce_parameter_schema")}
     fields.update(_limit_options(body))
     if fields.get("work_pool_name"):
         storage.read_work_pool(fields["work_pool_name"])
@@ -438,9 +439,16 @@ def count_active_runs(deployment_id: uuid.UUID, storage: Storage,
 def create_flow_run(deployment_id: uuid.UUID, storage: Storage,
                     body: DeploymentFlowRunCreate | None = None) -> JSONResponse:
     """A `Scheduled` run of the deployment, its parameters merged over the deployment's defaults; with an
-    `idempotency_key` already used, the existing run is returned."""
+    `idempotency_key` already used, the existing run is returned. Parameters its schema refuses (when it enforces
+    the schema) are a 409 naming the field, as Prefect answers."""
+    from ...errors import ParameterTypeError
+
     body = body or DeploymentFlowRunCreate()
-    run = storage.create_flow_run_from_deployment(
-        deployment_id, parameters=body.parameters, tags=body.tags, scheduled_time=_scheduled_time(body.state),
-        idempotency_key=body.idempotency_key, job_variables=body.job_variables, name=body.name)
+    try:
+        run = storage.create_flow_run_from_deployment(
+            deployment_id, parameters=body.parameters, tags=body.tags, scheduled_time=_scheduled_time(body.state),
+            idempotency_key=body.idempotency_key, job_variables=body.job_variables, name=body.name,
+            enforce_parameter_schema=body.enforce_parameter_schema)
+    except ParameterTypeError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
     return respond(flow_run_json(run), 201)

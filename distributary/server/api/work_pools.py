@@ -74,15 +74,26 @@ class WorkersFilter(Page):
     workers: dict[str, Any] | None = None
 
 
-def work_pool_json(pool: O.WorkPool) -> dict[str, Any]:
+def _online(w: O.Worker) -> bool:
+    """A worker is ONLINE while its heartbeats are younger than the timeout after which its runs are Crashed."""
+    from ... import settings
+
+    beat = w.last_heartbeat_time
+    return beat is not None and time.time() - beat.timestamp() < float(settings.get("WORKER_HEARTBEAT_TIMEOUT"))
+
+
+def work_pool_json(pool: O.WorkPool, storage: Any) -> dict[str, Any]:
+    """Prefect's WorkPool, its status as Prefect's: PAUSED, READY (a worker is online) or NOT_READY."""
     d = pool.model_dump(mode="json")
-    d.update(status="PAUSED" if pool.is_paused else "READY", storage_configuration={})
+    ready = any(_online(w) for w in storage.read_workers(pool.name))
+    d.update(status="PAUSED" if pool.is_paused else "READY" if ready else "NOT_READY", storage_configuration={})
     return d
 
 
 def worker_json(w: O.Worker) -> dict[str, Any]:
     d = w.model_dump(mode="json")
-    d.update(updated=d["last_heartbeat_time"], status="ONLINE", heartbeat_interval_seconds=None, work_pool_id=None)
+    d.update(updated=d["last_heartbeat_time"], status="ONLINE" if _online(w) else "OFFLINE",
+             heartbeat_interval_seconds=None, work_pool_id=None)
     return d
 
 
@@ -97,7 +108,7 @@ def create_work_pool(body: WorkPoolCreate, storage: Storage) -> JSONResponse:
     pool = storage.create_work_pool(body.name, type=body.type, description=body.description,
                                     base_job_template=body.base_job_template or None,
                                     concurrency_limit=body.concurrency_limit, paused=body.is_paused)
-    return respond(work_pool_json(pool), 201)
+    return respond(work_pool_json(pool, storage), 201)
 
 
 @router.post("/filter")
@@ -109,12 +120,12 @@ def read_work_pools(storage: Storage, body: WorkPoolsFilter | None = None) -> JS
         pools = [p for p in pools if p.name in set(flt.name.any_)]
     if flt is not None and flt.type is not None and flt.type.any_ is not None:
         pools = [p for p in pools if p.type in set(flt.type.any_)]
-    return respond([work_pool_json(p) for p in pools[body.offset:body.offset + body.limit]])
+    return respond([work_pool_json(p, storage) for p in pools[body.offset:body.offset + body.limit]])
 
 
 @router.get("/{name}")
 def read_work_pool(name: str, storage: Storage) -> JSONResponse:
-    return respond(work_pool_json(storage.read_work_pool(name)))
+    return respond(work_pool_json(storage.read_work_pool(name), storage))
 
 
 @router.patch("/{name}", status_code=204)

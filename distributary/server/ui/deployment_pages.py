@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from ...errors import ParameterTypeError
 from ...runstore.models import TABLES
 from .pages import _page, _storage, _uuid_or_404, html_errors
 
@@ -96,7 +97,10 @@ def _start_run(request: Request, deployment_id: str, body: bytes) -> Any:
             raise ValueError("not a JSON object")
     except ValueError as exc:
         return deployment(request, str(dep.id), error=f"Parameters must be a JSON object ({exc}).")
-    run = st.create_flow_run_from_deployment(dep.id, parameters=params)
+    try:
+        run = st.create_flow_run_from_deployment(dep.id, parameters=params)
+    except ParameterTypeError as exc:  # the deployment enforces its parameter schema: say which field is wrong
+        return deployment(request, str(dep.id), error=str(exc))
     return RedirectResponse(f"/flow-runs/{uuid.UUID(str(run.id))}", status_code=303)
 
 

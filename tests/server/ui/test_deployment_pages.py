@@ -102,3 +102,23 @@ def test_cancel_button_asks_first_then_cancels_and_is_gone_for_final_states(page
     assert str(running.id) in api.read_cancelling([running.id])  # what the worker polls for
     assert "Cancelling" in page.pw.inner_text("#cancel-run")
     page.shot("cancelling")
+
+
+def test_the_run_form_names_a_parameter_the_schema_refuses(server):
+    import httpx
+
+    from distributary.deployments.parameters import parameter_schema
+
+    def etl(source: str, n: int = 1) -> None: ...
+
+    api = ApiRunStorage(server.api_url)
+    dep = api.create_deployment(flow_name="etl", name="checked", entrypoint="flows.py:etl",
+                                parameter_openapi_schema=parameter_schema(etl))
+    form = f"{server.url}/deployments/{dep.id}/run"
+    got = httpx.post(form, data={"parameters": '{"source": "x", "n": "many"}'}, headers={"Origin": server.url})
+    assert got.status_code == 422 and 'id="run-error"' in got.text  # as for bad JSON
+    assert "Validation failed for field &#39;n&#39;" in got.text  # the page again, naming the field
+    assert api.read_flow_runs() == []
+    ok = httpx.post(form, data={"parameters": '{"source": "x", "n": 2}'}, headers={"Origin": server.url})
+    assert ok.status_code == 303 and api.read_flow_runs()[0].parameters == {"source": "x", "n": 2}
+    api.close()
