@@ -211,7 +211,7 @@ def _recompute() -> None:
 
 def _put(event: RunEvent) -> None:
     _queue.append(event)
-    if len(_queue) >= WAKE_AT:
+    if len(_queue) >= WAKE_AT and not _wake.is_set():  # set() takes a lock: once, not once per event past WAKE_AT
         _wake.set()
 
 

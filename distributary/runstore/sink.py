@@ -181,6 +181,10 @@ class RunStoreSink:
                 events, self._pending = self._pending, []
                 force = self._flush_requested or self._closed
                 self._flush_requested = False
+            if not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
+                self._large = True  # a large .map(): its writer process starts while these events are converted
+            if self._large and self._process is None and not self._process_failed:
+                self._start_process()
             # a held batch stays `_held` until it is written, so flush() never reports it done early
             batch = self._held if self._held is not None else Batch()
             try:
@@ -189,7 +193,7 @@ class RunStoreSink:
                 _log.exception("The run store could not record %d run events; they are lost.", len(events))
                 self._lost += len(events)
             if self._large and self._process is None and not self._process_failed:
-                self._start_process()
+                self._start_process()  # large from this batch's task runs on
             if len(batch) and not self._write(batch):
                 self._hold(batch)
                 with self._cond:

@@ -97,9 +97,10 @@ def test_sigkill_of_a_worker_mid_map_loses_nothing_charges_only_its_run_and_reru
     assert set(seen) == set(range(n))
     twice = {x: pids for x, pids in seen.items() if len(pids) > 1}
     charged = {x for x, (_, rc, _) in enumerate(out) if rc > 1}
-    # Only the run that was running on the dead worker ran twice and used its retry; nothing that finished ran
-    # again, and the runs queued on the dead worker were resent without using a retry.
-    assert len(twice) <= 1 and set(twice) == charged
+    # Only the run that was running on the dead worker used its retry (it ran twice, or once if the kill came
+    # before its function began); nothing that finished ran again, and the runs queued on the dead worker were
+    # resent without using a retry.
+    assert len(charged) <= 1 and set(twice) <= charged
     for pids in twice.values():
         assert killed[0] in pids and len(pids) == 2
     crash_logs = [r for r in records if r.levelno == logging.ERROR and "died while running" in r.getMessage()]

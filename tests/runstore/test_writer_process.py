@@ -89,3 +89,31 @@ def test_a_locked_database_delays_the_writer_process_and_loses_nothing(sqlite_ur
     proc = sink._process
     sink.close()
     assert proc._proc.poll() is not None
+
+
+def test_one_compact_chunk_is_written_as_exactly_the_rows_it_expands_to(tmp_path):
+    """The writer's direct path (statement parameters straight from the compact encoding) stores what the row
+    dicts stored, column for column, and leaves the batch as it was (a failed write is retried with it)."""
+    from distributary.runstore.batch import Batch, compact_task_runs, write_batch
+
+    _, trs, _ = flow_with_tasks(60, fail_every=7)  # failures carry a message: the general history encoding
+    trs[3].cache_key, trs[4].task_inputs = "k-3", {"x": [{"input_type": "parameter", "name": "x"}]}
+    flat = compact_task_runs((tr, tr.state) for tr in trs)
+    tables = []
+    for direct in (True, False):
+        url = f"sqlite:///{tmp_path}/{direct}.db"
+        SqlRunStorage(url=url).engine.dispose()
+        batch = Batch()
+        batch.compact.append((1234.5, list(flat), len(trs)))
+        if not direct:
+            batch.expand()  # rows first: the general path
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        write_batch(cur, "sqlite", batch)
+        cur.execute("COMMIT")
+        if direct:
+            assert batch.compact and batch.compact[0][1] == flat and not batch.task_runs
+        tables.append(conn.execute("SELECT * FROM task_run ORDER BY id").fetchall())
+        conn.close()
+    assert len(tables[0]) == 60 and tables[0] == tables[1]
