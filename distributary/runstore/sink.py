@@ -158,6 +158,10 @@ class RunStoreSink:
 
     def _loop(self) -> None:
         self._replay_spool()
+        try:  # open the store now, at the flow's start: its imports, under a busy .map()'s threads, take seconds
+            self.storage()
+        except Exception:  # the first write reports it
+            pass
         delay = 0.1
         while True:
             with self._cond:

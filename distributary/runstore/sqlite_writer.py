@@ -59,11 +59,10 @@ def open_writer(url: str | None) -> Any:
 
     from .urls import database_url, sqlite_path
 
-    if url is None:
-        from .api_storage import api_url, get_api_storage
+    if url is None and settings.get("API_URL"):  # the API client (and its schemas) imported only then
+        from .api_storage import get_api_storage
 
-        if api_url():
-            return get_api_storage()
+        return get_api_storage()
     url = url or database_url()
     path = sqlite_path(url)
     if path is not None and os.path.exists(path):
