@@ -10,7 +10,9 @@ Batching, the bounded feeder, values left on the workers and worker-death handli
 this module adds what is Ray's: connecting, one remote function per (task, Ray options) and run, the options
 context manager, and a small actor that carries log records and live states from workers to the driver.
 A worker process killed mid-run: Ray does not re-run the batch itself (`max_retries=0`); the driver sees
-`WorkerCrashedError` and retries the run (if it has retries left) or ends it Crashed.
+`WorkerCrashedError` and retries the run (if it has retries left) or ends it Crashed. A lost head (its GCS gone):
+Ray would wait 60 s and then kill the driver's process; a watch on the GCS port ends every unfinished run Crashed
+after HEAD_LOST_AFTER seconds instead, and the flow run ends in its own process.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ _WORKER_DEATH = (ray_errors.WorkerCrashedError, ray_errors.NodeDiedError, ray_er
 POLL_INTERVAL = 0.25  # seconds between two drains of the telemetry actor by the driver
 CLOSURE_LIMIT = 512 * 1024  # a pickled task up to this size travels inside its remote function
 _PUSH_TIMEOUT = 30.0
+HEAD_LOST_AFTER = 10.0  # seconds the GCS may not answer before its cluster counts as lost (at most 1/3 of Ray's own)
+HEAD_CHECK_INTERVAL = 1.0
+_FETCH_WHEN_LOST = 5.0  # seconds to fetch values still reachable (inlined in the driver) once the head is lost
 _log = engine_logger("runners")
 
 
@@ -181,14 +186,61 @@ class _Poller:
         for payload in payloads:
             self.handle(payload)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop draining (the hub is gone with the cluster's head); `stop(drain=False)` then only joins."""
+        self._stop.set()
+
+    def stop(self, drain: bool = True) -> None:
         self._stop.set()
         self._thread.join(_PUSH_TIMEOUT)
+        if not drain:
+            return
         self.drain()
         try:
             self.hub.forget.remote(self.channel)
         except ray_errors.RayError as exc:
             _log.debug("Could not tidy telemetry channel %s: %r", self.channel, exc)
+
+
+class _HeadWatch:
+    """Driver thread: asks the cluster's GCS for a gRPC handshake every HEAD_CHECK_INTERVAL seconds; once it has
+    not answered for `lost_after` seconds, calls `lost(why)` once and stops. Nothing else notices: Ray's own
+    clients retry silently for `gcs_rpc_server_reconnect_timeout_s` (60 s) and then kill the process."""
+
+    def __init__(self, address: str, lost: Any):
+        host, _, port = address.rpartition(":")
+        self.address, self._host, self._port, self._lost = address, host.strip("[]"), int(port), lost
+        # Ray's own deadline, as Ray reads it (its config names are lower case after the prefix)
+        ray_limit = float(os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s") or 60)  # noqa: SIM112
+        self.lost_after = min(HEAD_LOST_AFTER, ray_limit / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="distributary-ray-head-watch", daemon=True)
+        self._thread.start()
+
+    def answers(self) -> bool:
+        """Whether the GCS completes a gRPC handshake now (about a millisecond when it is up)."""
+        try:
+            return sniff(self._host, self._port, min(2.0, self.lost_after / 2)) == GRPC
+        except OSError:
+            return False
+
+    def _loop(self) -> None:
+        down_since: float | None = None
+        while not self._stop.wait(HEAD_CHECK_INTERVAL):
+            if self.answers():
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since >= self.lost_after:
+                self._lost(f"the Ray cluster head was lost (GCS at {self.address} unreachable for "
+                           f"{now - down_since:.0f} s)")
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,6 +294,7 @@ class _Connection:
 
     users = 0
     owned = False
+    dead = False  # its cluster's head was lost: the last user shuts it down even if a runner did not make it
     hub: Any = None
     job: str | None = None
     name = ""
@@ -350,12 +403,25 @@ def _acquire(address: str | None, init_kwargs: dict[str, Any], timeout: float) -
         return _conn.hub, _conn.name
 
 
+def _gcs_address(address: str | None) -> str | None:
+    """The GCS address of this process's connection, to watch; None with Ray Client (its server's business)."""
+    joining = address if address is not None else os.environ.get("RAY_ADDRESS") or ""
+    if joining.startswith("ray://"):
+        return None
+    try:
+        return ray.get_runtime_context().gcs_address or None
+    except Exception as exc:  # an older or newer Ray: the head goes unwatched, as before
+        _log.debug("No GCS address to watch: %r", exc)
+        return None
+
+
 def _release() -> None:
     """Drop this runner's use of the connection; the last user shuts Ray down if a runner started it."""
     with _conn_lock:
         _conn.users = max(0, _conn.users - 1)
-        if _conn.users == 0 and _conn.owned:
-            _conn.owned, _conn.hub, _conn.job, _conn.name = False, None, None, ""
+        if _conn.users == 0 and (_conn.owned or _conn.dead):
+            # Left connected to a lost head, Ray would kill this process once its reconnect timeout passes.
+            _conn.owned, _conn.dead, _conn.hub, _conn.job, _conn.name = False, False, None, None, ""
             ray.shutdown()
 
 
@@ -369,9 +435,11 @@ class _DeadWorkers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def name(self, task_id: Any) -> str | None:
+    def name(self, task_id: Any, gcs_answers: Any = lambda: True) -> str | None:
         with self._lock:
             for attempt in range(self.TRIES):
+                if not gcs_answers():  # the task events are on the head, and asking a lost one blocks
+                    return None
                 try:
                     found = self._lookup(task_id.binary())
                 except Exception as exc:  # Ray Client, an older or newer Ray: the message just names no worker
@@ -449,6 +517,8 @@ class RayTaskRunner(RemoteTaskRunner):
         self._hub: Any = None
         self._hub_name = ""
         self._poller: _Poller | None = None
+        self._watch: _HeadWatch | None = None
+        self._head_lost: str | None = None
         self._fns: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def _config(self) -> dict[str, Any]:
@@ -459,13 +529,28 @@ class RayTaskRunner(RemoteTaskRunner):
     def _connect(self) -> None:
         self._hub, self._hub_name = _acquire(self.address, self.init_kwargs, self.connect_timeout)
         self._fns = {}
+        self._head_lost = None
         self._poller = _Poller(self._hub, self._id, self._receiver.handle)
+        gcs = _gcs_address(self.address)
+        self._watch = _HeadWatch(gcs, self._on_head_lost) if gcs else None
+
+    def _on_head_lost(self, why: str) -> None:
+        """The head watch's verdict (its thread): every unfinished run ends Crashed now, nothing more is sent, and
+        the connection is shut down when the runner leaves it."""
+        self._head_lost = why
+        _conn.dead = True
+        if self._poller is not None:
+            self._poller.halt()
+        self._lose_cluster(why)
 
     def _disconnect(self) -> None:
         poller, self._poller = self._poller, None
+        watch, self._watch = self._watch, None
         try:
+            if watch is not None:
+                watch.stop()
             if poller is not None:
-                poller.stop()
+                poller.stop(drain=self._head_lost is None)
         finally:
             self._fns = {}
             self._hub = None
@@ -503,7 +588,16 @@ class RayTaskRunner(RemoteTaskRunner):
                          "place them.", task.name, short, {k: have.get(k, 0) for k in short})
 
     # -- backend hooks ----------------------------------------------------------------------------------------
+    def _gcs_answers(self) -> bool:
+        """Whether the GCS answers now. Asked before each GCS read of the driver's own threads: while the GCS is
+        gone such a read blocks, and one still waiting when Ray's reconnect timeout passes ends the process."""
+        watch = self._watch
+        return self._head_lost is None and (watch is None or watch.answers())
+
     def _backend_threads(self) -> int:
+        if not self._gcs_answers():  # the driver keeps its last count
+            raise ClusterConnectionError(self._head_lost or f"the Ray GCS at {self._watch.address} does not answer"
+                                         if self._watch else "the Ray GCS does not answer")
         return int(ray.cluster_resources().get("CPU", 1))
 
     def _backend_put_task(self, payload: bytes, digest: str) -> _TaskDef:
@@ -532,13 +626,15 @@ class RayTaskRunner(RemoteTaskRunner):
         return out
 
     def _backend_fetch(self, batches: list[Batch]) -> list[BatchResult | BaseException]:
+        # With the head lost, values inlined in the driver still come; those in a dead node's store never would.
+        timeout = _FETCH_WHEN_LOST if self._head_lost is not None else None
         try:
-            return list(ray.get([b.ref for b in batches]))
+            return list(ray.get([b.ref for b in batches], timeout=timeout))
         except ray_errors.RayError:
             out: list[BatchResult | BaseException] = []
             for b in batches:
                 try:
-                    out.append(ray.get(b.ref))
+                    out.append(ray.get(b.ref, timeout=timeout))
                 except ray_errors.RayError as exc:
                     out.append(exc)
             return out
@@ -550,7 +646,7 @@ class RayTaskRunner(RemoteTaskRunner):
         """Ray's WorkerCrashedError does not say which worker died; the cluster's task events do (the node and
         the pid of the worker process that ran the batch's Ray task), as "ray:<node ip>:<pid>"."""
         ref = batch.ref
-        return _dead_workers.name(ref.task_id()) if ref is not None else None
+        return _dead_workers.name(ref.task_id(), self._gcs_answers) if ref is not None else None
 
     def _backend_cancel(self, batches: list[Batch]) -> None:
         """`ray.cancel(force=True)`: a queued batch never runs, a running one's worker process is killed."""

@@ -24,7 +24,8 @@ dead_worker()   `_backend_dead_worker(batch)`: optional, the worker that died ru
 release()       `_backend_release(batches)`: drop the remote copies of these batches' values.
 settled()       `_backend_settled(batches)`: optional hook, these batches' summaries were applied.
 cluster_lost()  `_backend_cluster_lost(exc)`: whether a batch's error means the cluster itself is gone (words
-                for the message, e.g. "the Dask scheduler was lost"), else None.
+                for the message, e.g. "the Dask scheduler was lost"), else None. A backend that finds out by
+                itself (Ray watches its GCS) calls the driver's `_lose_cluster(why)` from any thread instead.
 where()         `_backend_where()`: the cluster in words, for messages (default: the runner's repr).
 cancel()        `_backend_cancel(batches)`: optional hook, stop these batches where they run (or are queued) on
                 the cluster, without waiting; called from the flow run's thread (its timeout). Their outcomes

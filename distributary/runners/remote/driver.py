@@ -153,11 +153,11 @@ class _Feeder:
     def alive(self) -> bool:
         return self.thread.is_alive()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         with self.cond:
             self.stopping = True
             self.cond.notify()
-        if threading.current_thread() is not self.thread:
+        if wait and threading.current_thread() is not self.thread:
             self.thread.join(10)
 
     def _loop(self) -> None:
@@ -231,6 +231,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         self._no_workers: tuple[float, float] | None = None  # (since, last warned) while the cluster has none
         self._cluster_lost = 0          # runs crashed because the cluster itself went away
         self._cluster_lost_logged = 0   # how many of them the one ERROR line counted
+        self._gone: str | None = None   # why the whole cluster is gone, once the backend said so (_lose_cluster)
         self._connect()
         self._pump = _Feeder(self)
 
@@ -238,7 +239,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         try:
             self._drain()
         finally:
-            self._pump.stop()
+            # A lost cluster may hold the feeder in a call to it; what it still does is ignored (nothing is open).
+            self._pump.stop(wait=self._gone is None)
             self._abandon("the task runner shut down before the run finished")
             if self._cluster_lost > self._cluster_lost_logged:
                 engine_logger("runners").error("In all, %d task run(s) on %r crashed because the cluster was lost.",
@@ -400,6 +402,11 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         """Pack and submit a batch (feeder thread). False if nothing went to the cluster."""
         if batch not in self._open:  # cancelled while it waited
             return False
+        if self._gone is not None:  # e.g. a resend after the cluster was lost: it has nowhere to go
+            with self._lock:
+                self._open.discard(batch)
+            self._crash_unfinished([batch], self._gone)
+            return False
         try:
             task_ref, digest = self._task_ref(batch.spec)
         except SerializationError as exc:
@@ -557,7 +564,9 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                     self._defer(batch)
                 elif isinstance(res, BaseException):
                     if self._backend_worker_died(res):
-                        self._lost(batch, f"{type(res).__name__}: {res}", worker=self._backend_dead_worker(batch))
+                        worker = self._backend_dead_worker(batch)  # may take seconds (Ray asks its GCS)
+                        if batch in self._open:  # not ended meanwhile (cancelled, or the cluster lost)
+                            self._lost(batch, f"{type(res).__name__}: {res}", worker=worker)
                     else:
                         gone = self._backend_cluster_lost(res)
                         why = f"crashed: {gone}" if gone else f"could not run on the cluster: {res!r}"
@@ -769,18 +778,30 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             except MissingResult as exc:
                 engine_logger("runners").warning("%s", exc)
 
+    def _lose_cluster(self, why: str) -> None:
+        """Backends call this (from any thread) when the whole cluster is gone for good and its own clients
+        would not say so in time (Ray's lost head): every unfinished run ends Crashed now, with one ERROR line
+        (`why` completes "... ended Crashed: "); runs sent later end the same way, without reaching it."""
+        self._gone = why
+        self._abandon(why)
+
     def _abandon(self, why: str) -> None:
         with self._lock:
             left = list(self._open)
             self._open.clear()
+        crashed = self._crash_unfinished(left, why)
+        if crashed:
+            engine_logger("runners").error("%d task run(s) of %r ended Crashed: %s.", crashed, self.name, why)
+
+    def _crash_unfinished(self, batches: list[Batch], why: str) -> int:
+        """End the runs of `batches` (no longer open) that are not final Crashed with `why`; how many."""
         crashed = 0
-        for batch in left:
+        for batch in batches:
             for i, run in enumerate(batch.runs):
                 if not run.state.is_final():
                     crashed += 1
                     self._final_local(batch, i, S.Crashed(message=f"Task run {run.name!r}: {why}."))
-        if crashed:
-            engine_logger("runners").error("%d task run(s) of %r ended Crashed: %s.", crashed, self.name, why)
+        return crashed
 
     def fetch_values(self, batches: Sequence[Batch]) -> None:
         """Bring the values of settled batches to the driver (each batch once)."""
