@@ -66,7 +66,7 @@ def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, ba
                    early: bool, *upstreams: BatchResult) -> BatchResult:
     worker = get_worker()
     key = worker.get_current_task()
-    died = _earlier_attempt_died(worker, runner_id, key, one_trip)
+    died, again = _earlier_attempt(worker, runner_id, key, one_trip)
     if died is not None:
         result = BatchResult.lost_batch(batch_id, f"Dask re-ran the batch after the worker running it ({died}) "
                                                   f"died", died)
@@ -77,14 +77,15 @@ def _run_on_worker(task_payload: bytes, batch_payload: bytes, runner_id: str, ba
     # The summary goes to the driver as an event: it arrives before the task's completion (the worker sends both
     # on its one stream to the scheduler, which forwards both on its one stream to the client), so a run costs one
     # Dask task and the values stay on the worker.
-    worker.log_event(SUMMARIES, _dumps((runner_id, batch_id, result.take_summary())))
+    worker.log_event(SUMMARIES, _dumps((runner_id, batch_id, result.take_summary(), again)))
     return result
 
 
-def _earlier_attempt_died(worker: Any, runner_id: str, key: Any, one_trip: bool = False) -> str | None:
-    """Mark this batch started (by this worker) in the scheduler's metadata; if an earlier attempt had started
-    and not finished (Dask only re-runs a started task when its worker died), the address of that worker. DONE
-    means a recomputation of lost values, which runs normally.
+def _earlier_attempt(worker: Any, runner_id: str, key: Any, one_trip: bool = False) -> tuple[str | None, bool]:
+    """Mark this batch started (by this worker) in the scheduler's metadata; return (the address of the worker
+    of an earlier attempt that had started and not finished, whether an earlier attempt had finished). Dask only
+    re-runs a started task when its worker died. DONE means a recomputation of lost values, which runs normally
+    (the driver is told, in case the first outcome never reached it).
 
     The mark must be on the scheduler before the run starts (a run may kill its worker at once), so this waits
     for the scheduler. With `one_trip` (the driver installed `_ATTEMPT_HANDLER` on the scheduler) the check and
@@ -104,8 +105,8 @@ def _earlier_attempt_died(worker: Any, runner_id: str, key: Any, one_trip: bool 
 
     before = sync(worker.loop, check_and_mark)
     if isinstance(before, (list, tuple)) and before and before[0] == STARTED:
-        return str(before[1]) if len(before) > 1 else "a worker"
-    return None
+        return (str(before[1]) if len(before) > 1 else "a worker"), False
+    return None, before == DONE
 
 
 def _install_attempt_handler(dask_scheduler: Any) -> bool:
@@ -312,15 +313,22 @@ class DaskTaskRunner(RemoteTaskRunner):
         data = event[1]
         if not isinstance(data, bytes):
             return
-        runner_id, batch_id, summary = pickle.loads(data)
+        runner_id, batch_id, summary, again = pickle.loads(data)
         if runner_id == self._id:
-            self._summary_arrived(batch_id, summary)
+            self._summary_arrived(batch_id, summary, again)
 
-    def _summary_arrived(self, batch_id: str, summary: Any) -> None:
-        """The batch's outcome is known (its summary, or None when its task ended without one): once per batch."""
+    def _summary_arrived(self, batch_id: str, summary: Any, again: bool = False) -> None:
+        """The batch's outcome is known (its summary, or None when its task ended without one): once per batch.
+        `again`: it comes from a re-execution of a batch that had finished; the first outcome reaches the driver
+        first unless the worker died between marking the batch done and reporting it."""
         with self._plock:
             batch = self._pending.pop(batch_id, None)
         if batch is not None:
+            if again:
+                engine_logger("runners").warning(
+                    "%d task run(s) of %r (batch %s) ran twice: their worker died after running them and before "
+                    "their outcome reached the driver, and Dask ran them again; the second outcome is used.",
+                    len(batch.runs), batch.spec.name, batch.id)
             batch.summary_ref = summary
             self._batch_finished(batch)
 

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from marks import KillAt, mark, markers
 
 from distributary import flow, task, unmapped
 from distributary.engine import transitions
@@ -30,18 +29,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _mark(dir_: str, x: int) -> None:
-    Path(dir_, f"{x}.{os.getpid()}.{uuid.uuid4().hex[:8]}").touch()
-
-
-def _markers(dir_: Path) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for p in dir_.iterdir():
-        x, pid, _ = p.name.split(".")
-        out.setdefault(int(x), []).append(int(pid))
-    return out
-
-
 class _Events:
     kinds = None
 
@@ -52,14 +39,15 @@ class _Events:
         self.events.extend(events)
 
 
-def test_sigkill_of_a_worker_mid_map_loses_nothing_charges_only_its_run_and_reruns_nothing(tmp_path):
+def test_sigkill_of_a_worker_mid_map_loses_nothing_charges_only_its_run_and_reruns_nothing(tmp_path,
+                                                                                          warnings_logged):
     n = 5000
     marks = tmp_path / "marks"
     marks.mkdir()
 
     @task(retries=1)
     def work(x: int, d: str) -> int:
-        _mark(d, x)
+        mark(d, x)
         time.sleep(0.0005)
         return x * 2
 
@@ -69,31 +57,13 @@ def test_sigkill_of_a_worker_mid_map_loses_nothing_charges_only_its_run_and_reru
         wait(futs)
         return [(f.state.type.value, f.task_run.run_count, f.result()) for f in futs]
 
-    killed: list[int] = []
-
-    def killer() -> None:
-        while len(os.listdir(marks)) < n // 2:
-            time.sleep(0.005)
-        newest = max(marks.iterdir(), key=lambda p: p.stat().st_mtime_ns)
-        pid = int(newest.name.split(".")[1])
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("distributary").addHandler(handler)
-    try:
-        out = fan()
-    finally:
-        logging.getLogger("distributary").removeHandler(handler)
-    t.join(10)
-    assert killed, "the worker was never killed"
+    killer = KillAt(marks, n // 2)
+    out = fan()
+    killed = [killer.join()]
+    records = warnings_logged
     assert [v for _, _, v in out] == [x * 2 for x in range(n)]          # nothing lost
     assert {s for s, _, _ in out} == {"COMPLETED"}
-    seen = _markers(marks)
+    seen = markers(marks)
     assert set(seen) == set(range(n))
     twice = {x: pids for x, pids in seen.items() if len(pids) > 1}
     charged = {x for x, (_, rc, _) in enumerate(out) if rc > 1}
@@ -114,7 +84,7 @@ def test_a_poison_input_crashes_only_its_own_run_with_retries_honoured(tmp_path)
 
     @task(retries=2)
     def maybe_die(x: int, d: str) -> int:
-        _mark(d, x)
+        mark(d, x)
         if x == 37:
             os.kill(os.getpid(), signal.SIGKILL)
         return x
@@ -128,7 +98,7 @@ def test_a_poison_input_crashes_only_its_own_run_with_retries_honoured(tmp_path)
     out = fan()
     assert out[37] == ("CRASHED", 3)  # 1 run + 2 retries, each killed its worker
     assert all(s == "COMPLETED" and rc == 1 for i, (s, rc) in enumerate(out) if i != 37)
-    seen = _markers(marks)
+    seen = markers(marks)
     assert len(seen[37]) == 3
     assert all(len(seen[x]) == 1 for x in range(200) if x != 37)
 
