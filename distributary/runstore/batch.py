@@ -152,38 +152,64 @@ def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str, rows: in
     return sql
 
 
-def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
-                    how: str) -> list[tuple[str, list[Any]]]:
-    """(sql, flat parameters) pairs for `rows`: multi-row INSERTs of up to MAX_ROWS rows each, grouped by their
-    columns, JSON values encoded. Few statements, not one per row: the driver releases the interpreter lock
-    around each statement, and a writer thread that gave it up once per row would wait for it once per row
-    behind a busy flow's threads."""
+def _encoded(table: str, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[list[Any]]]:
+    """`rows` grouped by their columns (every row of one statement must have the same), as lists of values with
+    the JSON columns encoded."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:  # every row of one statement must have the same columns
+    for r in rows:
         groups.setdefault(tuple(r), []).append(r)
-    out = []
+    out: dict[tuple[str, ...], list[list[Any]]] = {}
     dumps = json.dumps
     for keys, group in groups.items():
         json_at = [i for i, k in enumerate(keys) if k in JSON_COLUMNS[table]]
-        flat: list[Any] = []
+        values = [list(r.values()) for r in group]
         if json_at:
-            for r in group:
-                vals = list(r.values())
+            for vals in values:
                 for i in json_at:
-                    if vals[i] is not None:
-                        v = vals[i]
-                        vals[i] = v if v.__class__ is Json else dumps(v)
-                flat.extend(vals)
-        else:
-            for r in group:
-                flat.extend(r.values())
-        per = max(1, min(MAX_ROWS, MAX_PARAMS // len(keys)))
-        width = per * len(keys)
-        n = len(group)
-        for start in range(0, n, per):
-            count = min(per, n - start)
-            out.append((bulk_sql(dialect, table, keys, how, count), flat[start * len(keys):start * len(keys) + width]))
+                    v = vals[i]
+                    if v is not None and v.__class__ is not Json:
+                        vals[i] = dumps(v)
+        out[keys] = values
     return out
+
+
+def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
+                    how: str) -> list[tuple[str, list[Any]]]:
+    """(sql, flat parameters) pairs for `rows` (SQLite): multi-row INSERTs of up to MAX_ROWS rows each, grouped
+    by their columns, JSON values encoded. Few statements, not one per row: the driver releases the interpreter
+    lock around each statement, and a writer thread that gave it up once per row would wait for it once per row
+    behind a busy flow's threads."""
+    out = []
+    for keys, values in _encoded(table, rows).items():
+        out.extend(_multi_row(dialect, table, keys, how, values))
+    return out
+
+
+def _multi_row(dialect: str, table: str, keys: tuple[str, ...], how: str,
+               values: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+    width = len(keys)
+    per = max(1, min(MAX_ROWS, MAX_PARAMS // width))
+    out = []
+    for at in range(0, len(values), per):
+        part: list[Any] = []
+        for v in values[at:at + per]:
+            part.extend(v)
+        out.append((bulk_sql(dialect, table, keys, how, len(part) // width), part))
+    return out
+
+
+def _run(cursor: Any, dialect: str, table: str, keys: tuple[str, ...], how: str,
+         values: Sequence[Sequence[Any]]) -> None:
+    """Write `values` (rows of `keys`). PostgreSQL: one one-row statement through psycopg's executemany (its
+    pipeline; a statement of thousands of placeholders is parsed anew each time, 12 s per 10^5 rows); SQLite:
+    multi-row INSERTs."""
+    if not values:
+        return
+    if dialect == "postgresql":
+        cursor.executemany(bulk_sql(dialect, table, keys, how, 1), values)
+        return
+    for sql, params in _multi_row(dialect, table, keys, how, values):
+        cursor.execute(sql, params)
 
 
 class Json(str):
@@ -194,24 +220,22 @@ class Json(str):
 def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
     """Run a batch's statements on a DB-API cursor inside the caller's transaction (rows it holds already are
     not appended again: `drop_stored`)."""
-    direct: list[tuple[str, list[Any]]] = []
-    if dialect == "sqlite" and len(batch.compact) == 1 and not batch.task_runs:
-        # one compact chunk (a run at most once in it): its statement parameters straight from the encoding (the
+    direct: list[tuple[Any, ...]] = []
+    if len(batch.compact) == 1 and not batch.task_runs:
+        # one compact chunk (a run at most once in it): its values straight from the encoding, no dict per row (the
         # batch is left as it is: a write that failed is retried with it)
         now, flat, _ = batch.compact[0]
-        direct = task_run_statements(flat, now)
+        direct = task_run_values(flat, now)
     else:
         batch.expand()
     drop_stored(cursor, dialect, batch)
     for table, field, how in WRITE_ORDER:
         if table == "task_run":
-            for sql, params in direct:
-                cursor.execute(sql, params)
+            _run(cursor, dialect, table, TASK_RUN_COLUMNS, how, direct)
         rows = getattr(batch, field)
         if rows:
-            for sql, params in bulk_statements(dialect, table, list(rows.values()) if isinstance(rows, dict)
-                                               else rows, how):
-                cursor.execute(sql, params)
+            for keys, values in _encoded(table, list(rows.values()) if isinstance(rows, dict) else rows).items():
+                _run(cursor, dialect, table, keys, how, values)
     if batch.artifact_updates:
         mark = "%s" if dialect == "postgresql" else "?"
         data = f"CAST({mark} AS JSON)" if dialect == "postgresql" else mark
@@ -382,7 +406,7 @@ def _uuid_text(value: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# the columns of a task-run row, in the order `task_run_rows` and `task_run_statements` make them
+# the columns of a task-run row, in the order `task_run_values` makes them
 TASK_RUN_COLUMNS = ("id", "name", "tags", "run_count", "start_time", "end_time", "total_run_time", "state_type",
                     "state_name", "state_message", "state_ts", "result_ref", "created", "task_key", "dynamic_key",
                     "cache_key", "flow_run_id", "task_inputs", "state_history")
@@ -411,21 +435,6 @@ def task_run_values(flat: list[Any], now: float) -> list[tuple[Any, ...]]:
              (stop - start) if start is not None and stop is not None else 0.0, t, sname, msg, ts,
              None if ref is None else Json(ref), now, task_key, str(dkey), None if cache_key is None else str(cache_key),
              fs, Json(dumps(jsonable(inputs))) if inputs else None, _history(states, n_hist)))
-    return out
-
-
-def task_run_statements(flat: list[Any], now: float) -> list[tuple[str, list[Any]]]:
-    """The upserts (SQLite) of the task runs of a flat encoding that holds each run once: what
-    `bulk_statements` makes of their rows, without a dict per row (a writer process makes 10^5 a second)."""
-    width = len(TASK_RUN_COLUMNS)
-    per = max(1, min(MAX_ROWS, MAX_PARAMS // width))
-    values = task_run_values(flat, now)
-    out = []
-    for at in range(0, len(values), per):
-        part: list[Any] = []
-        for v in values[at:at + per]:
-            part.extend(v)
-        out.append((bulk_sql("sqlite", "task_run", TASK_RUN_COLUMNS, "upsert", len(part) // width), part))
     return out
 
 
