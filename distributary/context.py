@@ -154,6 +154,72 @@ def get_run_context() -> TaskRunContext | FlowRunContext:
 current_tags: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("tags", default=frozenset())
 
 
+def serialize_context() -> dict[str, Any]:
+    """The current run context as a picklable dict, to hand to another process (Prefect's `serialize_context`):
+    there, `with hydrated_context(ctx):` makes the flow run, task run, tags and settings current again, so
+    `get_run_logger()`, `distributary.runtime` and task calls work as they do in the run itself."""
+    import cloudpickle  # the flow and task by value: a decorated function is not importable by its name
+
+    fctx, tctx = flow_run_ctx.get(), task_run_ctx.get()
+    return {
+        "flow_run_context": {} if fctx is None else {
+            "flow": cloudpickle.dumps(fctx.flow_spec), "flow_run": fctx.flow_run, "parameters": fctx.parameters,
+            "log_prints": fctx.log_prints, "settings_env": fctx.settings_env},
+        "task_run_context": {} if tctx is None else {
+            "task": cloudpickle.dumps((tctx.task, tctx.result_options)), "task_run": tctx.task_run,
+            "parameters": tctx.parameters, "flow_parameters": tctx.flow_parameters, "log_prints": tctx.log_prints},
+        "tags_context": {"current_tags": sorted(current_tags.get())},
+        "settings_context": {"env": fctx.settings_env if fctx is not None else {}},
+    }
+
+
+@contextlib.contextmanager
+def hydrated_context(serialized_context: dict[str, Any] | None = None, client: Any = None) -> Any:
+    """Make a `serialize_context()` dict from another process the current context for the block (Prefect's
+    `hydrated_context`; `client` is accepted for Prefect's signature and not needed). The flow run gets a fresh
+    copy of its flow's task runner, started for the block; logs of the block are recorded in the run store as
+    the run's own, and written before the block ends."""
+    import pickle
+
+    from . import settings
+    from .runs import get_recorder, sink_hub
+
+    ctx = serialized_context or {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(settings.overlay((ctx.get("settings_context") or {}).get("env") or None))
+        tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
+        fr = ctx.get("flow_run_context") or {}
+        if fr:
+            spec = pickle.loads(fr["flow"])
+            runner: Any = stack.enter_context(spec.make_runner()) if spec is not None else None
+            fctx = FlowRunContext(spec, fr["flow_run"], runner, fr.get("parameters") or {}, get_recorder(),
+                                  bool(fr.get("log_prints")), fr.get("settings_env"))
+            tokens.append((flow_run_ctx, flow_run_ctx.set(fctx)))
+        tr = ctx.get("task_run_context") or {}
+        if tr:
+            task, result_options = pickle.loads(tr["task"])
+            tokens.append((task_run_ctx, task_run_ctx.set(TaskRunContext(
+                task, tr["task_run"], tr.get("parameters") or {}, tr.get("flow_parameters") or {},
+                bool(tr.get("log_prints")), result_options))))
+        run_tags = (ctx.get("tags_context") or {}).get("current_tags")
+        if run_tags:
+            tokens.append((current_tags, current_tags.set(current_tags.get() | frozenset(run_tags))))
+        if fr or tr:
+            from .runstore import ensure_sink
+
+            ensure_sink()  # this process's logs of the run go to the run store too
+        try:
+            yield
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
+            if fr or tr:
+                try:
+                    sink_hub().flush(10.0)
+                except Exception:  # recording never breaks the block's end
+                    pass
+
+
 @contextlib.contextmanager
 def tags(*new_tags: str):
     """Add tags to every task run created inside the block (Prefect's `with tags("etl"):`)."""

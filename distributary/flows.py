@@ -232,6 +232,15 @@ class Flow(Generic[R]):
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Rebuilt from the function and options, as a Task is (its spec refers back to it; the Binder holds a
+        # Signature, which pickles poorly).
+        return _rebuild_flow, (rewrap_method(self), {k: getattr(self, k) for k in self._OPTION_NAMES})
+
+
+def _rebuild_flow(fn: Callable[..., Any], options: dict[str, Any]) -> Flow[Any]:
+    return Flow(fn, **options)
+
 
 def _type_hints(fn: Callable) -> dict[str, Any]:
     import typing

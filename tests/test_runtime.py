@@ -77,3 +77,45 @@ def test_task_run_context_get_inside_a_task():
         return ctx_name()
 
     assert f() == ("ctx_name-0", "ctx_name-0")
+
+
+@task(tags=["handoff"])
+def hand_to_a_child(out: str, x: int) -> dict:
+    import multiprocessing
+
+    import context_child
+
+    from distributary.context import serialize_context
+
+    child = multiprocessing.get_context("spawn").Process(target=context_child.run_in_child,
+                                                         args=(serialize_context(), out))
+    child.start()
+    child.join(120)
+    return {"exitcode": child.exitcode, "task_run_id": str(task_run.id), "flow_run_id": str(flow_run.id),
+            "task_run_name": task_run.name}
+
+
+@flow(name="handoff-flow")
+def handoff_flow(out: str) -> dict:
+    return hand_to_a_child(out, 7)
+
+
+def test_serialize_context_hands_the_run_to_a_child_process(run_home, tmp_path):
+    """Prefect's `serialize_context()` / `hydrated_context()`: in a spawned child, the run's logger, runtime and
+    tags are the parent task run's, and the child's log lines are recorded under that run."""
+    import json
+
+    from distributary.client.orchestration import get_client
+    from distributary.context import serialize_context
+
+    assert serialize_context()["flow_run_context"] == {}  # outside any run: empty parts, never an error
+    out = tmp_path / "seen.json"
+    parent = handoff_flow(str(out))
+    assert parent["exitcode"] == 0
+    seen = json.loads(out.read_text())
+    assert seen == {"flow_run_id": parent["flow_run_id"], "flow_name": "handoff-flow",
+                    "task_run_id": parent["task_run_id"], "task_run_name": parent["task_run_name"],
+                    "tags": ["handoff"], "parameters": {"out": str(out), "x": 7}}
+    logs = [lg for lg in get_client(sync_client=True).read_logs() if "hello from the child" in lg.message]
+    assert [str(lg.task_run_id) for lg in logs] == [parent["task_run_id"]]
+    assert [str(lg.flow_run_id) for lg in logs] == [parent["flow_run_id"]]
