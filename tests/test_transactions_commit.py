@@ -109,3 +109,38 @@ def test_task_on_running_hooks_run_for_each_attempt():
 
     assert f() == "ok"
     assert seen == ["Running", "Retrying"]
+
+
+def test_the_keyword_hook_forms_and_is_rolled_back(tmp_path):
+    """`@task(on_commit=[...], on_rollback=[...])`, as Prefect 3 takes them, and `txn.is_rolled_back()`."""
+    calls: list[str] = []
+    seen: dict[str, object] = {}
+
+    @task(persist_result=True, result_storage=str(tmp_path / "s"), result_storage_key="kw-{parameters[x]}",
+          on_commit=[lambda txn: calls.append("commit")], on_rollback=[lambda txn: calls.append("rollback")])
+    def step(x: int) -> int:
+        return x
+
+    @flow
+    def fails():
+        try:
+            with transaction() as txn:
+                seen["txn"] = txn
+                step(1)
+                raise ValueError("later step fails")
+        except ValueError:
+            return "caught"
+
+    assert fails() == "caught"
+    txn = seen["txn"]
+    assert txn.is_rolled_back() and not txn.is_committed()  # type: ignore[attr-defined]
+    assert calls == ["rollback"]
+
+    @flow
+    def commits():
+        with transaction() as txn:
+            step(2)
+        return txn.is_committed(), txn.is_rolled_back()
+
+    assert commits() == (True, False)
+    assert calls == ["rollback", "commit"]
