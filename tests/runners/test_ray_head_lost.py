@@ -17,7 +17,9 @@ from pathlib import Path
 from ray_servers import RayHead
 
 REPO = Path(__file__).resolve().parents[2]
-RAY_RECONNECT_LIMIT = 30  # Ray's deadline for the driver (60 s by default), shortened so the test is quick
+# Ray's deadline for the driver (60 s by default), shortened so the test is quick; the runner counts the head
+# as lost after a third of it
+RAY_RECONNECT_LIMIT = 21
 
 DRIVER = textwrap.dedent("""
     import json, logging, os, sys, time
@@ -100,7 +102,7 @@ def test_a_lost_ray_head_crashes_the_pending_runs_ends_the_flow_and_the_process_
     lost = f"the Ray cluster head was lost (GCS at {head.address} unreachable for "
     flow_type, flow_message = report["flow"]
     assert flow_type in ("FAILED", "CRASHED") and lost in flow_message, report["flow"]
-    assert report["returned"] - killed_at < 25, "the flow did not end well within Ray's own deadline"
+    assert report["returned"] - killed_at < RAY_RECONNECT_LIMIT, "the flow did not end within Ray's own deadline"
     assert not report["ray_connected"]
     runs = report["runs"]
     assert len(runs) == 1000
