@@ -214,9 +214,16 @@ def test_serve_example_registers_a_cron_deployment_and_runs_it(run_home, tmp_pat
 
 def test_run_deployment_example(run_home, tmp_path, capsys):
     (tmp_path / "my_flow.py").write_text(MY_FLOW)
-    proc, _ = _serve(tmp_path / "my_flow.py", "my-flow/my-deployment", tmp_path)
+    from distributary.runstore import get_storage
+
+    proc, dep = _serve(tmp_path / "my_flow.py", "my-flow/my-deployment", tmp_path)
     try:
         run_example("12_run_deployment.py")
+        # the first run (timeout=0) is not waited for by the example: it may still be starting when the second ends
+        deadline = time.monotonic() + 120
+        while get_storage().count_deployment_runs(dep.id, ["COMPLETED"]) < 2:
+            assert time.monotonic() < deadline, "the example's first run did not complete"
+            time.sleep(0.2)
     finally:
         out = _stop(proc)
     printed = capsys.readouterr().out
