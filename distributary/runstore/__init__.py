@@ -17,9 +17,11 @@ def get_storage(url: str | None = None) -> Any:
     DISTRIBUTARY_API_URL is set (`ApiRunStorage`), else the database (`SqlRunStorage`, created and migrated on
     first use)."""
     if url is None:
-        from .api_storage import api_url, get_api_storage
+        from .urls import api_url
 
         if api_url():
+            from .api_storage import get_api_storage
+
             return get_api_storage()
     from .storage import get_storage as _get
 

@@ -346,6 +346,3 @@ def get_api_storage(url: str | None = None) -> ApiRunStorage:
     return st
 
 
-def api_url() -> str:
-    """DISTRIBUTARY_API_URL, or "" when the embedded run store is in use."""
-    return str(settings.get("API_URL"))

@@ -173,20 +173,11 @@ def _encoded(table: str, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...]
     return out
 
 
-def bulk_statements(dialect: str, table: str, rows: Sequence[dict[str, Any]],
-                    how: str) -> list[tuple[str, list[Any]]]:
-    """(sql, flat parameters) pairs for `rows` (SQLite): multi-row INSERTs of up to MAX_ROWS rows each, grouped
-    by their columns, JSON values encoded. Few statements, not one per row: the driver releases the interpreter
-    lock around each statement, and a writer thread that gave it up once per row would wait for it once per row
-    behind a busy flow's threads."""
-    out = []
-    for keys, values in _encoded(table, rows).items():
-        out.extend(_multi_row(dialect, table, keys, how, values))
-    return out
-
-
 def _multi_row(dialect: str, table: str, keys: tuple[str, ...], how: str,
                values: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+    """(sql, flat parameters) pairs: multi-row INSERTs of up to MAX_ROWS rows each. Few statements, not one per
+    row: the driver releases the interpreter lock around each statement, and a writer thread that gave it up once
+    per row would wait for it once per row behind a busy flow's threads."""
     width = len(keys)
     per = max(1, min(MAX_ROWS, MAX_PARAMS // width))
     out = []

@@ -206,9 +206,7 @@ def limited_tags(tags: frozenset[str]) -> list[str]:
 def _read_limited_tags() -> set[str]:
     import os
 
-    from .urls import database_url, sqlite_path
-
-    from .api_storage import api_url
+    from .urls import api_url, database_url, sqlite_path
 
     if not api_url():
         path = sqlite_path(database_url())

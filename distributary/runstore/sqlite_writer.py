@@ -57,9 +57,9 @@ def open_writer(url: str | None) -> Any:
     DISTRIBUTARY_API_URL is set)."""
     import os
 
-    from .urls import database_url, sqlite_path
+    from .urls import api_url, database_url, sqlite_path
 
-    if url is None and settings.get("API_URL"):  # the API client (and its schemas) imported only then
+    if url is None and api_url():  # the API client (and its schemas) imported only then
         from .api_storage import get_api_storage
 
         return get_api_storage()

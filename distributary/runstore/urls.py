@@ -7,6 +7,11 @@ from .. import settings
 HEAD = "0010_enforce_parameter_schema"  # the newest revision in migrations/versions (a test checks it)
 
 
+def api_url() -> str:
+    """DISTRIBUTARY_API_URL, or "" when the embedded run store is in use (read without importing the API client)."""
+    return str(settings.get("API_URL"))
+
+
 def database_url() -> str:
     """The run store's URL: the setting, or the SQLite file under DISTRIBUTARY_HOME."""
     url = settings.get("API_DATABASE_CONNECTION_URL")
