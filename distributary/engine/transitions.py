@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import sys as _sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat, starmap
 from typing import Any
 
 from .. import runs as _runs
@@ -34,18 +36,27 @@ from ..runs import (
     RunEventSink,
 )
 from ..states import State
+from .gcpause import gc_paused
 
 DISPATCH_INTERVAL = 0.05   # seconds between two deliveries when events trickle in
 WAKE_AT = 10_000           # queued events that wake the dispatcher at once
+HELP_AT = 20_000           # queued events from which the thread that queues one delivers them itself
+DISPATCH_SLICE = 2_000     # events the dispatcher thread delivers at a time
+HELP_SLICE = 5_000         # ... and a task thread (`_help`)
+HOLD_AT = 40_000           # queued events from which the thread that queues one waits its turn to deliver
+HOLD_MAX = 0.05            # seconds it waits at most
+HELP_QUIET = 0.5           # seconds the dispatcher leaves delivery to the task threads after one delivered
 
 _log = logging.getLogger("distributary.events")
 _sinks: tuple[RunEventSink, ...] = ()
 _wanted: frozenset[str] = frozenset()  # the union of what the sinks want
-_queue: deque[RunEvent] = deque()
+_queue: deque[Any] = deque()  # the events' items, three per event (kind, run, payload): no tuple per queued event
 _sinks_lock = threading.Lock()
 _deliver_lock = threading.RLock()
 _wake = threading.Event()
 _thread: threading.Thread | None = None
+_depth = 0  # deliver() calls under way in the thread holding _deliver_lock (1 outside any sink's handle)
+_helped = 0.0  # when a task thread last delivered (time.monotonic())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -59,7 +70,7 @@ def set_state(run: Any, state: State) -> State:
     run.state = state
     run.state_history.append(state)
     if STATE_CHANGED in _wanted:
-        _put((STATE_CHANGED, run, state))
+        _put(STATE_CHANGED, run, state)
     return state
 
 
@@ -71,7 +82,7 @@ def set_states(run: Any, states: Sequence[State]) -> None:
     run.state_history.extend(states)
     if STATE_CHANGED in _wanted:
         for s in states:
-            _put((STATE_CHANGED, run, s))
+            _put(STATE_CHANGED, run, s)
 
 
 def abandon(run: Any, state: State) -> None:
@@ -99,34 +110,34 @@ def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
     if refused:
         items = [(run, states) for run, states in items if not run.abandoned]
     if items and (STATE_CHANGED in _wanted or STATES_CHANGED in _wanted):
-        _put((STATES_CHANGED, None, items))
+        _put(STATES_CHANGED, None, items)
 
 
 def task_runs_created(runs: Sequence[Any]) -> None:
     """New task runs (all of one `.submit()` or `.map()`): one event for the lot."""
     if TASK_RUNS_CREATED in _wanted and runs:
-        _put((TASK_RUNS_CREATED, None, list(runs)))
+        _put(TASK_RUNS_CREATED, None, list(runs))
 
 
 def flow_run_created(run: Any) -> None:
     if FLOW_RUN_CREATED in _wanted:
-        _put((FLOW_RUN_CREATED, run, None))
+        _put(FLOW_RUN_CREATED, run, None)
 
 
 def run_finished(run: Any) -> None:
     """The run reached its final state (hooks may still run)."""
     if RUN_FINISHED in _wanted:
-        _put((RUN_FINISHED, run, run.state))
+        _put(RUN_FINISHED, run, run.state)
 
 
 def log_record(record: dict[str, Any]) -> None:
     if LOG in _wanted:
-        _put((LOG, None, record))
+        _put(LOG, None, record)
 
 
 def artifact(data: dict[str, Any]) -> None:
     if ARTIFACT in _wanted:
-        _put((ARTIFACT, None, data))
+        _put(ARTIFACT, None, data)
 
 
 class _LogHandler(logging.Handler):
@@ -136,7 +147,7 @@ class _LogHandler(logging.Handler):
         if LOG in _wanted and record.name != _log.name:
             from ..logging import record_to_dict
 
-            _put((LOG, None, record_to_dict(record)))
+            _put(LOG, None, record_to_dict(record))
         return True
 
     def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does the work
@@ -209,39 +220,87 @@ def _recompute() -> None:
     _wanted = frozenset(wanted)
 
 
-def _put(event: RunEvent) -> None:
-    _queue.append(event)
-    if len(_queue) >= WAKE_AT and not _wake.is_set():  # set() takes a lock: once, not once per event past WAKE_AT
-        _wake.set()
+def _put(kind: str, run: Any, payload: Any) -> None:
+    # Queued as three items (one `extend`, atomic under the interpreter lock), not as an event tuple: 10^5 tuples
+    # waiting in the queue are as many objects for the cyclic collector, which then runs its passes more often
+    _queue.extend((kind, run, payload))
+    if len(_queue) >= 3 * WAKE_AT:
+        if len(_queue) >= 3 * HELP_AT:
+            _help(len(_queue) >= 3 * HOLD_AT)
+        elif not _wake.is_set():  # set() takes a lock: once, not once per event past WAKE_AT
+            _wake.set()
 
 
-def deliver() -> None:
-    """Hand every queued event to the sinks now, in this thread (in order; safe from any thread)."""
-    with _deliver_lock:
-        while _queue:
-            batch: list[RunEvent] = []
-            pop = _queue.popleft
+def _help(hold: bool = False) -> None:
+    """Deliver the backlog in this thread. Among a busy `.map()`'s task threads the dispatcher gets one thread's
+    share of the interpreter and falls behind; the sinks' own threads then get their events late and do their
+    work after the map. A thread that queues past HELP_AT delivers instead, unless another thread is delivering
+    (it never waits for that) or this one is delivering already (an event a sink emitted while handling).
+
+    `hold`: the backlog is so long that events are made faster than they are delivered; this thread waits its
+    turn (HOLD_MAX at most: it never deadlocks with a lock a sink needs). The delivering thread then has the
+    interpreter to itself more often: the map runs a little slower and its records are written while it runs,
+    instead of all of them after it."""
+    global _helped, _depth
+    if not _deliver_lock.acquire(timeout=HOLD_MAX) if hold else not _deliver_lock.acquire(blocking=False):
+        return
+    try:
+        if _depth == 0:  # one slice: the next event queued past HELP_AT (any thread's) delivers the next one,
+            _depth = 1   # so the work is spread over the threads that make the events, not left to one
             try:
-                for _ in range(len(_queue)):
-                    batch.append(pop())
-            except IndexError:
-                pass
-            expanded: list[RunEvent] | None = None  # the batch with bulk state events spelled out per state
-            for sink in _sinks:
-                kinds = getattr(sink, "kinds", None)
-                if kinds is None or STATES_CHANGED not in kinds:
-                    if expanded is None:
-                        expanded = _expand(batch)
-                    events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]
-                else:
-                    events = [e for e in batch if e[0] in kinds]
-                if not events:
-                    continue
-                try:
-                    sink.handle(events)
-                except Exception:
-                    _log.exception("Run-event sink %r failed on %d events; they are lost for it.", sink,
-                                   len(events))
+                _deliver(HELP_SLICE)
+            finally:
+                _depth = 0
+            _helped = time.monotonic()
+    finally:
+        _deliver_lock.release()
+
+
+def deliver(limit: int | None = None) -> None:
+    """Hand every queued event to the sinks now, in this thread (in order; safe from any thread); `limit`: at
+    most that many events at a time, letting other threads deliver in between."""
+    global _depth
+    while True:
+        with _deliver_lock:
+            _depth += 1
+            try:
+                more = _deliver(limit)
+            finally:
+                _depth -= 1
+        if not more or len(_queue) >= 3 * HELP_AT:  # past HELP_AT the task threads deliver (`_help`)
+            return
+
+
+def _deliver(limit: int | None = None) -> bool:
+    """Deliver what is queued (at most `limit` events); whether events are left because of the limit."""
+    while _queue:
+        n = len(_queue) if limit is None else min(len(_queue), 3 * limit)  # `_put` extends by three at once
+        items = list(starmap(_queue.popleft, repeat((), n)))
+        # the event tuples live only while the sinks handle them: no collection meanwhile (they are no garbage)
+        with gc_paused():
+            _hand(list(zip(items[0::3], items[1::3], items[2::3])))
+        if limit is not None:
+            return bool(_queue)
+    return False
+
+
+def _hand(batch: list[RunEvent]) -> None:
+    expanded: list[RunEvent] | None = None  # the batch with bulk state events spelled out per state
+    for sink in _sinks:
+        kinds = getattr(sink, "kinds", None)
+        if kinds is None or STATES_CHANGED not in kinds:
+            if expanded is None:
+                expanded = _expand(batch)
+            events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]
+        else:
+            events = [e for e in batch if e[0] in kinds]
+        if not events:
+            continue
+        try:
+            sink.handle(events)
+        except Exception:
+            _log.exception("Run-event sink %r failed on %d events; they are lost for it.", sink,
+                           len(events))
 
 
 def _expand(batch: list[RunEvent]) -> list[RunEvent]:
@@ -289,8 +348,10 @@ def _dispatch_loop() -> None:
     while True:
         _wake.wait(DISPATCH_INTERVAL)
         _wake.clear()
-        if _queue:
-            deliver()
+        # While task threads deliver (a busy map), this thread stays out: it gets a small share of the interpreter
+        # among them, and while it delivers they cannot. Otherwise it delivers in slices, so they can in between.
+        if _queue and time.monotonic() - _helped > HELP_QUIET:
+            deliver(DISPATCH_SLICE)
 
 
 _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too

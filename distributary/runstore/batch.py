@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -73,7 +74,7 @@ class Batch:
         self.artifacts[aid] = row
 
     def merge(self, other: Batch) -> None:
-        if self.compact and (other.task_runs or other.compact):
+        if self.compact and other.task_runs:
             self.expand()  # a batch's compact runs are newer than its rows: keep that order
         self.flows.update(other.flows)
         self.flow_runs.update(other.flow_runs)
@@ -212,11 +213,18 @@ def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
     """Run a batch's statements on a DB-API cursor inside the caller's transaction (rows it holds already are
     not appended again: `drop_stored`)."""
     direct: list[tuple[Any, ...]] = []
-    if len(batch.compact) == 1 and not batch.task_runs:
-        # one compact chunk (a run at most once in it): its values straight from the encoding, no dict per row (the
-        # batch is left as it is: a write that failed is retried with it)
-        now, flat, _ = batch.compact[0]
-        direct = task_run_values(flat, now)
+    if batch.compact and not batch.task_runs:
+        # compact chunks only: their values straight from the encoding, no dict per row; a run in several chunks
+        # once, its newest row (the batch is left as it is: a write that failed is retried with it)
+        if len(batch.compact) == 1:
+            now, flat, _ = batch.compact[0]
+            direct = task_run_values(flat, now)
+        else:
+            newest: dict[str, tuple[Any, ...]] = {}
+            for now, flat, _ in batch.compact:
+                for row in task_run_values(flat, now):
+                    newest[row[0]] = row
+            direct = list(newest.values())
     else:
         batch.expand()
     drop_stored(cursor, dialect, batch)
@@ -320,8 +328,10 @@ def compact_task_runs(items: Iterable[tuple[Any, Any]]) -> list[Any]:
     return out
 
 
-def count_compact(flat: list[Any]) -> int:
-    """How many task runs a flat encoding holds."""
+def count_compact(flat: list[Any] | bytes) -> int:
+    """How many task runs a flat encoding (or its pickle) holds."""
+    if isinstance(flat, bytes):
+        flat = pickle.loads(flat)
     i = count = 0
     while i < len(flat):
         i += HEAD + STATE * flat[i + HEAD - 1]
@@ -375,11 +385,15 @@ def _history(states: list[Any], count: int) -> Json:
     end = STATE * count
     if states[2:end:STATE].count(None) == count and states[4:end:STATE].count(None) == count:
         times = states[3:end:STATE]
-        if all(t.__class__ is float for t in times):
+        try:  # epoch seconds of this era: 7 decimals give the float back exactly (17 digits), faster than repr
+            exact = min(times) >= 1e9 and max(times) < 1e10 and all(t.__class__ is float for t in times)
+        except TypeError:
+            exact = False
+        if exact:
             key = (*states[0:end:STATE], *states[1:end:STATE])
             template = _templates.get(key)
             if template is None:
-                template = "[" + ", ".join(json.dumps([t, n, None]).replace("%", "%%")[:-1] + ", %r]"
+                template = "[" + ", ".join(json.dumps([t, n, None]).replace("%", "%%")[:-1] + ", %.7f]"
                                            for t, n in zip(key[:count], key[count:])) + "]"
                 if len(_templates) < 1_000:
                     _templates[key] = template
@@ -392,9 +406,20 @@ def _history(states: list[Any], count: int) -> Json:
     return Json("[" + ", ".join(items) + "]")
 
 
+_uuid_heads: dict[int, str] = {}  # value >> 32 -> the text of its first 28 characters (the runs of a .map() share it)
+
+
 def _uuid_text(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """str(uuid.UUID(int=value)); a map's run ids are consecutive (`runs.batch_run_ids`): their heads are shared."""
+    high = value >> 32
+    head = _uuid_heads.get(high)
+    if head is None:
+        h = f"{value:032x}"
+        head = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:24]}"
+        if len(_uuid_heads) >= 10_000:
+            _uuid_heads.clear()
+        _uuid_heads[high] = head
+    return head + "%08x" % (value & 0xFFFFFFFF)
 
 
 # the columns of a task-run row, in the order `task_run_values` makes them
@@ -403,19 +428,20 @@ TASK_RUN_COLUMNS = ("id", "name", "tags", "run_count", "start_time", "end_time",
                     "cache_key", "flow_run_id", "task_inputs", "state_history")
 
 
-def task_run_values(flat: list[Any], now: float) -> list[tuple[Any, ...]]:
-    """The task-run rows of a flat encoding as tuples of column values (`TASK_RUN_COLUMNS`), JSON columns
-    encoded (`Json`); a run's later row after its earlier one."""
+def task_run_values(flat: list[Any] | bytes, now: float) -> list[tuple[Any, ...]]:
+    """The task-run rows of a flat encoding (or of its pickle) as tuples of column values (`TASK_RUN_COLUMNS`),
+    JSON columns encoded (`Json`); a run's later row after its earlier one."""
+    items: list[Any] = pickle.loads(flat) if isinstance(flat, bytes) else flat  # pickled by `sink._encode`
     fr_ids: dict[Any, str] = {}  # str(uuid) is slow: once per flow run
     out: list[tuple[Any, ...]] = []
     add = out.append
     dumps = json.dumps
-    i, end = 0, len(flat)
+    i, end = 0, len(items)
     while i < end:
         rid, name, task_name, dkey, task_key, fr, tags, run_count, start, stop, cache_key, inputs, n_hist, n = \
-            flat[i:i + HEAD]
+            items[i:i + HEAD]
         i += HEAD
-        states = flat[i:i + STATE * n]
+        states = items[i:i + STATE * n]
         i += STATE * n
         fs = None if fr is None else fr_ids.get(fr)
         if fs is None and fr is not None:
@@ -429,7 +455,7 @@ def task_run_values(flat: list[Any], now: float) -> list[tuple[Any, ...]]:
     return out
 
 
-def task_run_rows(flat: list[Any], now: float, rows: dict[str, dict[str, Any]]) -> None:
+def task_run_rows(flat: list[Any] | bytes, now: float, rows: dict[str, dict[str, Any]]) -> None:
     """Add to `rows` (by id; a later row of a run replaces an earlier one) the task-run rows of a flat encoding."""
     for v in task_run_values(flat, now):
         rows[v[0]] = dict(zip(TASK_RUN_COLUMNS, v))

@@ -45,6 +45,8 @@ PENDING_DELAY = 5.0        # seconds a created task run that has not started yet
 FLUSH_MAX = 60.0           # the longest flush() waits, even with no timeout
 PROCESS_AT = 5_000         # task runs (in a batch, or created at once) from which SQLite is written by a process
 PROCESS_WRITE_INTERVAL = 0.2  # seconds the writer gathers events once a writer process writes them
+ENCODE_AT = 5_000          # events handed at once from which `handle` encodes their task runs itself
+ENCODED = "task_runs_encoded"  # (ENCODED, None, (task run records, flat encoding, count, when)), made by handle
 _log = logging.getLogger("distributary.runstore")
 
 
@@ -74,6 +76,9 @@ class RunStoreSink:
         self._since: dict[Any, float] = {}      # task run -> when it began waiting (time.monotonic())
         self._next_waiting: dict[Any, Any] = {}  # what waits once this write is done
         self._next_since: dict[Any, float] = {}
+        # a large .map()'s creation waits as one: (its task runs, since when)
+        self._groups: list[tuple[Sequence[Any], float]] = []
+        self._next_groups: list[tuple[Sequence[Any], float]] = []
         self._failing_since: float | None = None
         self._failures = 0  # failed writes so far
         self._flush_requested = False
@@ -82,16 +87,95 @@ class RunStoreSink:
         self._large = False  # this process records many task runs: SQLite is written by a writer process
         self._process: Any = None  # the WriterProcess, once started
         self._process_failed = False
+        self._process_lock = threading.Lock()
+        self._storage_lock = threading.Lock()
+        # Task-run rows sent to the writer process straight from `handle` (`_send_direct`) while a large map runs.
+        # `_order` is held from taking events to sending what they became (the writer thread) or from encoding
+        # to sending (`handle`): frames are numbered in the order their rows were made, and rows that come back
+        # unwritten (`_returned`) are kept in that order.
+        self._order = threading.Lock()
+        self._pending_encoded = 0   # ENCODED events in _pending (none: rows may go straight to the process)
+        # direct batches sent and answered: each counter has one writer (the sender holds `_order`; the answers
+        # come from the process's reader thread), so no lock is shared with the reader thread on the way
+        self._direct_sent = 0
+        self._direct_answered = 0
+        self._returned: dict[int, Batch] = {}  # frame number -> direct batch the process did not write
+        self._direct_ok = True      # False from a failed or skipped frame until the rows kept are written
+        self._child_failed = False  # the process skips frames until resumed
         self._interval = WRITE_INTERVAL
         self._thread = threading.Thread(target=self._loop, name="distributary-runstore-writer", daemon=True)
         self._thread.start()
 
     # -- the sink protocol -----------------------------------------------------------------------------------
     def handle(self, events: Sequence[RunEvent]) -> None:
+        if self._large or len(events) >= ENCODE_AT:
+            events = self._encode(events)
+            if self._process is not None:
+                events = self._send_direct(events)
+                if not events:
+                    return
+        elif not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
+            self._became_large()
+        encoded = sum(1 for e in events if e[0] == ENCODED) if self._large else 0
         with self._cond:
             self._pending.extend(events)
             self._received += len(events)
+            self._pending_encoded += encoded
             self._cond.notify()
+
+    def _send_direct(self, events: list[RunEvent]) -> list[RunEvent]:
+        """Send the encoded task-run rows of `events` to the writer process now; the events left for the writer
+        thread. Only when the process is ready and healthy and the writer thread is not sending (`_order`, never
+        waited for here: the rows then go the writer thread's way). Encoded rows waiting for the writer thread
+        are older: they go first, in the same frame."""
+        from .writer_process import WriterProcessError
+
+        proc = self._process
+        if proc is None or not proc.ready or not self._direct_ok:
+            return events
+        chunks = [e[2] for e in events if e[0] == ENCODED]
+        if not chunks or not self._order.acquire(blocking=False):
+            return events
+        try:
+            if not self._direct_ok or self._held is not None or self._process is not proc:
+                return events
+            older: list[Any] = []
+            if self._pending_encoded:
+                with self._cond:
+                    older = [e[2] for e in self._pending if e[0] == ENCODED]
+                    self._pending = [e for e in self._pending if e[0] != ENCODED]
+                    self._done += len(older)  # handed on: the frame's answer is what flush() waits for now
+                    self._pending_encoded = 0
+            self._direct_sent += 1  # before the send: its answer may come before send() returns
+            batch = Batch()
+            batch.compact.extend((when, flat, count) for _, flat, count, when in (*older, *chunks))
+            try:
+                proc.send(batch, tag=batch)
+            except WriterProcessError:  # it ended: kept as the newest of its frames, written by the writer thread
+                with self._cond:
+                    self._direct_answered += 1
+                    self._returned[proc.last_seq + 1] = batch
+                    self._direct_ok = False
+                    self._cond.notify_all()
+            return [e for e in events if e[0] != ENCODED]
+        finally:
+            self._order.release()
+
+    def _on_reply(self, seq: int, tag: Any, reply: tuple[Any, ...]) -> None:
+        """The writer process answered frame `seq` (its reader thread). A direct batch it did not write is kept
+        (`_returned`), and no more go direct until the writer thread has written it."""
+        if reply[0] == "ok":
+            if tag is not None:
+                self._direct_answered += 1  # no lock, no wake-up: flush() polls
+            return
+        with self._cond:
+            self._direct_ok = False
+            if reply[0] != "dead":
+                self._child_failed = True
+            if tag is not None:
+                self._returned[seq] = tag
+                self._direct_answered += 1
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait (at most `timeout` s) until every event handed so far is written. False if not all were."""
@@ -102,20 +186,26 @@ class RunStoreSink:
             failures_at_start = self._failures
             self._flush_requested = True
             self._cond.notify_all()  # a writer waiting to retry retries now
-            while self._done < target or self._held is not None or self._waiting:
+            while self._done < target or self._unwritten():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 if self._failing_since is not None and self._failures > failures_at_start:
                     break  # the database is still away (a retry made during this flush failed): do not wait
                 self._cond.wait(min(left, 0.05))
-            ok = self._done >= target and self._held is None and not self._waiting
+            ok = self._done >= target and not self._unwritten()
             waiting = max(0, target - self._done)
-            held = len(self._held) if self._held is not None else 0
+            held = (len(self._held) if self._held is not None else 0) + sum(len(b) for b in self._returned.values())
         if not ok:
             _log.warning("The run store (%s) has not yet written %d rows and %d run events; they are kept and "
                          "written when the database can be reached again.", self._where(), held, waiting)
         return ok
+
+    def _unwritten(self) -> bool:
+        """Rows not written besides the events waiting: kept after a failure, sent and not answered, or waiting
+        for their run's news (called with the lock held)."""
+        return (self._held is not None or bool(self._returned) or self._direct_sent > self._direct_answered
+                or bool(self._waiting) or bool(self._groups))
 
     def close(self, timeout: float | None = 10.0) -> bool:
         ok = self.flush(timeout)
@@ -124,8 +214,11 @@ class RunStoreSink:
             self._cond.notify_all()
         self._thread.join(timeout=1.0)
         if self._process is not None and not self._thread.is_alive():
-            self._process.close()
+            self._process.close()  # what it did not write comes back (`_returned`)
             self._process = None
+        if self._returned and not self._thread.is_alive():
+            self._held = self._with_returned(self._held or Batch(), None)
+            ok = False
         if not ok:
             self._spool_held()
         return ok
@@ -140,7 +233,9 @@ class RunStoreSink:
         if self._storage is None:
             from .sqlite_writer import open_writer
 
-            self._storage = open_writer(self._url)
+            with self._storage_lock:  # the writer thread, and a delivering thread starting the writer process
+                if self._storage is None:
+                    self._storage = open_writer(self._url)
         return self._storage
 
     def _where(self) -> str:
@@ -165,43 +260,54 @@ class RunStoreSink:
         delay = 0.1
         while True:
             with self._cond:
-                while not self._pending and self._held is None and not self._closed:
-                    if self._waiting:  # rows held back: written after their delay, or at a flush
+                while not self._pending and self._held is None and not self._returned and not self._closed:
+                    if self._waiting or self._groups:  # rows held back: written after their delay, or at a flush
                         if not self._flush_requested:
                             self._cond.wait(WRITE_INTERVAL)
                         break
                     self._cond.wait()
                 # Coalesce: a run created, started and finished within one interval is one row built and
                 # written once, and the writer competes less with a busy flow for the interpreter.
-                deadline = time.monotonic() + self._interval
+                began = time.monotonic()
                 while (not self._flush_requested and not self._closed and len(self._pending) < WRITE_AT
-                       and self._held is None and (self._large or len(self._pending) < PROCESS_AT)):
-                    left = deadline - time.monotonic()
+                       and self._held is None and not self._returned
+                       and (self._large or len(self._pending) < PROCESS_AT)):
+                    left = began + self._interval - time.monotonic()  # shorter once a writer process writes
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                if self._closed and not self._pending and self._held is None and not self._waiting:
+                if (self._closed and not self._pending and self._held is None and not self._waiting
+                        and not self._groups and not self._returned):
                     return
-                events, self._pending = self._pending, []
-                force = self._flush_requested or self._closed
-                self._flush_requested = False
-            if not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
-                self._large = True  # a large .map(): its writer process starts while these events are converted
-            if self._large and self._process is None and not self._process_failed:
-                self._start_process()
-            # a held batch stays `_held` until it is written, so flush() never reports it done early
-            batch = self._held if self._held is not None else Batch()
-            try:
-                self._convert(events, batch, force)
-            except Exception:
-                _log.exception("The run store could not record %d run events; they are lost.", len(events))
-                self._lost += len(events)
-            if self._large and self._process is None and not self._process_failed:
-                self._start_process()  # large from this batch's task runs on
-            if len(batch) and not self._write(batch):
-                self._hold(batch)
+            with self._order:  # rows reach the writer process in the order they were made
                 with self._cond:
-                    self._waiting, self._since = self._next_waiting, self._next_since
+                    events, self._pending = self._pending, []
+                    self._pending_encoded = 0
+                    force = self._flush_requested or self._closed
+                    self._flush_requested = False
+                if not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
+                    self._large = True  # a large .map(): its writer process starts while these are converted
+                if self._large and self._process is None and not self._process_failed:
+                    self._start_process()
+                if self._returned:  # direct rows the process did not write: kept, then retried with the rest
+                    self._hold(self._held or Batch(), None)
+                # a held batch stays `_held` until it is written, so flush() never reports it done early
+                batch = self._held if self._held is not None else Batch()
+                try:
+                    self._convert(events, batch, force)
+                except Exception:
+                    _log.exception("The run store could not record %d run events; they are lost.", len(events))
+                    self._lost += len(events)
+                if self._large and self._process is None and not self._process_failed:
+                    self._start_process()  # large from this batch's task runs on
+                seq = self._send(batch) if len(batch) else None
+            ok = True
+            if len(batch):
+                ok, batch = self._write(batch, seq)
+            if not ok:
+                self._hold(batch, seq)
+                with self._cond:
+                    self._swap_waiting()
                     self._done += len(events)  # kept: counted as handled so flush() reports them as held
                     self._cond.notify_all()
                     if self._closed:
@@ -211,16 +317,37 @@ class RunStoreSink:
                 continue
             delay = 0.1
             with self._cond:
-                self._waiting, self._since = self._next_waiting, self._next_since
+                self._swap_waiting()
                 self._held = None
+                if not self._returned:
+                    self._direct_ok = True
                 self._done += len(events)
                 self._cond.notify_all()
 
+    def _became_large(self) -> None:
+        """A large .map() was created: its writer process is started now, in the delivering thread (a task thread
+        or the dispatcher), not when the writer thread next gets the interpreter, which under the map's threads
+        is seconds later. The process imports and opens the database meanwhile, on another core."""
+        self._large = True
+        if self._process is None and not self._process_failed:
+            self._start_process()
+
+    def _swap_waiting(self) -> None:
+        """What waits after this batch (called with the lock held, once the batch is written or held)."""
+        self._waiting, self._since = self._next_waiting, self._next_since
+        self._groups = self._next_groups
+
     def _start_process(self) -> None:
         """Start the writer process, if the store is a SQLite file (any other store is written here). It starts
-        while this batch is made; its first write waits until it is ready."""
+        while this batch is made; its first write waits until it is ready. Once per sink, from any thread."""
         from .writer_process import WriterProcess
 
+        with self._process_lock:
+            if self._process is not None or self._process_failed:
+                return
+            self._start_process_locked(WriterProcess)
+
+    def _start_process_locked(self, WriterProcess: Any) -> None:
         try:
             storage = self.storage()
         except Exception:  # the write reports it
@@ -232,30 +359,55 @@ class RunStoreSink:
             self._process_failed = True
             return
         try:
-            self._process = WriterProcess(path)
+            self._process = WriterProcess(path, on_reply=self._on_reply)
             self._interval = PROCESS_WRITE_INTERVAL
         except OSError as exc:
             self._process_failed = True
             _log.warning("The run store's writer process could not be started (%s); this process writes its run "
                          "records itself.", exc)
 
-    def _write_out(self, batch: Batch) -> None:
-        from .writer_process import WriterProcessError
+    def _send(self, batch: Batch) -> int | None:
+        """Send `batch` to the writer process (the caller holds `_order`); its frame number, or None if it is to
+        be written in this process."""
+        from .writer_process import START_TIMEOUT, WriterProcessError
 
         proc = self._process
-        if proc is not None:
-            try:
-                proc.write(batch)
-                return
-            except WriterProcessError as exc:
-                self._process, self._process_failed, self._interval = None, True, WRITE_INTERVAL
-                _log.warning("%s", exc)
-                proc.close(1.0)
-        self.storage().write(batch)
-
-    def _write(self, batch: Batch) -> bool:
+        if proc is None:
+            return None
         try:
-            self._write_out(batch)
+            if not proc._ready.wait(START_TIMEOUT):
+                raise proc._fail(f"did not start in {START_TIMEOUT:.0f} s")
+            if self._child_failed:  # it skips frames since a failed write: this one carries the rows kept
+                proc.resume()
+                self._child_failed = False
+            return proc.send(batch, wait=True)
+        except WriterProcessError as exc:
+            self._drop_process(proc, exc)
+            return None
+
+    def _drop_process(self, proc: Any, exc: Exception) -> None:
+        """The writer process is gone or failed: this process writes its rows from now on."""
+        self._process, self._process_failed, self._interval = None, True, WRITE_INTERVAL
+        _log.warning("%s", exc)
+        proc.close(1.0)  # frames still in flight are answered, and come back if direct (`_returned`)
+
+    def _write(self, batch: Batch, seq: int | None = None) -> tuple[bool, Batch]:
+        """Write `batch` (sent as frame `seq`, or here if None); whether it was written, and the batch to keep
+        if not (with the direct rows that came back, in order, when the process went away)."""
+        from .writer_process import WriterProcessError
+
+        try:
+            proc = self._process
+            if seq is not None and proc is not None:
+                try:
+                    proc.check(proc.wait(seq))
+                    return self._written(), batch
+                except WriterProcessError as exc:
+                    self._drop_process(proc, exc)
+                    seq = None
+            if self._returned:
+                batch = self._with_returned(batch, seq)
+            self.storage().write(batch)
         except Exception as exc:
             with self._cond:
                 self._failures += 1
@@ -264,7 +416,10 @@ class RunStoreSink:
                 self._failing_since = time.monotonic()
                 _log.warning("The run store (%s) cannot be written (%s); keeping %d rows and retrying. Flows go "
                              "on running.", self._where(), str(exc).splitlines()[0][:300], len(batch))
-            return False
+            return False, batch
+        return self._written(), batch
+
+    def _written(self) -> bool:
         if self._failing_since is not None:
             _log.warning("The run store (%s) is writable again after %.1f s; the rows kept meanwhile are written.",
                          self._where(), time.monotonic() - self._failing_since)
@@ -272,9 +427,29 @@ class RunStoreSink:
             self._replay_spool()
         return True
 
-    def _hold(self, batch: Batch) -> None:
-        self._held = batch
-        if len(batch) > MAX_HELD:
+    def _with_returned(self, batch: Batch, seq: int | None) -> Batch:
+        """`batch` (frame `seq`; None: newer than any frame) and the direct batches that came back, in frame
+        order, once no frame is in flight."""
+        proc = self._process
+        if proc is not None:
+            proc.wait_idle(10.0)
+        with self._cond:
+            returned, self._returned = self._returned, {}
+        if not returned:
+            return batch
+        parts = sorted(returned.items())
+        at = len(parts) if seq is None else sum(1 for s, _ in parts if s < seq)
+        parts.insert(at, (seq or 0, batch))
+        merged = Batch()
+        for _, part in parts:
+            merged.merge(part)
+        return merged
+
+    def _hold(self, batch: Batch, seq: int | None = None) -> None:
+        self._held = self._with_returned(batch, seq)
+        with self._cond:
+            self._direct_ok = False  # until the rows kept are written
+        if len(self._held) > MAX_HELD:
             self._spool_held()
 
     def _spool_held(self) -> None:
@@ -315,19 +490,66 @@ class RunStoreSink:
                 return
 
     # -- events to rows --------------------------------------------------------------------------------------
+    def _encode(self, events: Sequence[RunEvent]) -> list[RunEvent]:
+        """A large delivery with the task runs' states made compact here, in the delivering thread (one of a busy
+        .map()'s task threads, which hold the interpreter; the writer thread gets a small share of it among them
+        and would encode them only once the map is over): one ENCODED event per delivery, after the rest. The
+        runs' creation stays an event of its own, for `_hold_back`."""
+        task_runs: dict[Any, Any] = {}
+        rest: list[RunEvent] = []
+        for event in events:
+            kind, run, payload = event
+            if kind in (STATE_CHANGED, RUN_FINISHED):
+                if run.__class__ is FlowRun:
+                    rest.append(event)
+                else:
+                    task_runs[run] = payload
+            elif kind == STATES_CHANGED:
+                flows = [(r, sts) for r, sts in payload if r.__class__ is FlowRun]
+                if flows:
+                    rest.append((kind, run, flows))
+                for r, sts in payload:
+                    if sts and r.__class__ is not FlowRun:
+                        task_runs[r] = sts[-1]
+            else:
+                if kind == TASK_RUNS_CREATED and len(payload) >= PROCESS_AT and not self._large:
+                    self._became_large()
+                rest.append(event)
+        if task_runs:
+            if len(task_runs) >= PROCESS_AT:
+                self._large = True
+            flat: Any = compact_task_runs(task_runs.items())
+            if self._process is not None:  # pickled now: bytes, which the collector never traverses, go as they are
+                flat = pickle.dumps(flat, protocol=pickle.HIGHEST_PROTOCOL)
+            rest.append((ENCODED, None, (list(task_runs), flat, len(task_runs), time.time())))
+        return rest
+
     def _convert(self, events: Sequence[RunEvent], batch: Batch, force: bool = True) -> None:
         # A run's row is built once per batch from its last state (a .map() run changes state three times or
         # more per batch); a flow run's history goes in as one state row per change, a task run's is a column
-        # of its row, encoded compact here and made a row where it is written (`rows.py`). No container per
-        # task run is made here (see `rows.compact_task_runs`): runs map to states, in dicts.
+        # of its row, encoded compact (`batch.compact_task_runs`) and made a row where it is written. No container
+        # per task run is made here: runs map to states, in dicts. A large delivery comes encoded already
+        # (ENCODED, see `_encode`): nothing is done here per run of it, the writer thread's share of the
+        # interpreter under a busy map is small.
         task_flow = self._task_flow
         flow_runs: dict[Any, tuple[Any, Any]] = {}
         task_runs: dict[Any, Any] = {}  # task run record (an identity hash) -> the state to write
-        self._next_waiting, self._next_since = self._waiting, self._since  # unchanged if this conversion fails
-        created: dict[Any, Any] = {}  # task runs created in this batch -> their first state
+        # unchanged if this conversion fails
+        self._next_waiting, self._next_since = self._waiting, self._since
+        self._next_groups = self._groups
+        created: dict[Any, Any] = {}  # task runs created in this batch (a small creation) -> their first state
+        groups = list(self._groups)   # large creations waiting: (their runs, since when)
+        chunks: list[tuple[float, list[Any], int]] = []  # the ENCODED chunks, in order
         states = batch.states
         for kind, run, payload in events:
-            if kind == STATE_CHANGED:
+            if kind == ENCODED:
+                runs, flat, count, when = payload
+                if task_runs or created:  # news of these runs seen earlier in this batch is older: dropped
+                    for r in runs:
+                        task_runs.pop(r, None)
+                        created.pop(r, None)
+                chunks.append((when, flat, count))
+            elif kind == STATE_CHANGED:
                 if run.__class__ is FlowRun:
                     states.append(state_row(str(run.id), payload))
                     flow_runs[run.id] = (run, payload)
@@ -347,6 +569,8 @@ class RunStoreSink:
                 self._created.append(payload)
                 if len(payload) >= PROCESS_AT:
                     self._large = True
+                    groups.append((payload, time.monotonic()))  # waits as one, nothing done per run now
+                    continue
                 for tr in payload:
                     if tr not in task_runs:
                         created[tr] = task_runs[tr] = tr.state_history[0] if tr.state_history else tr.state
@@ -368,9 +592,10 @@ class RunStoreSink:
             elif kind == ARTIFACT:
                 batch.add_artifact(payload)
         now = time.time()
-        self._hold_back(task_runs, created, force)
+        self._hold_back(task_runs, created, force, groups)
         for run, state in flow_runs.values():
             batch.flow_runs[str(run.id)] = flow_run_row(run, state, now)
+        batch.compact.extend(chunks)  # older than any state left in task_runs (those came after their chunk)
         if task_runs:
             if len(task_runs) >= PROCESS_AT:
                 self._large = True
@@ -393,21 +618,39 @@ class RunStoreSink:
                     task_flow[str(tr.id)] = fs
         self._created.clear()
 
-    def _hold_back(self, task_runs: dict[Any, Any], created: dict[Any, Any], force: bool) -> None:
+    def _hold_back(self, task_runs: dict[Any, Any], created: dict[Any, Any], force: bool,
+                   groups: list[tuple[Sequence[Any], float]]) -> None:
         """Take the task runs whose only news is their creation out of `task_runs`, to wait (`_next_waiting`,
         since `_next_since`) until they have waited PENDING_DELAY or a flush comes; put back into it those that
         waited long enough. `_waiting` changes only once the rows of this batch are written or held, so a flush
         never sees a row neither waiting nor written. Costs what this batch brought, not what waits: the
-        waiting runs are in the order they began waiting."""
+        waiting runs are in the order they began waiting. A large creation waits as one (`groups`, to become
+        `_next_groups`): when its time comes, the runs still in their first state get their row.
+
+        A run that has moved on needs no creation row: its news is on its way (in this batch, in an encoded
+        chunk sent straight to the writer process, or in an event to come), and whatever carries it is written
+        after the batch this conversion makes (`_order`)."""
         waiting = self._waiting
+        clock = time.monotonic()
+        left = []
+        for runs, t in groups:
+            if force or clock - t >= PENDING_DELAY:
+                for run in runs:
+                    if len(run.state_history) <= 1 and run not in task_runs:
+                        task_runs[run] = run.state_history[0] if run.state_history else run.state
+            else:
+                left.append((runs, t))
+        self._next_groups = left
         if force:
             for run, state in waiting.items():
-                task_runs.setdefault(run, state)
+                if len(run.state_history) <= 1:
+                    task_runs.setdefault(run, state)
             self._next_waiting, self._next_since = {}, {}
             return
-        clock = time.monotonic()
         keep, since = waiting.copy(), self._since.copy()
         if keep:
+            for run in [r for r in keep if r not in task_runs and len(r.state_history) > 1]:
+                del keep[run], since[run]  # its news is on its way
             for run in [r for r in task_runs if r in keep]:
                 if task_runs[run] is keep[run]:
                     del task_runs[run]  # no news: it still waits
@@ -422,7 +665,7 @@ class RunStoreSink:
                 task_runs[run] = keep.pop(run)
                 del since[run]
         for run, state in created.items():
-            if task_runs[run] is state:
+            if task_runs.get(run) is state:
                 keep[run] = state
                 since[run] = clock
                 del task_runs[run]

@@ -1,10 +1,17 @@
 """A writer process for the SQLite run store: the sink of a flow that records many runs hands it its batches
 (pickled, task runs compact) over a pipe, and it makes the rows and writes them, on another core than the flow's.
 
-`WriterProcess.write(batch)` returns once the batch is committed (the child acknowledges each batch after its
-transaction), so a flush at the flow's end still means "readable now" from any process. A database error in the
-child comes back as the same `sqlite3` error class (the sink keeps the rows and retries, as in-process); a child
-that ended is a `WriterProcessError`, on which the sink writes in its own process from then on.
+Frames are numbered and answered in order, one reply per frame, after the transaction that holds it. A sender
+need not wait: `send(batch)` returns the frame's number once it is in the pipe (the sink's delivering thread
+sends a large `.map()`'s rows this way while the map runs, see `sink.RunStoreSink._send_direct`), `wait(seq)`
+returns its reply, and `write(batch)` is both (a flush at the flow's end still means "readable now" from any
+process). The child reads frames ahead of its writes and writes all it holds in one transaction.
+
+A database error in the child comes back as `("error", class name, message)` (`write` raises the same `sqlite3`
+error class, and the sink keeps the rows and retries, as in-process). After an error the child writes nothing
+until it is told to `resume()`: every frame sent meanwhile is answered `("skipped",)` and stays with its sender,
+so rows never reach the database out of their order. A child that ended answers every frame in flight
+`("dead", message)`; `write` raises `WriterProcessError`, on which the sink writes in its own process.
 
 Run as `python -m distributary.runstore.writer_process PATH`: frames on stdin and stdout, each an 8-byte length
 and a pickle; the first frame out says it is ready (or why it cannot write PATH).
@@ -14,10 +21,13 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import queue
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +35,7 @@ from ..errors import DistributaryError
 from .batch import Batch
 
 START_TIMEOUT = 30.0  # seconds the child may take to start (an import under a loaded machine)
+MERGE_MAX = 64        # frames the child writes in one transaction at most
 
 
 class WriterProcessError(DistributaryError, RuntimeError):
@@ -49,10 +60,35 @@ def _recv(inp: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-class WriterProcess:
-    """The parent's end: `write(batch)` (blocks until committed), `close()`."""
+PIPE_SIZE = 16 << 20  # bytes the pipe to the child holds (Linux; capped by the system): a sender seldom waits
 
-    def __init__(self, path: str):
+
+def _widen(pipe: Any) -> None:
+    """A larger pipe buffer, so a frame is written without waiting for the child's reader thread to get its
+    interpreter at each 64 KiB (a delivering task thread sends frames while the map runs). Best effort."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is None or setsize is None:
+        return
+    for size in (PIPE_SIZE, 1 << 20):
+        try:
+            fcntl.fcntl(pipe.fileno(), setsize, size)
+            return
+        except OSError:
+            continue
+
+
+_MISSING = object()
+Reply = tuple[Any, ...]  # ("ok",) | ("error", sqlite3 class name, message) | ("skipped",) | ("failed", name, message)
+#                          | ("dead", message)
+
+
+class WriterProcess:
+    """The parent's end: `send` / `wait` / `write`, `resume`, `close`. `on_reply(seq, tag, reply)`, if given, is
+    called (in the reader thread) for every frame answered, with the `tag` it was sent with."""
+
+    def __init__(self, path: str, on_reply: Callable[[int, Any, Reply], None] | None = None):
         self.path = path
         self.url = f"sqlite:///{path}"
         root = str(Path(__file__).resolve().parents[2])  # the child imports this same distributary
@@ -60,43 +96,152 @@ class WriterProcess:
         # its own session: a Ctrl-C in the terminal stops the flow, whose sink then flushes through the child
         self._proc = subprocess.Popen([sys.executable, "-m", __name__, path], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, start_new_session=True)
-        self._ready = False
-        self._lock = threading.Lock()
+        _widen(self._proc.stdin)
+        self._on_reply = on_reply
+        # No lock is shared with the reader thread: under a busy map's task threads it gets a small share of the
+        # interpreter, and a sender waiting for a lock it holds would wait for that share (dict operations and
+        # events are atomic enough).
+        self._send_lock = threading.Lock()  # senders are serialised by the sink already: never contended
+        self._seq = 0
+        self._inflight: dict[int, Any] = {}  # frame -> its tag
+        self._waiters: dict[int, threading.Event] = {}  # frames someone waits for (`wait`)
+        self._replies: dict[int, Reply] = {}
+        self._ready = threading.Event()
+        self._dead: str | None = None  # why the child cannot be used
+        self._reader = threading.Thread(target=self._read, name="distributary-runstore-writer-replies",
+                                        daemon=True)
+        self._reader.start()
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
-    def _fail(self, what: str, exc: BaseException | None = None) -> WriterProcessError:
+    @property
+    def ready(self) -> bool:
+        """The child has opened the database and reads frames."""
+        return self._ready.is_set() and self._dead is None
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the last frame sent."""
+        return self._seq
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def _fail(self, what: str) -> WriterProcessError:
         code = self._proc.poll()
         ended = f"it ended with exit code {code}" if code is not None else "it is still running"
-        return WriterProcessError(f"The run store's writer process (pid {self._proc.pid}) {what} ({ended}"
-                                  f"{f': {exc}' if exc else ''}); this process writes its run records itself.")
+        return WriterProcessError(f"The run store's writer process (pid {self._proc.pid}) {what} ({ended}); this "
+                                  f"process writes its run records itself.")
+
+    # -- the reader thread -------------------------------------------------------------------------------------
+    def _read(self) -> None:
+        out = self._proc.stdout
+        assert out is not None
+        why = "stopped answering"
+        try:
+            status = _recv(out)
+            if status[0] != "ready":
+                why = f"could not open the database: {status[1]}"
+                return
+            self._ready.set()
+            while True:
+                seq, reply = _recv(out)
+                self._answer(seq, reply)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+            why = f"stopped answering: {exc}"
+        finally:
+            self._dead = why
+            for seq in sorted(list(self._inflight)):
+                self._answer(seq, ("dead", why))
+            self._ready.set()  # nobody waits for a start that will not come
+
+    def _answer(self, seq: int, reply: Reply) -> None:
+        tag = self._inflight.pop(seq, _MISSING)
+        if tag is _MISSING:
+            return
+        waiter = self._waiters.get(seq)
+        if waiter is not None:
+            self._replies[seq] = reply
+            waiter.set()
+        if self._on_reply is not None:
+            self._on_reply(seq, tag, reply)
+
+    # -- sending -----------------------------------------------------------------------------------------------
+    def send(self, batch: Batch, wait: bool = False, tag: Any = None) -> int:
+        """Put `batch` in the pipe; its number (frames are answered in that order). Raises WriterProcessError if
+        the child has ended already (a pipe that breaks now answers the frame "dead"). `wait`: the reply will be
+        asked for with `wait(seq)`; `tag`: for `on_reply`."""
+        stdin = self._proc.stdin
+        assert stdin is not None
+        with self._send_lock:
+            if self._dead is not None:
+                raise self._fail(self._dead)
+            self._seq += 1
+            seq = self._seq
+            if wait:
+                self._waiters[seq] = threading.Event()
+            self._inflight[seq] = tag
+            try:
+                _send(stdin, ("batch", seq, batch.to_dict()))
+            except (OSError, ValueError) as exc:  # answered as a frame of a dead child: its sender keeps it
+                self._answer(seq, ("dead", f"its pipe is closed: {exc}"))
+        return seq
+
+    def resume(self) -> None:
+        """Let the child write again after an error (the frames it skipped are sent again by their sender)."""
+        stdin = self._proc.stdin
+        assert stdin is not None
+        with self._send_lock:
+            try:
+                _send(stdin, ("resume",))
+            except (OSError, ValueError) as exc:
+                raise self._fail(f"stopped taking batches: {exc}") from exc
+
+    def wait(self, seq: int, timeout: float | None = None) -> Reply:
+        """The reply to frame `seq` (sent with `wait=True`); ("dead", ...) if it does not come in `timeout`."""
+        waiter = self._waiters[seq]
+        got = waiter.wait(timeout)
+        del self._waiters[seq]
+        return self._replies.pop(seq) if got else ("dead", f"no answer in {timeout} s")
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every frame sent is answered; False on the timeout."""
+        deadline = time.monotonic() + timeout
+        while self._inflight:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def write(self, batch: Batch) -> None:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        with self._lock:
-            try:
-                if not self._ready:
-                    status = _recv(self._proc.stdout)
-                    if status[0] != "ready":
-                        raise self._fail("could not open the database", status[1])
-                    self._ready = True
-                _send(self._proc.stdin, batch.to_dict())
-                reply = _recv(self._proc.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                raise self._fail("stopped answering", exc) from exc
-        if reply[0] != "ok":  # a database error: the same class as in-process, so the sink retries it
-            cls = getattr(sqlite3, reply[1], None) if reply[0] == "error" else None
-            if not (isinstance(cls, type) and issubclass(cls, sqlite3.Error)):
-                raise self._fail("failed", reply[2])
-            raise cls(reply[2])
+        """Send `batch` and wait until it is committed."""
+        if not self._ready.wait(START_TIMEOUT):
+            raise self._fail(f"did not start in {START_TIMEOUT:.0f} s")
+        self.check(self.wait(self.send(batch, wait=True)))
+
+    def check(self, reply: Reply) -> None:
+        """Nothing if the frame was written; else the error, as `write` raises it."""
+        if reply[0] == "ok":
+            return
+        if reply[0] == "dead":
+            raise self._fail(reply[1])
+        if reply[0] == "skipped":
+            raise sqlite3.OperationalError("the batch before it could not be written")
+        cls = getattr(sqlite3, reply[1], None) if reply[0] == "error" else None
+        if not (isinstance(cls, type) and issubclass(cls, sqlite3.Error)):
+            raise self._fail(f"failed ({reply[-1]})")
+        raise cls(reply[2])  # a database error: the same class as in-process, so the sink retries it
 
     def close(self, timeout: float = 5.0) -> None:
-        """End the child (it stops at the end of its input) and wait for it; kill it if it does not stop."""
+        """End the child (it writes what it holds and stops at the end of its input) and wait for it; kill it if
+        it does not stop. Frames it did not answer are answered ("dead", ...)."""
         try:
             if self._proc.stdin is not None:
-                self._proc.stdin.close()
+                with self._send_lock:
+                    self._proc.stdin.close()
         except OSError:
             pass
         try:
@@ -104,8 +249,21 @@ class WriterProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout)
+        self._reader.join(timeout)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The child
+# ---------------------------------------------------------------------------------------------------------------
+def _read_frames(inp: IO[bytes], frames: queue.SimpleQueue[Any]) -> None:
+    """Read frames as they come (so the parent's sends do not wait while a transaction runs); None at the end."""
+    try:
+        while True:
+            frames.put(_recv(inp))
+    except (OSError, EOFError, pickle.UnpicklingError):
+        frames.put(None)
 
 
 def main(path: str) -> int:
@@ -118,26 +276,57 @@ def main(path: str) -> int:
     except (NotAtHead, sqlite3.Error) as exc:
         _send(out, ("failed", str(exc)))
         return 1
-    # the only objects alive are the batch in hand: collecting while it is made would trace it again and again
+    # the only objects alive are the batches in hand: collecting while they are made would trace them again and again
     gc.disable()
+    frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_read_frames, args=(inp, frames), daemon=True).start()
     _send(out, ("ready", os.getpid()))
-    while True:
-        try:
-            data = _recv(inp)
-        except EOFError:
-            writer.close()
-            return 0
-        batch = Batch.from_dict(data)
+    failed = False  # since a write failed, until the parent says resume: frames are skipped, not written
+    ended = False
+    while not ended:
+        held = [frames.get()]
+        while len(held) < MERGE_MAX:  # all that came meanwhile, in one transaction
+            try:
+                held.append(frames.get_nowait())
+            except queue.Empty:
+                break
+        todo: list[tuple[int, Any]] = []
+        for frame in held:
+            if frame is None:
+                ended = True
+                break
+            if frame[0] == "resume":
+                _write(writer, todo, failed, out)
+                todo, failed = [], False
+            else:
+                todo.append((frame[1], frame[2]))
+        failed = _write(writer, todo, failed, out)
+        del held, todo
+        gc.collect()
+    writer.close()
+    return 0
+
+
+def _write(writer: Any, todo: list[tuple[int, Any]], failed: bool, out: IO[bytes]) -> bool:
+    """Write the frames `todo` in one transaction and answer each; whether the child is failed afterwards."""
+    if not todo:
+        return failed
+    if failed:
+        reply: Reply = ("skipped",)
+    else:
+        batch = Batch.from_dict(todo[0][1])
+        for _, data in todo[1:]:
+            batch.merge(Batch.from_dict(data))
         try:
             writer.write(batch)
-            reply: tuple[Any, ...] = ("ok",)
+            reply = ("ok",)
         except sqlite3.Error as exc:
-            reply = ("error", type(exc).__name__, str(exc))
+            reply, failed = ("error", type(exc).__name__, str(exc)), True
         except Exception as exc:  # reported to the parent, which writes the batch itself
-            reply = ("failed", type(exc).__name__, f"{type(exc).__name__}: {exc}")
-        del batch, data
-        _send(out, reply)
-        gc.collect()
+            reply, failed = ("failed", type(exc).__name__, f"{type(exc).__name__}: {exc}"), True
+    for seq, _ in todo:
+        _send(out, (seq, reply))
+    return failed
 
 
 if __name__ == "__main__":

@@ -17,13 +17,21 @@ def _count(storage, fr):
     return storage.count_task_runs(F.TaskRunFilter(flow_run_id=F.TaskRunFilterFlowRunId(any_=[fr.id])))
 
 
-def test_handle_returns_at_once_and_flush_waits_until_written(sqlite_url, tmp_path):
+def test_handle_never_waits_for_the_database_and_flush_waits_until_written(sqlite_url, tmp_path, monkeypatch):
+    """A large delivery is encoded (and sent to the writer process) by `handle`, but never waits for the
+    database: with the file locked for longer than the busy timeout, it returns long before that timeout."""
+    monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_BUSY_TIMEOUT", "20")
     storage = SqlRunStorage(url=sqlite_url)
+    blocker = sqlite3.connect(sqlite_url[len("sqlite:///"):], isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
     fr, trs, ev = flow_with_tasks(20_000)
     sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
     t0 = time.perf_counter()
     sink.handle(ev)
-    assert time.perf_counter() - t0 < 0.05
+    assert time.perf_counter() - t0 < 10  # the writer is still waiting for the lock (20 s)
+    assert sink.flush(0.5) is False
+    blocker.execute("ROLLBACK")
+    blocker.close()
     assert sink.flush(60)
     assert _count(storage, fr) == 20_000  # readable right after flush
     sink.close()

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sqlite3
+import uuid
 
 import pytest
 from events import flow_with_tasks
@@ -117,3 +118,99 @@ def test_one_compact_chunk_is_written_as_exactly_the_rows_it_expands_to(tmp_path
         tables.append(conn.execute("SELECT * FROM task_run ORDER BY id").fetchall())
         conn.close()
     assert len(tables[0]) == 60 and tables[0] == tables[1]
+
+
+def _large_map(n: int):
+    """A flow run and `n` task runs created at once (a large .map()): the creation's events, then, per step, the
+    events that move every run on (Running; then Completed and finished)."""
+    from events import change, new_flow_run
+
+    from distributary import states as S
+    from distributary.runs import FLOW_RUN_CREATED, RUN_FINISHED, TASK_RUNS_CREATED, TaskRun
+
+    fr = new_flow_run("fan")
+    created: list = [(FLOW_RUN_CREATED, fr, None)]
+    change(fr, S.Running(), created)
+    trs = [TaskRun(uuid.uuid4(), f"inc-{i}", "inc", "mod.inc", fr.id, {}, frozenset(), S.Pending(), dynamic_key=i)
+           for i in range(n)]
+    created.append((TASK_RUNS_CREATED, None, trs))
+
+    def running() -> list:
+        ev: list = []
+        for tr in trs:
+            change(tr, S.Running(), ev)
+        return ev
+
+    def completed() -> list:
+        ev: list = []
+        for tr in trs:
+            change(tr, S.Completed(), ev)
+            ev.append((RUN_FINISHED, tr, tr.state))
+        return ev
+
+    return fr, trs, created, running, completed
+
+
+def _histories(sqlite_url: str, fr) -> dict[tuple[str, ...], int]:
+    """How many task runs of `fr` have each (state type, its history's types) in the file."""
+    import json
+    from collections import Counter
+
+    conn = sqlite3.connect(sqlite_url[len("sqlite:///"):])
+    rows = conn.execute("SELECT state_type, state_history FROM task_run WHERE flow_run_id = ?", (str(fr.id),))
+    got = Counter((t, *(s[0] for s in json.loads(h))) for t, h in rows)
+    conn.close()
+    return dict(got)
+
+
+def _ready_sink(storage, tmp_path, created) -> RunStoreSink:
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    sink.handle(created)
+    assert sink.flush(30)  # the process is started and has written the creation
+    assert sink._process is not None and sink._process.ready
+    return sink
+
+
+def test_rows_sent_from_the_delivering_thread_meet_a_locked_database_and_are_written_in_order(
+        sqlite_url, tmp_path, monkeypatch, small_process_at):
+    """A large map's rows go to the writer process straight from `handle`. When the database is locked they come
+    back unwritten, are kept, and once it is free every run ends in its last state, none in an older one."""
+    monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_BUSY_TIMEOUT", "0.2")
+    storage = SqlRunStorage(url=sqlite_url)
+    fr, trs, created, running, completed = _large_map(300)
+    sink = _ready_sink(storage, tmp_path, created)
+    blocker = sqlite3.connect(sqlite_url[len("sqlite:///"):], isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    sink.handle(running())
+    assert sink._direct_sent == 1  # sent by handle, not by the writer thread
+    sink.handle(completed())
+    assert sink.flush(1.0) is False
+    assert sink._held is not None or sink._returned  # the rows came back unwritten and are kept
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert sink.flush(30) is True
+    assert _histories(sqlite_url, fr) == {("COMPLETED", "PENDING", "RUNNING", "COMPLETED"): 300}
+    assert sink._process is not None  # still the writer
+    sink.close()
+
+
+def test_rows_in_the_pipe_of_a_writer_process_that_dies_are_written_here(sqlite_url, tmp_path, caplog,
+                                                                          small_process_at):
+    storage = SqlRunStorage(url=sqlite_url)
+    fr, trs, created, running, completed = _large_map(300)
+    sink = _ready_sink(storage, tmp_path, created)
+    proc = sink._process
+    os.kill(proc.pid, signal.SIGSTOP)  # it reads nothing more: the frame stays in the pipe
+    try:
+        sink.handle(running())
+        assert sink._direct_sent == 1
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc._proc.wait(10)
+    with caplog.at_level(logging.WARNING, logger="distributary.runstore"):
+        sink.handle(completed())
+        assert sink.flush(30) is True
+    assert any(f"writer process (pid {proc.pid})" in r.getMessage() for r in caplog.records)
+    assert sink._process is None
+    assert _histories(sqlite_url, fr) == {("COMPLETED", "PENDING", "RUNNING", "COMPLETED"): 300}
+    sink.close()
