@@ -43,6 +43,7 @@ WAKE_AT = 10_000           # queued events that wake the dispatcher at once
 HELP_AT = 20_000           # queued events from which the thread that queues one delivers them itself
 DISPATCH_SLICE = 2_000     # events the dispatcher thread delivers at a time
 HELP_SLICE = 5_000         # ... and a task thread (`_help`)
+DELIVER_CREATED_AT = 5_000  # task runs created at once that are delivered at once
 HOLD_AT = 40_000           # queued events from which the thread that queues one waits its turn to deliver
 HOLD_MAX = 0.05            # seconds it waits at most
 HELP_QUIET = 0.5           # seconds the dispatcher leaves delivery to the task threads after one delivered
@@ -50,6 +51,7 @@ HELP_QUIET = 0.5           # seconds the dispatcher leaves delivery to the task 
 _log = logging.getLogger("distributary.events")
 _sinks: tuple[RunEventSink, ...] = ()
 _wanted: frozenset[str] = frozenset()  # the union of what the sinks want
+_ALL_KINDS = EVENT_KINDS | {STATES_CHANGED}
 _queue: deque[Any] = deque()  # the events' items, three per event (kind, run, payload): no tuple per queued event
 _sinks_lock = threading.Lock()
 _deliver_lock = threading.RLock()
@@ -114,9 +116,12 @@ def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
 
 
 def task_runs_created(runs: Sequence[Any]) -> None:
-    """New task runs (all of one `.submit()` or `.map()`): one event for the lot."""
+    """New task runs (all of one `.submit()` or `.map()`): one event for the lot. A large one is delivered at once,
+    in this thread, before its runs start (the sinks prepare for it: the run store starts its writer process)."""
     if TASK_RUNS_CREATED in _wanted and runs:
         _put(TASK_RUNS_CREATED, None, list(runs))
+        if len(runs) >= DELIVER_CREATED_AT:
+            _help()
 
 
 def flow_run_created(run: Any) -> None:
@@ -242,7 +247,10 @@ def _help(hold: bool = False) -> None:
     interpreter to itself more often: the map runs a little slower and its records are written while it runs,
     instead of all of them after it."""
     global _helped, _depth
-    if not _deliver_lock.acquire(timeout=HOLD_MAX) if hold else not _deliver_lock.acquire(blocking=False):
+    if hold:
+        if not _deliver_lock.acquire(timeout=HOLD_MAX):
+            return
+    elif _depth or not _deliver_lock.acquire(blocking=False):  # (a delivery under way: no lock call per event)
         return
     try:
         if _depth == 0:  # one slice: the next event queued past HELP_AT (any thread's) delivers the next one,
@@ -292,6 +300,8 @@ def _hand(batch: list[RunEvent]) -> None:
             if expanded is None:
                 expanded = _expand(batch)
             events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]
+        elif kinds >= _ALL_KINDS:
+            events = batch
         else:
             events = [e for e in batch if e[0] in kinds]
         if not events:

@@ -383,20 +383,21 @@ _templates: dict[tuple[Any, ...], str] = {}
 def _history(states: list[Any], count: int) -> Json:
     """The history column (JSON) of the first `count` states of a flat state list."""
     end = STATE * count
-    if states[2:end:STATE].count(None) == count and states[4:end:STATE].count(None) == count:
+    # Per sequence of (type, name) with no message and no result reference (nearly every run of a .map()), a
+    # template made once, filled with the timestamps: epoch seconds of this era with 7 decimals are exact (17
+    # digits) and format faster than repr. The key holds the messages and references, so a template is only
+    # found for a sequence without any.
+    key = (*states[0:end:STATE], *states[1:end:STATE], *states[2:end:STATE], *states[4:end:STATE])
+    template = _templates.get(key)
+    if template is None and key[2 * count:].count(None) == 2 * count:
+        template = "[" + ", ".join(json.dumps([t, n, None]).replace("%", "%%")[:-1] + ", %.7f]"
+                                   for t, n in zip(key[:count], key[count:2 * count])) + "]"
+        if len(_templates) < 1_000:
+            _templates[key] = template
+    if template is not None:
         times = states[3:end:STATE]
-        try:  # epoch seconds of this era: 7 decimals give the float back exactly (17 digits), faster than repr
-            exact = min(times) >= 1e9 and max(times) < 1e10 and all(t.__class__ is float for t in times)
-        except TypeError:
-            exact = False
-        if exact:
-            key = (*states[0:end:STATE], *states[1:end:STATE])
-            template = _templates.get(key)
-            if template is None:
-                template = "[" + ", ".join(json.dumps([t, n, None]).replace("%", "%%")[:-1] + ", %.7f]"
-                                           for t, n in zip(key[:count], key[count:])) + "]"
-                if len(_templates) < 1_000:
-                    _templates[key] = template
+        if times and times[0].__class__ is float and times[0] >= 1e9 and times[-1] < 1e10 and all(
+                t.__class__ is float for t in times):
             return Json(template % tuple(times))
     items = []
     for j in range(0, end, STATE):
