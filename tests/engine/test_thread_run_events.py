@@ -110,3 +110,48 @@ def test_the_recorder_hears_of_every_finished_run():
     assert rec.finished_tasks == ["Completed"] * 3
     assert rec.finished_flows == ["Completed"]
     assert rec.flow_runs[-1].state.is_completed()
+
+
+@task
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def test_a_busy_map_is_delivered_by_its_task_threads_whole_and_in_order():
+    """Past 20,000 queued events (a 30,000-run map makes 90,000) the task threads deliver, a slice at a time, and
+    past 40,000 wait their turn: every event still reaches the sink once, each run's in order, the creation first."""
+    from recording_sink import RecordingSink
+
+    from distributary.engine import transitions
+
+    class ByThread(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def handle(self, events):
+            self.threads.add(threading.current_thread().name)
+            super().handle(events)
+
+    @flow(task_runner="threads")
+    def busy(n: int) -> int:
+        return sum(_inc.map(range(n)).result())
+
+    sink = ByThread()
+    transitions.add_sink(sink)
+    try:
+        assert busy(30_000) == sum(range(1, 30_001))
+        transitions.deliver()
+    finally:
+        transitions.remove_sink(sink)
+    (created,) = [e for e in sink.events if e[0] == "task_runs_created" and len(e[2]) == 30_000]
+    runs = set(created[2])
+    at = sink.events.index(created)
+    seen: dict[object, list[str]] = {}
+    for i, (kind, run, payload) in enumerate(sink.events):
+        if run in runs:
+            assert i > at, "a run's state came before its creation"
+            seen.setdefault(run, []).append(payload.name if kind == "state_changed" else kind)
+    assert len(seen) == 30_000
+    assert {tuple(v) for v in seen.values()} == {("Running", "Completed", "run_finished")}
+    assert any(name.startswith("distributary-thread-") for name in sink.threads), sink.threads
