@@ -361,9 +361,9 @@ class RunStoreSink:
         try:
             self._process = WriterProcess(path, on_reply=self._on_reply)
             self._interval = PROCESS_WRITE_INTERVAL
-        except OSError as exc:
+        except Exception as exc:  # never a reason to lose a record: this process writes them
             self._process_failed = True
-            _log.warning("The run store's writer process could not be started (%s); this process writes its run "
+            _log.warning("The run store's writer process could not be started (%r); this process writes its run "
                          "records itself.", exc)
 
     def _send(self, batch: Batch) -> int | None:

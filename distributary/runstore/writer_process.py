@@ -13,8 +13,9 @@ until it is told to `resume()`: every frame sent meanwhile is answered `("skippe
 so rows never reach the database out of their order. A child that ended answers every frame in flight
 `("dead", message)`; `write` raises `WriterProcessError`, on which the sink writes in its own process.
 
-Run as `python -m distributary.runstore.writer_process PATH`: frames on stdin and stdout, each an 8-byte length
-and a pickle; the first frame out says it is ready (or why it cannot write PATH).
+Run as `python -m distributary.runstore.writer_process PATH` (the parent starts it lighter, `_BOOT`): frames on
+stdin and stdout, each an 8-byte length and a pickle; the first frame out says it is ready (or why it cannot
+write PATH).
 """
 from __future__ import annotations
 
@@ -84,6 +85,21 @@ Reply = tuple[Any, ...]  # ("ok",) | ("error", sqlite3 class name, message) | ("
 #                          | ("dead", message)
 
 
+# The child's start: the two packages on its way stand in as bare packages, so it imports what it writes with
+# (batch, sqlite_writer, settings: 0.05 s) and not `distributary/__init__` (the engine, asyncio: twice as long, and
+# the rows of a large map wait for it). A test checks it still starts and writes.
+_BOOT = """
+import os, sys, types
+package = sys.argv[1]
+for name, where in (("distributary", package), ("distributary.runstore", os.path.join(package, "runstore"))):
+    module = types.ModuleType(name)
+    module.__path__ = [where]
+    sys.modules[name] = module
+from distributary.runstore.writer_process import main
+sys.exit(main(sys.argv[2]))
+"""
+
+
 class WriterProcess:
     """The parent's end: `send` / `wait` / `write`, `resume`, `close`. `on_reply(seq, tag, reply)`, if given, is
     called (in the reader thread) for every frame answered, with the `tag` it was sent with."""
@@ -91,11 +107,10 @@ class WriterProcess:
     def __init__(self, path: str, on_reply: Callable[[int, Any, Reply], None] | None = None):
         self.path = path
         self.url = f"sqlite:///{path}"
-        root = str(Path(__file__).resolve().parents[2])  # the child imports this same distributary
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        package = str(Path(__file__).resolve().parents[1])  # the child imports this same distributary
         # its own session: a Ctrl-C in the terminal stops the flow, whose sink then flushes through the child
-        self._proc = subprocess.Popen([sys.executable, "-m", __name__, path], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, package, path], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, start_new_session=True)
         _widen(self._proc.stdin)
         self._on_reply = on_reply
         # No lock is shared with the reader thread: under a busy map's task threads it gets a small share of the
