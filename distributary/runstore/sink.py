@@ -108,15 +108,16 @@ class RunStoreSink:
 
     # -- the sink protocol -----------------------------------------------------------------------------------
     def handle(self, events: Sequence[RunEvent]) -> None:
+        encoded = 0  # ENCODED events left for the writer thread (older than any row sent direct after them)
         if self._large or len(events) >= ENCODE_AT:
             events = self._encode(events)
             if self._process is not None:
                 events = self._send_direct(events)
                 if not events:
                     return
-        elif not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
+            encoded = sum(1 for e in events if e[0] == ENCODED)
+        elif any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
             self._became_large()
-        encoded = sum(1 for e in events if e[0] == ENCODED) if self._large else 0
         with self._cond:
             self._pending.extend(events)
             self._received += len(events)

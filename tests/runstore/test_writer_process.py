@@ -214,3 +214,34 @@ def test_rows_in_the_pipe_of_a_writer_process_that_dies_are_written_here(sqlite_
     assert sink._process is None
     assert _histories(sqlite_url, fr) == {("COMPLETED", "PENDING", "RUNNING", "COMPLETED"): 300}
     sink.close()
+
+
+def test_rows_encoded_before_the_map_became_large_are_sent_before_newer_ones(sqlite_url, tmp_path):
+    """Rows encoded while the sink was not large yet wait for the writer thread; once rows go straight to the
+    writer process, those older rows go first, in the same frame (else a run could end in an older state)."""
+    from distributary.runstore.sink import ENCODED
+
+    fr, trs, created, running, completed = _large_map(2_000)
+    sink = RunStoreSink(storage=SqlRunStorage(url=sqlite_url), spool_dir=tmp_path / "spool")
+    sink._interval = 60.0  # the writer thread leaves what it is handed waiting
+    sink.handle(running() * 3)  # 6,000 events: encoded by handle, left for the writer thread
+    assert sum(1 for e in sink._pending if e[0] == ENCODED) == 1
+
+    class Process:  # stands for a ready writer process: keeps what it is sent, answers it written
+        ready, last_seq, frames = True, 0, []
+
+        def send(self, batch, wait=False, tag=None):
+            self.last_seq += 1
+            self.frames.append(batch)
+            sink._on_reply(self.last_seq, tag, ("ok",))
+            return self.last_seq
+
+    proc = Process()
+    sink._large, sink._process = True, proc
+    sink.handle(completed())
+    assert len(proc.frames) == 1
+    (frame,) = proc.frames
+    assert [count for _, _, count in frame.compact] == [2_000, 2_000]  # the older chunk first
+    assert not any(e[0] == ENCODED for e in sink._pending)
+    sink._process = None
+    sink.close(5)
