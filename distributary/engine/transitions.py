@@ -246,7 +246,7 @@ def _help(hold: bool = False) -> None:
     turn (HOLD_MAX at most: it never deadlocks with a lock a sink needs). The delivering thread then has the
     interpreter to itself more often: the map runs a little slower and its records are written while it runs,
     instead of all of them after it."""
-    global _helped, _depth
+    global _helped
     if hold:
         if not _deliver_lock.acquire(timeout=HOLD_MAX):
             return
@@ -254,11 +254,7 @@ def _help(hold: bool = False) -> None:
         return
     try:
         if _depth == 0:  # one slice: the next event queued past HELP_AT (any thread's) delivers the next one,
-            _depth = 1   # so the work is spread over the threads that make the events, not left to one
-            try:
-                _deliver(HELP_SLICE)
-            finally:
-                _depth = 0
+            _slice(HELP_SLICE)  # so the work is spread over the threads that make the events, not left to one
             _helped = time.monotonic()
     finally:
         _deliver_lock.release()
@@ -267,16 +263,21 @@ def _help(hold: bool = False) -> None:
 def deliver(limit: int | None = None) -> None:
     """Hand every queued event to the sinks now, in this thread (in order; safe from any thread); `limit`: at
     most that many events at a time, letting other threads deliver in between."""
-    global _depth
     while True:
         with _deliver_lock:
-            _depth += 1
-            try:
-                more = _deliver(limit)
-            finally:
-                _depth -= 1
+            more = _slice(limit)
         if not more or len(_queue) >= 3 * HELP_AT:  # past HELP_AT the task threads deliver (`_help`)
             return
+
+
+def _slice(limit: int | None) -> bool:
+    """`_deliver` with `_depth` counting it (the caller holds `_deliver_lock`)."""
+    global _depth
+    _depth += 1
+    try:
+        return _deliver(limit)
+    finally:
+        _depth -= 1
 
 
 def _deliver(limit: int | None = None) -> bool:

@@ -216,15 +216,11 @@ def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
     if batch.compact and not batch.task_runs:
         # compact chunks only: their values straight from the encoding, no dict per row; a run in several chunks
         # once, its newest row (the batch is left as it is: a write that failed is retried with it)
-        if len(batch.compact) == 1:
-            now, flat, _ = batch.compact[0]
-            direct = task_run_values(flat, now)
-        else:
-            newest: dict[str, tuple[Any, ...]] = {}
-            for now, flat, _ in batch.compact:
-                for row in task_run_values(flat, now):
-                    newest[row[0]] = row
-            direct = list(newest.values())
+        newest: dict[str, tuple[Any, ...]] = {}
+        for now, flat, _ in batch.compact:
+            for row in task_run_values(flat, now):
+                newest[row[0]] = row
+        direct = list(newest.values())
     else:
         batch.expand()
     drop_stored(cursor, dialect, batch)
@@ -396,8 +392,7 @@ def _history(states: list[Any], count: int) -> Json:
             _templates[key] = template
     if template is not None:
         times = states[3:end:STATE]
-        if times and times[0].__class__ is float and times[0] >= 1e9 and times[-1] < 1e10 and all(
-                t.__class__ is float for t in times):
+        if times and all(t.__class__ is float for t in times) and times[0] >= 1e9 and times[-1] < 1e10:
             return Json(template % tuple(times))
     items = []
     for j in range(0, end, STATE):

@@ -286,10 +286,6 @@ class RunStoreSink:
                     self._pending_encoded = 0
                     force = self._flush_requested or self._closed
                     self._flush_requested = False
-                if not self._large and any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
-                    self._large = True  # a large .map(): its writer process starts while these are converted
-                if self._large and self._process is None and not self._process_failed:
-                    self._start_process()
                 if self._returned:  # direct rows the process did not write: kept, then retried with the rest
                     self._hold(self._held or Batch(), None)
                 # a held batch stays `_held` until it is written, so flush() never reports it done early
@@ -300,7 +296,7 @@ class RunStoreSink:
                     _log.exception("The run store could not record %d run events; they are lost.", len(events))
                     self._lost += len(events)
                 if self._large and self._process is None and not self._process_failed:
-                    self._start_process()  # large from this batch's task runs on
+                    self._start_process()  # large from this batch's task runs on (a large creation: `handle`)
                 seq = self._send(batch) if len(batch) else None
             ok = True
             if len(batch):
@@ -370,14 +366,13 @@ class RunStoreSink:
     def _send(self, batch: Batch) -> int | None:
         """Send `batch` to the writer process (the caller holds `_order`); its frame number, or None if it is to
         be written in this process."""
-        from .writer_process import START_TIMEOUT, WriterProcessError
+        from .writer_process import WriterProcessError
 
         proc = self._process
         if proc is None:
             return None
         try:
-            if not proc._ready.wait(START_TIMEOUT):
-                raise proc._fail(f"did not start in {START_TIMEOUT:.0f} s")
+            proc.wait_ready()
             if self._child_failed:  # it skips frames since a failed write: this one carries the rows kept
                 proc.resume()
                 self._child_failed = False

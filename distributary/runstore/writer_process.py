@@ -231,10 +231,16 @@ class WriterProcess:
             time.sleep(0.005)
         return True
 
-    def write(self, batch: Batch) -> None:
-        """Send `batch` and wait until it is committed."""
+    def wait_ready(self) -> None:
+        """Wait (START_TIMEOUT at most) until the child reads frames; WriterProcessError if it will not."""
         if not self._ready.wait(START_TIMEOUT):
             raise self._fail(f"did not start in {START_TIMEOUT:.0f} s")
+        if self._dead is not None:
+            raise self._fail(self._dead)
+
+    def write(self, batch: Batch) -> None:
+        """Send `batch` and wait until it is committed."""
+        self.wait_ready()
         self.check(self.wait(self.send(batch, wait=True)))
 
     def check(self, reply: Reply) -> None:
