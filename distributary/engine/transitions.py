@@ -231,7 +231,9 @@ def _put(kind: str, run: Any, payload: Any) -> None:
     _queue.extend((kind, run, payload))
     if len(_queue) >= 3 * WAKE_AT:
         if len(_queue) >= 3 * HELP_AT:
-            _help(len(_queue) >= 3 * HOLD_AT)
+            hold = len(_queue) >= 3 * HOLD_AT
+            if hold or not _depth:  # (a delivery under way: `_help` would return at once)
+                _help(hold)
         elif not _wake.is_set():  # set() takes a lock: once, not once per event past WAKE_AT
             _wake.set()
 

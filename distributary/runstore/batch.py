@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import functools
 import json
-import pickle
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from .compact import Block, Json, task_run_blocks, task_run_rows
 
 FLOW_NAMESPACE = uuid.UUID("6f1d2c0e-4d8a-4c1b-9f0e-2f2b8a1f5d11")
 
@@ -14,18 +15,6 @@ FLOW_NAMESPACE = uuid.UUID("6f1d2c0e-4d8a-4c1b-9f0e-2f2b8a1f5d11")
 def flow_id_for(name: str) -> str:
     """Flow ids are derived from the name, so every process agrees on them without asking the database."""
     return str(uuid.uuid5(FLOW_NAMESPACE, name))
-
-
-def result_ref_row(ref: Any) -> dict[str, Any] | None:
-    """A result reference as stored: where the result lives, never its bytes."""
-    if ref is None:
-        return None
-    if isinstance(ref, dict):
-        return ref
-    url = getattr(ref, "store_url", None)
-    if url is not None:
-        return {"store_url": url, "key": ref.key, "storage_options": dict(getattr(ref, "storage_options", {}) or {})}
-    return {"repr": repr(ref)}
 
 
 class Batch:
@@ -204,29 +193,68 @@ def _run(cursor: Any, dialect: str, table: str, keys: tuple[str, ...], how: str,
         cursor.execute(sql, params)
 
 
-class Json(str):
-    """A JSON column value already encoded (the sink encodes hot columns itself, faster than `json.dumps`)."""
-    __slots__ = ()
+@functools.lru_cache(maxsize=256)
+def shared_sql(table: str, shared: tuple[str, ...], keys: tuple[str, ...], how: str, rows: int) -> str:
+    """SQLite: the INSERT (or upsert keeping `created`) of `rows` rows whose `shared` columns have one value each,
+    bound once (parameters ?1..?len(shared)), and whose `keys` columns are bound per row after them."""
+    first = len(shared) + 1
+    width = len(keys)
+    head = "".join(f"?{i}, " for i in range(1, first))
+    values = ", ".join("(" + head + ", ".join(f"?{first + r * width + i}" for i in range(width)) + ")"
+                       for r in range(rows))
+    columns = (*shared, *keys)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
+    if how == "upsert":
+        sets = ", ".join(f"{k} = excluded.{k}" for k in columns if k != "id" and k not in KEEP_ON_UPSERT)
+        sql += f" ON CONFLICT (id) DO UPDATE SET {sets}"
+    elif how == "ignore":
+        sql += " ON CONFLICT (id) DO NOTHING"
+    return sql
+
+
+SHARED_ROWS = (500, 100, 20)  # rows per statement (the rest: one row at a time) of a block: few statement texts, so SQLite's cache keeps them
+
+
+def _run_block(cursor: Any, dialect: str, table: str, how: str, block: Block) -> None:
+    """Write one block of `compact.task_run_blocks` (the rows of a block are of distinct runs)."""
+    shared, keys, rows = block
+    if not shared:
+        _run(cursor, dialect, table, keys, how, rows)
+        return
+    values = list(shared.values())
+    if dialect == "postgresql":
+        _run(cursor, dialect, table, (*shared, *keys), how, [(*values, *r) for r in rows])
+        return
+    names = tuple(shared)
+    at, left = 0, len(rows)
+    for per in SHARED_ROWS:
+        per = min(per, (MAX_PARAMS - len(values)) // len(keys))
+        while left >= per:
+            params = values[:]
+            for r in rows[at:at + per]:
+                params.extend(r)
+            cursor.execute(shared_sql(table, names, keys, how, per), params)
+            at, left = at + per, left - per
+    if left:
+        cursor.executemany(shared_sql(table, names, keys, how, 1), [(*values, *r) for r in rows[at:]])
 
 
 def write_batch(cursor: Any, dialect: str, batch: Batch) -> None:
     """Run a batch's statements on a DB-API cursor inside the caller's transaction (rows it holds already are
     not appended again: `drop_stored`)."""
-    direct: list[tuple[Any, ...]] = []
+    blocks: list[Block] = []
     if batch.compact and not batch.task_runs:
-        # compact chunks only: their values straight from the encoding, no dict per row; a run in several chunks
-        # once, its newest row (the batch is left as it is: a write that failed is retried with it)
-        newest: dict[str, tuple[Any, ...]] = {}
+        # compact chunks only: their rows straight from the encoding, no dict per row, oldest chunk first (a run
+        # in several chunks ends with its newest row); the batch is left as it is: a failed write is retried
         for now, flat, _ in batch.compact:
-            for row in task_run_values(flat, now):
-                newest[row[0]] = row
-        direct = list(newest.values())
+            blocks.extend(task_run_blocks(flat, now))
     else:
         batch.expand()
     drop_stored(cursor, dialect, batch)
     for table, field, how in WRITE_ORDER:
         if table == "task_run":
-            _run(cursor, dialect, table, TASK_RUN_COLUMNS, how, direct)
+            for block in blocks:
+                _run_block(cursor, dialect, table, how, block)
         rows = getattr(batch, field)
         if rows:
             for keys, values in _encoded(table, list(rows.values()) if isinstance(rows, dict) else rows).items():
@@ -274,184 +302,3 @@ def drop_stored(cursor: Any, dialect: str, batch: Batch) -> None:
         if seen:
             batch.logs = [lg for lg in batch.logs if tuple(lg.get(k) for k in LOG_KEY) not in seen]
 
-
-def jsonable(value: Any) -> Any:
-    """`value` if JSON can hold it, else a JSON-safe copy (objects become their repr)."""
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return json.loads(json.dumps(value, default=repr))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Task runs, compact --------------------------------------------------------------------------------------------
-# Per task run, HEAD fields, then STATE fields per state: id (int or UUID), name (None: "<task name>-<dynamic key>"),
-# task name, dynamic key, task key, flow run id, tags, run count, start, end, cache key, task inputs, the number of
-# states in the history column, the number of states that follow (the last is the row's state); per state: type
-# value, name, message, timestamp, result reference (its JSON text, `_ref_json`). All in ONE flat list per batch:
-# a list or tuple per run would be a container the garbage collector tracks, and 10^5 of them, in a driver holding
-# millions of objects, make it run full collections that cost more than the encoding itself.
-HEAD = 14
-STATE = 5
-
-
-def compact_task_runs(items: Iterable[tuple[Any, Any]]) -> list[Any]:
-    """The flat encoding of (task run record, the state its event applied) pairs: the record's fields and its
-    history up to that state (the record may have moved on; the next batch writes the rest)."""
-    out: list[Any] = []
-    ext = out.extend
-    for run, state in items:
-        h = run.state_history[:]  # a copy: task threads append to it meanwhile
-        if h and h[-1] is state:
-            n_hist = n = len(h)
-        else:
-            n_hist = next((i + 1 for i, st in enumerate(h) if st is state), 0)
-            if n_hist:
-                del h[n_hist:]
-            else:  # not (yet) in the history: the row's state all the same
-                n_hist, h = len(h), [*h, state]
-            n = len(h)
-        ext((run._id, run._name, run.task_name, run.dynamic_key, run.task_key, run.flow_run_id, run.tags,
-             run.run_count, run.start_ts, run.end_ts, run.cache_key, run.task_inputs, n_hist, n))
-        for st in h:
-            ref, msg = st.result_ref, st.message
-            if ref is None and msg is None:
-                ext((st.type._value_, st.name, None, st.ts, None))
-            else:
-                ext((st.type._value_, st.name, None if msg is None else str(msg), st.ts,
-                     None if ref is None else str.__str__(_ref_json(ref))))
-    return out
-
-
-def count_compact(flat: list[Any] | bytes) -> int:
-    """How many task runs a flat encoding (or its pickle) holds."""
-    if isinstance(flat, bytes):
-        flat = pickle.loads(flat)
-    i = count = 0
-    while i < len(flat):
-        i += HEAD + STATE * flat[i + HEAD - 1]
-        count += 1
-    return count
-
-
-_ref_heads: dict[str, str] = {}  # store URL -> '{"store_url": "<url>", "key": '
-_encode_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
-_repr_encoder = json.JSONEncoder(default=repr)  # json.dumps(..., default=repr) without a new encoder per call
-
-
-def _ref_json(ref: Any) -> Json:
-    """`json.dumps(result_ref_row(ref))`, made from parts for a ResultRef (the refs of one store share their URL
-    and, mostly, no storage options): a cached or persisted run has one in its row and one in its history."""
-    url = getattr(ref, "store_url", None)
-    key = getattr(ref, "key", None)
-    if url.__class__ is not str or key.__class__ is not str:
-        return Json(_repr_encoder.encode(result_ref_row(ref)))
-    head = _ref_heads.get(url)
-    if head is None:
-        head = '{"store_url": ' + _encode_str(url) + ', "key": '
-        if len(_ref_heads) < 1_000:
-            _ref_heads[url] = head
-    options = getattr(ref, "storage_options", None)
-    tail = ', "storage_options": {}}' if not options else (
-        ', "storage_options": ' + _repr_encoder.encode(dict(options)) + "}")
-    return Json(head + _encode_str(key) + tail)
-
-
-_tag_json: dict[frozenset, Json] = {}  # the runs of one .map() share their tags: encoded once
-
-
-def _tags(tags: Any) -> Json:
-    got = _tag_json.get(tags)
-    if got is None:
-        got = Json(json.dumps(sorted(tags or ())))
-        if len(_tag_json) < 10_000:
-            _tag_json[tags] = got
-    return got
-
-
-# The history column of a run whose states have no message and no result reference (nearly all of a .map()'s) is
-# one %-format of its timestamps into a template made once per sequence of (type, name): cheaper than encoding
-# the items one by one, and the writer makes 10^5 of them a second.
-_templates: dict[tuple[Any, ...], str] = {}
-
-
-def _history(states: list[Any], count: int) -> Json:
-    """The history column (JSON) of the first `count` states of a flat state list."""
-    end = STATE * count
-    # Per sequence of (type, name) with no message and no result reference (nearly every run of a .map()), a
-    # template made once, filled with the timestamps: epoch seconds of this era with 7 decimals are exact (17
-    # digits) and format faster than repr. The key holds the messages and references, so a template is only
-    # found for a sequence without any.
-    key = (*states[0:end:STATE], *states[1:end:STATE], *states[2:end:STATE], *states[4:end:STATE])
-    template = _templates.get(key)
-    if template is None and key[2 * count:].count(None) == 2 * count:
-        template = "[" + ", ".join(json.dumps([t, n, None]).replace("%", "%%")[:-1] + ", %.7f]"
-                                   for t, n in zip(key[:count], key[count:2 * count])) + "]"
-        if len(_templates) < 1_000:
-            _templates[key] = template
-    if template is not None:
-        times = states[3:end:STATE]
-        if times and all(t.__class__ is float for t in times) and times[0] >= 1e9 and times[-1] < 1e10:
-            return Json(template % tuple(times))
-    items = []
-    for j in range(0, end, STATE):
-        t, name, msg, ts, ref = states[j:j + STATE]
-        item = _repr_encoder.encode([t, name, msg, ts])
-        items.append(item if ref is None else f"{item[:-1]}, {ref}]")
-    return Json("[" + ", ".join(items) + "]")
-
-
-_uuid_heads: dict[int, str] = {}  # value >> 32 -> the text of its first 28 characters (the runs of a .map() share it)
-
-
-def _uuid_text(value: int) -> str:
-    """str(uuid.UUID(int=value)); a map's run ids are consecutive (`runs.batch_run_ids`): their heads are shared."""
-    high = value >> 32
-    head = _uuid_heads.get(high)
-    if head is None:
-        h = f"{value:032x}"
-        head = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:24]}"
-        if len(_uuid_heads) >= 10_000:
-            _uuid_heads.clear()
-        _uuid_heads[high] = head
-    return head + "%08x" % (value & 0xFFFFFFFF)
-
-
-# the columns of a task-run row, in the order `task_run_values` makes them
-TASK_RUN_COLUMNS = ("id", "name", "tags", "run_count", "start_time", "end_time", "total_run_time", "state_type",
-                    "state_name", "state_message", "state_ts", "result_ref", "created", "task_key", "dynamic_key",
-                    "cache_key", "flow_run_id", "task_inputs", "state_history")
-
-
-def task_run_values(flat: list[Any] | bytes, now: float) -> list[tuple[Any, ...]]:
-    """The task-run rows of a flat encoding (or of its pickle) as tuples of column values (`TASK_RUN_COLUMNS`),
-    JSON columns encoded (`Json`); a run's later row after its earlier one."""
-    items: list[Any] = pickle.loads(flat) if isinstance(flat, bytes) else flat  # pickled by `sink._encode`
-    fr_ids: dict[Any, str] = {}  # str(uuid) is slow: once per flow run
-    out: list[tuple[Any, ...]] = []
-    add = out.append
-    dumps = json.dumps
-    i, end = 0, len(items)
-    while i < end:
-        rid, name, task_name, dkey, task_key, fr, tags, run_count, start, stop, cache_key, inputs, n_hist, n = \
-            items[i:i + HEAD]
-        i += HEAD
-        states = items[i:i + STATE * n]
-        i += STATE * n
-        fs = None if fr is None else fr_ids.get(fr)
-        if fs is None and fr is not None:
-            fs = fr_ids[fr] = str(fr)
-        t, sname, msg, ts, ref = states[-STATE:]
-        add((_uuid_text(rid) if rid.__class__ is int else str(rid), f"{task_name}-{dkey}" if name is None else name,
-             _tags(tags), run_count, start, stop,
-             (stop - start) if start is not None and stop is not None else 0.0, t, sname, msg, ts,
-             None if ref is None else Json(ref), now, task_key, str(dkey), None if cache_key is None else str(cache_key),
-             fs, Json(dumps(jsonable(inputs))) if inputs else None, _history(states, n_hist)))
-    return out
-
-
-def task_run_rows(flat: list[Any] | bytes, now: float, rows: dict[str, dict[str, Any]]) -> None:
-    """Add to `rows` (by id; a later row of a run replaces an earlier one) the task-run rows of a flat encoding."""
-    for v in task_run_values(flat, now):
-        rows[v[0]] = dict(zip(TASK_RUN_COLUMNS, v))

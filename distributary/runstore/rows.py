@@ -1,6 +1,6 @@
 """Run records to run-store rows: flow runs, states and logs as row dicts. Task runs go in two steps (in
-`batch.py`): a compact flat encoding made where the records live (`compact_task_runs`, cheap, one list) and the
-rows made from it where they are written (`task_run_rows`, in the writer process when there is one)."""
+`compact.py`): a compact flat encoding made where the records live (`compact_task_runs`, cheap, one list) and the
+rows made from it where they are written (`task_run_blocks`, in the writer process when there is one)."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from ..states import StateType
-from .batch import flow_id_for, jsonable, result_ref_row
+from .batch import flow_id_for
+from .compact import jsonable, result_ref_row
 
 _TYPE_NAMES = {t: t.value for t in StateType}
 

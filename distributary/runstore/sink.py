@@ -34,7 +34,8 @@ from ..runs import (
     RunEvent,
     sink_hub,
 )
-from .batch import Batch, compact_task_runs, flow_id_for
+from .batch import Batch, flow_id_for
+from .compact import compact_task_runs
 from .rows import flow_run_row, log_row, state_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk

@@ -16,7 +16,8 @@ from ..schemas import filters as F
 from ..schemas import objects as O
 from ..schemas import sorting as S
 from . import db
-from .batch import Batch, result_ref_row, write_batch
+from .batch import Batch, write_batch
+from .compact import result_ref_row
 from .deployments import DeploymentStorage
 from .work_pools import WorkPoolStorage
 from .work_queues import WorkQueueStorage

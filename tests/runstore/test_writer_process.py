@@ -95,7 +95,8 @@ def test_a_locked_database_delays_the_writer_process_and_loses_nothing(sqlite_ur
 def test_one_compact_chunk_is_written_as_exactly_the_rows_it_expands_to(tmp_path):
     """The writer's direct path (statement parameters straight from the compact encoding) stores what the row
     dicts stored, column for column, and leaves the batch as it was (a failed write is retried with it)."""
-    from distributary.runstore.batch import Batch, compact_task_runs, write_batch
+    from distributary.runstore.batch import Batch, write_batch
+    from distributary.runstore.compact import compact_task_runs
 
     _, trs, _ = flow_with_tasks(60, fail_every=7)  # failures carry a message: the general history encoding
     trs[3].cache_key, trs[4].task_inputs = "k-3", {"x": [{"input_type": "parameter", "name": "x"}]}
