@@ -299,7 +299,9 @@ def _hand(batch: list[RunEvent]) -> None:
     expanded: list[RunEvent] | None = None  # the batch with bulk state events spelled out per state
     for sink in _sinks:
         kinds = getattr(sink, "kinds", None)
-        if kinds is None or STATES_CHANGED not in kinds:
+        if kinds is not None and STATE_CHANGED not in kinds and STATES_CHANGED not in kinds:
+            events = [e for e in batch if e[0] in kinds]  # (no state events to spell out for it)
+        elif kinds is None or STATES_CHANGED not in kinds:
             if expanded is None:
                 expanded = _expand(batch)
             events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]

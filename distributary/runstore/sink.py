@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ FLUSH_MAX = 60.0           # the longest flush() waits, even with no timeout
 PROCESS_AT = 5_000         # task runs (in a batch, or created at once) from which SQLite is written by a process
 PROCESS_WRITE_INTERVAL = 0.2  # seconds the writer gathers events once a writer process writes them
 ENCODE_AT = 5_000          # events handed at once from which `handle` encodes their task runs itself
+ENCODE_CHUNK = 2_000       # task runs per encoded chunk (and per frame sent from `handle`): bounded transients
 ENCODED = "task_runs_encoded"  # (ENCODED, None, (task run records, flat encoding, count, when)), made by handle
 _log = logging.getLogger("distributary.runstore")
 
@@ -148,17 +150,21 @@ class RunStoreSink:
                     self._pending = [e for e in self._pending if e[0] != ENCODED]
                     self._done += len(older)  # handed on: the frame's answer is what flush() waits for now
                     self._pending_encoded = 0
-            self._direct_sent += 1  # before the send: its answer may come before send() returns
-            batch = Batch()
-            batch.compact.extend((when, flat, count) for _, flat, count, when in (*older, *chunks))
-            try:
-                proc.send(batch, tag=batch)
-            except WriterProcessError:  # it ended: kept as the newest of its frames, written by the writer thread
-                with self._cond:
-                    self._direct_answered += 1
-                    self._returned[proc.last_seq + 1] = batch
-                    self._direct_ok = False
-                    self._cond.notify_all()
+            entries = [(when, flat, count) for _, flat, count, when in (*older, *chunks)]
+            for i, entry in enumerate(entries):  # a frame per chunk: one frame's pickle at a time in memory
+                self._direct_sent += 1  # before the send: its answer may come before send() returns
+                batch = Batch()
+                batch.compact.append(entry)
+                try:
+                    proc.send(batch, tag=batch)
+                except WriterProcessError:  # it ended: this chunk and the rest are kept as the newest of its
+                    batch.compact.extend(entries[i + 1:])  # frames, written by the writer thread
+                    with self._cond:
+                        self._direct_answered += 1
+                        self._returned[proc.last_seq + 1] = batch
+                        self._direct_ok = False
+                        self._cond.notify_all()
+                    break
             return [e for e in events if e[0] != ENCODED]
         finally:
             self._order.release()
@@ -515,10 +521,12 @@ class RunStoreSink:
         if task_runs:
             if len(task_runs) >= PROCESS_AT:
                 self._large = True
-            flat: Any = compact_task_runs(task_runs.items())
-            if self._process is not None:  # pickled now: bytes, which the collector never traverses, go as they are
-                flat = pickle.dumps(flat, protocol=pickle.HIGHEST_PROTOCOL)
-            rest.append((ENCODED, None, (list(task_runs), flat, len(task_runs), time.time())))
+            now, pickled, items = time.time(), self._process is not None, iter(task_runs.items())
+            while part := list(islice(items, ENCODE_CHUNK)):  # (a cluster batch's delivery may hold 10^5 runs)
+                flat: Any = compact_task_runs(part)
+                if pickled:  # pickled now: bytes, which the collector never traverses, go as they are
+                    flat = pickle.dumps(flat, protocol=pickle.HIGHEST_PROTOCOL)
+                rest.append((ENCODED, None, ([r for r, _ in part], flat, len(part), now)))
         return rest
 
     def _convert(self, events: Sequence[RunEvent], batch: Batch, force: bool = True) -> None:

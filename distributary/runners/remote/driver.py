@@ -96,15 +96,17 @@ class RemoteFuture(SettableFuture):
 class Batch:
     """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
 
-    __slots__ = ("id", "runner", "spec", "calls", "runs", "futures", "ref", "summary_ref", "states", "fetched",
-                 "sent_at", "queued", "after_done", "early", "__weakref__")
+    __slots__ = ("id", "runner", "spec", "_calls", "_template", "_params", "runs", "futures", "ref", "summary_ref",
+                 "states", "fetched", "sent_at", "queued", "after_done", "early", "__weakref__")
 
     def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
                  futures: Sequence[weakref.ref]):
         self.id = f"{runner._id[:8]}-{next(runner._counter)}"
         self.runner = runner
         self.spec: TaskSpec = calls[0].spec
-        self.calls: list[TaskCall] | None = list(calls)
+        self._calls: list[TaskCall] | None = list(calls)
+        self._template: TaskCall | None = None  # once sent (`lighten`): what its calls share, and their arguments
+        self._params: list[dict[str, Any]] | None = None
         self.runs: list[TaskRun] = [c.task_run for c in calls]
         self.futures = list(futures)
         self.ref: Any = None          # the backend's handle to this batch's BatchResult
@@ -115,6 +117,31 @@ class Batch:
         self.queued = False      # passed its gate: in the feeder's queue (sent in order) or sent
         self.after_done = False  # gate on every upstream being done (no linking to unfinished ones)
         self.early = False       # sent linked to an upstream batch that had not finished yet
+
+    @property
+    def calls(self) -> list[TaskCall] | None:
+        """The batch's calls (None once applied). A sent batch keeps only what they share and their arguments
+        (`lighten`); its calls are made again if it must be sent again (a worker died with it)."""
+        if self._calls is None and self._template is not None:
+            t, params = self._template, self._params or []
+            return [TaskCall(t.spec, run, p, t.wait_for, t.result_options, t.flow_parameters, t.log_prints,
+                             t.settings_env, t.context) for run, p in zip(self.runs, params)]
+        return self._calls
+
+    @calls.setter
+    def calls(self, calls: list[TaskCall] | None) -> None:
+        self._calls, self._template, self._params = calls, None, None
+
+    def lighten(self) -> None:
+        """Drop the per-run call objects of a sent batch whose calls come from one `.map()` (one context: the same
+        options) and have not run on the driver: about 100 bytes per run while the batch is on the cluster."""
+        calls = self._calls
+        if not calls or len(calls) < 2:
+            return
+        t = calls[0]
+        ctx, unset = t.context, S.UNSET
+        if all(c.context is ctx and c.returned is unset for c in calls):
+            self._template, self._params, self._calls = t, [c.parameters for c in calls], None
 
     def fetch_values(self) -> None:
         self.runner.fetch_values([self])
@@ -442,6 +469,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         except Exception as exc:
             self._crash(batch, f"could not be submitted to the cluster: {exc!r}", exc)
             return False
+        batch.lighten()
         return True
 
     def _header(self, digest: str, c0: TaskCall, r0: TaskRun) -> bytes:
