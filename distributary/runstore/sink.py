@@ -521,12 +521,17 @@ class RunStoreSink:
         if task_runs:
             if len(task_runs) >= PROCESS_AT:
                 self._large = True
-            now, pickled, items = time.time(), self._process is not None, iter(task_runs.items())
-            while part := list(islice(items, ENCODE_CHUNK)):  # (a cluster batch's delivery may hold 10^5 runs)
-                flat: Any = compact_task_runs(part)
+            now, pickled = time.time(), self._process is not None
+            if len(task_runs) <= ENCODE_CHUNK:
+                parts: Any = [task_runs]
+            else:  # a cluster's delivery may hold 10^5 runs: chunks, so one chunk's encoding is in memory at once
+                items = iter(task_runs.items())
+                parts = iter(lambda: dict(islice(items, ENCODE_CHUNK)), {})
+            for part in parts:
+                flat: Any = compact_task_runs(part.items())
                 if pickled:  # pickled now: bytes, which the collector never traverses, go as they are
                     flat = pickle.dumps(flat, protocol=pickle.HIGHEST_PROTOCOL)
-                rest.append((ENCODED, None, ([r for r, _ in part], flat, len(part), now)))
+                rest.append((ENCODED, None, (list(part), flat, len(part), now)))
         return rest
 
     def _convert(self, events: Sequence[RunEvent], batch: Batch, force: bool = True) -> None:
