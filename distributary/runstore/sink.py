@@ -151,14 +151,18 @@ class RunStoreSink:
                     self._done += len(older)  # handed on: the frame's answer is what flush() waits for now
                     self._pending_encoded = 0
             entries = [(when, flat, count) for _, flat, count, when in (*older, *chunks)]
-            for i, entry in enumerate(entries):  # a frame per chunk: one frame's pickle at a time in memory
+            frames: list[Batch] = []  # about ENCODE_CHUNK runs each: one frame's pickle at a time in memory
+            for entry in entries:
+                if not frames or sum(c[2] for c in frames[-1].compact) + entry[2] > ENCODE_CHUNK:
+                    frames.append(Batch())
+                frames[-1].compact.append(entry)
+            for i, batch in enumerate(frames):
                 self._direct_sent += 1  # before the send: its answer may come before send() returns
-                batch = Batch()
-                batch.compact.append(entry)
                 try:
                     proc.send(batch, tag=batch)
-                except WriterProcessError:  # it ended: this chunk and the rest are kept as the newest of its
-                    batch.compact.extend(entries[i + 1:])  # frames, written by the writer thread
+                except WriterProcessError:  # it ended: this frame and the rest are kept as the newest of its
+                    for later in frames[i + 1:]:  # frames, written by the writer thread
+                        batch.compact.extend(later.compact)
                     with self._cond:
                         self._direct_answered += 1
                         self._returned[proc.last_seq + 1] = batch

@@ -247,3 +247,45 @@ def test_rows_encoded_before_the_map_became_large_are_sent_before_newer_ones(sql
     assert not any(e[0] == ENCODED for e in sink._pending)
     sink._process = None
     sink.close(5)
+
+
+def test_a_large_delivery_goes_in_frames_and_what_a_dead_process_did_not_take_is_written_here(sqlite_url,
+                                                                                                tmp_path):
+    """A delivery of 5,000 runs is sent as frames of at most 2,000 (only one frame's pickle in memory at a
+    time). When the process ends between two of them, the frames not sent are kept, after the sent ones, and
+    written by this process: every run ends in its last state."""
+    from distributary.runstore.writer_process import WriterProcessError
+
+    storage = SqlRunStorage(url=sqlite_url)
+    fr, trs, created, running, completed = _large_map(5_000)
+    sink = RunStoreSink(storage=storage, spool_dir=tmp_path / "spool")
+    sink.handle(created)
+    assert sink.flush(30)
+    real = sink._process
+    sink.handle(running())
+    assert sink.flush(30)
+
+    class Process:  # takes the first frame, then has ended
+        ready, last_seq, frames = True, real.last_seq, []
+
+        def send(self, batch, wait=False, tag=None):
+            if self.frames:
+                raise WriterProcessError("it ended")
+            self.last_seq += 1
+            self.frames.append([c for _, _, c in batch.compact])
+            return self.last_seq
+
+    proc = Process()
+    sink._process = proc
+    sink.handle(completed())
+    assert proc.frames == [[2_000]]
+    (kept,) = sink._returned.values()
+    assert [c for _, _, c in kept.compact] == [2_000, 1_000]
+    sink._direct_answered += 1  # the stand-in never answers the frame it took
+    sink._process = None
+    real.close()
+    assert sink.flush(30) is True
+    # the 3,000 runs of the frames not sent end Completed; the 2,000 the stand-in took (and dropped) stay Running
+    assert _histories(sqlite_url, fr) == {("COMPLETED", "PENDING", "RUNNING", "COMPLETED"): 3_000,
+                                          ("RUNNING", "PENDING", "RUNNING"): 2_000}
+    sink.close()
