@@ -133,13 +133,16 @@ def bulk_sql(dialect: str, table: str, keys: tuple[str, ...], how: str, rows: in
     mark = "%s" if dialect == "postgresql" else "?"
     json_cols = JSON_COLUMNS[table]
     values = ", ".join(f"CAST({mark} AS JSON)" if k in json_cols and dialect == "postgresql" else mark for k in keys)
-    sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES " + ", ".join([f"({values})"] * rows)
+    rows_sql = ", ".join([f"({values})"] * rows)
+    return f"INSERT INTO {table} ({', '.join(keys)}) VALUES {rows_sql}" + _on_conflict(keys, how)
+
+
+def _on_conflict(keys: Sequence[str], how: str) -> str:
+    """The statement's ending for `how`: "insert" none, "ignore" DO NOTHING, "upsert" an update keeping `created`."""
     if how == "upsert":
         sets = ", ".join(f"{k} = excluded.{k}" for k in keys if k != "id" and k not in KEEP_ON_UPSERT)
-        sql += f" ON CONFLICT (id) DO UPDATE SET {sets}" if sets else " ON CONFLICT (id) DO NOTHING"
-    elif how == "ignore":
-        sql += " ON CONFLICT (id) DO NOTHING"
-    return sql
+        return f" ON CONFLICT (id) DO UPDATE SET {sets}" if sets else " ON CONFLICT (id) DO NOTHING"
+    return " ON CONFLICT (id) DO NOTHING" if how == "ignore" else ""
 
 
 def _encoded(table: str, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[list[Any]]]:
@@ -203,16 +206,11 @@ def shared_sql(table: str, shared: tuple[str, ...], keys: tuple[str, ...], how: 
     values = ", ".join("(" + head + ", ".join(f"?{first + r * width + i}" for i in range(width)) + ")"
                        for r in range(rows))
     columns = (*shared, *keys)
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
-    if how == "upsert":
-        sets = ", ".join(f"{k} = excluded.{k}" for k in columns if k != "id" and k not in KEEP_ON_UPSERT)
-        sql += f" ON CONFLICT (id) DO UPDATE SET {sets}"
-    elif how == "ignore":
-        sql += " ON CONFLICT (id) DO NOTHING"
-    return sql
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}" + _on_conflict(columns, how)
 
 
-SHARED_ROWS = (500, 100, 20)  # rows per statement (the rest: one row at a time) of a block: few statement texts, so SQLite's cache keeps them
+# rows per statement of a block (the rest go one row at a time): few statement texts, so SQLite's cache keeps them
+SHARED_ROWS = (500, 100, 20)
 
 
 def _run_block(cursor: Any, dialect: str, table: str, how: str, block: Block) -> None:

@@ -279,12 +279,12 @@ def _by_column(items: list[Any], width: int, now: float) -> Block | None:
         return None
     template = _template((*key[:n_hist], *key[n:n + n_hist], *key[2 * n:2 * n + n_hist],
                           *key[3 * n:3 * n + n_hist]), n_hist) if n_hist else "[]"
+    if template is None:
+        return None
     times = [items[HEAD + STATE * j + 3::width] for j in range(n)]
     for ts in times:
         if set(map(type, ts)) != {float} or min(ts) < 1e9 or max(ts) >= 1e10:
             return None
-    if template is None:
-        return None
     shared: dict[str, Any] = {}
     columns: dict[str, list[Any]] = {}
 
@@ -319,14 +319,14 @@ def _by_column(items: list[Any], width: int, now: float) -> Block | None:
     columns["state_ts"] = times[n - 1]
     put("task_key", items[4::width])
     columns["dynamic_key"] = list(map(str, dkeys))
-    put("cache_key", items[10::width], _text)
-    put("flow_run_id", items[5::width], _text)
+    put("cache_key", items[10::width], text_or_none)
+    put("flow_run_id", items[5::width], text_or_none)
     put("task_inputs", items[11::width], _inputs)
     columns["state_history"] = [template % t for t in zip(*times[:n_hist])] if n_hist else ["[]"] * len(ids)
     return shared, tuple(columns), list(zip(*columns.values()))
 
 
-def _text(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 

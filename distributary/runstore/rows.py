@@ -9,13 +9,9 @@ from typing import Any
 
 from ..states import StateType
 from .batch import flow_id_for
-from .compact import jsonable, result_ref_row
+from .compact import jsonable, result_ref_row, text_or_none
 
 _TYPE_NAMES = {t: t.value for t in StateType}
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def state_row(run_id: str, state: Any) -> dict[str, Any]:
@@ -30,12 +26,13 @@ def flow_run_row(run: Any, state: Any, now: float) -> dict[str, Any]:
     return {"id": str(run.id), "name": run.name, "tags": sorted(run.tags or ()), "run_count": run.run_count,
             "start_time": start, "end_time": end,
             "total_run_time": (end - start) if start is not None and end is not None else 0.0,
-            "state_type": _TYPE_NAMES[state.type], "state_name": state.name, "state_message": _text(state.message),
+            "state_type": _TYPE_NAMES[state.type], "state_name": state.name,
+            "state_message": text_or_none(state.message),
             "state_ts": state.ts, "result_ref": result_ref_row(state.result_ref), "created": now,
             "flow_id": flow_id_for(run.flow_name), "flow_name": run.flow_name, "flow_version": run.flow_version,
             "parameters": jsonable(run.parameters or {}),
-            "parent_flow_run_id": _text(run.parent_flow_run_id),
-            "parent_task_run_id": _text(getattr(run, "parent_task_run_id", None)),
+            "parent_flow_run_id": text_or_none(run.parent_flow_run_id),
+            "parent_task_run_id": text_or_none(getattr(run, "parent_task_run_id", None)),
             "expected_start_time": getattr(run, "expected_start_ts", None) or run.state_history[0].ts}
 
 

@@ -152,10 +152,13 @@ class RunStoreSink:
                     self._pending_encoded = 0
             entries = [(when, flat, count) for _, flat, count, when in (*older, *chunks)]
             frames: list[Batch] = []  # about ENCODE_CHUNK runs each: one frame's pickle at a time in memory
+            size = 0
             for entry in entries:
-                if not frames or sum(c[2] for c in frames[-1].compact) + entry[2] > ENCODE_CHUNK:
+                if not frames or size + entry[2] > ENCODE_CHUNK:
                     frames.append(Batch())
+                    size = 0
                 frames[-1].compact.append(entry)
+                size += entry[2]
             for i, batch in enumerate(frames):
                 self._direct_sent += 1  # before the send: its answer may come before send() returns
                 try:
