@@ -347,8 +347,7 @@ def _flow_attempts(flow: Flow, params: dict[str, Any], run: FlowRun, parent: Any
 
 def _end(flow: Flow, run: FlowRun, state: State, log: Any) -> State:
     run.end_ts = time.time()
-    transitions.set_state(run, state)
-    transitions.run_finished(run)
+    transitions.finish(run, state)
     level = 20 if state.is_completed() else 40
     log.log(level, "Finished in state %r", state, extra={"run_name": run.name})
     hooks = (flow.on_completion if state.is_completed() else flow.on_failure if state.is_failed() else

@@ -265,8 +265,7 @@ def _finish(task: TaskSpec, run: TaskRun, state: State, ctx: TaskRunContext | No
     if run.abandoned:  # its final state was set when it was given up; no late hooks, logs or end time
         return run.state
     run.end_ts = time.time()
-    transitions.set_state(run, state)
-    transitions.run_finished(run)
+    transitions.finish(run, state)
     log = _log or _logger()
     kind = state.type
     if kind is StateType.COMPLETED:

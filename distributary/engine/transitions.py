@@ -25,6 +25,7 @@ from .. import runs as _runs
 from ..runs import (
     ARTIFACT,
     EVENT_KINDS,
+    FINISHED,
     FLOW_RUN_CREATED,
     LOG,
     RUN_FINISHED,
@@ -51,7 +52,10 @@ HELP_QUIET = 0.5           # seconds the dispatcher leaves delivery to the task 
 _log = logging.getLogger("distributary.events")
 _sinks: tuple[RunEventSink, ...] = ()
 _wanted: frozenset[str] = frozenset()  # the union of what the sinks want
-_ALL_KINDS = EVENT_KINDS | {STATES_CHANGED}
+_BULK = {STATES_CHANGED: frozenset({STATE_CHANGED}), FINISHED: frozenset({STATE_CHANGED, RUN_FINISHED})}  # the
+#  kinds a bulk event is spelled out as, for a sink that does not name it
+_ALL_KINDS = EVENT_KINDS | _BULK.keys()
+_spell: dict[frozenset[str] | None, frozenset[str]] = {}  # a sink's kinds -> the bulk kinds it gets spelled out
 _queue: deque[Any] = deque()  # the events' items, three per event (kind, run, payload): no tuple per queued event
 _sinks_lock = threading.Lock()
 _deliver_lock = threading.RLock()
@@ -87,13 +91,23 @@ def set_states(run: Any, states: Sequence[State]) -> None:
             _put(STATE_CHANGED, run, s)
 
 
+def finish(run: Any, state: State) -> State:
+    """`set_state(run, state)` then `run_finished(run)`, as one event (`runs.FINISHED`): how a run ends."""
+    if run.abandoned:
+        return state
+    run.state = state
+    run.state_history.append(state)
+    if STATE_CHANGED in _wanted or RUN_FINISHED in _wanted or FINISHED in _wanted:
+        _put(FINISHED, run, state)
+    return state
+
+
 def abandon(run: Any, state: State) -> None:
     """End a run that is still executing somewhere it cannot be stopped (a thread): `state` is its final state,
     and every later state its execution proposes is refused, so the outcome it reaches late changes neither
     its state nor its history."""
-    set_state(run, state)
+    finish(run, state)
     run.abandoned = True
-    run_finished(run)
 
 
 def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
@@ -223,6 +237,7 @@ def _recompute() -> None:
         kinds = getattr(s, "kinds", None)
         wanted.update(EVENT_KINDS if kinds is None else kinds)
     _wanted = frozenset(wanted)
+    _spell.clear()
 
 
 def _put(kind: str, run: Any, payload: Any) -> None:
@@ -286,29 +301,32 @@ def _deliver(limit: int | None = None) -> bool:
     """Deliver what is queued (at most `limit` events); whether events are left because of the limit."""
     while _queue:
         n = len(_queue) if limit is None else min(len(_queue), 3 * limit)  # `_put` extends by three at once
-        items = list(starmap(_queue.popleft, repeat((), n)))
+        items = starmap(_queue.popleft, repeat((), n))
         # the event tuples live only while the sinks handle them: no collection meanwhile (they are no garbage)
         with gc_paused():
-            _hand(list(zip(items[0::3], items[1::3], items[2::3])))
+            _hand(list(zip(items, items, items)))
         if limit is not None:
             return bool(_queue)
     return False
 
 
 def _hand(batch: list[RunEvent]) -> None:
-    expanded: list[RunEvent] | None = None  # the batch with bulk state events spelled out per state
+    spelled: dict[frozenset[str], list[RunEvent]] = {}  # bulk kinds spelled out -> the batch so
     for sink in _sinks:
         kinds = getattr(sink, "kinds", None)
-        if kinds is not None and STATE_CHANGED not in kinds and STATES_CHANGED not in kinds:
-            events = [e for e in batch if e[0] in kinds]  # (no state events to spell out for it)
-        elif kinds is None or STATES_CHANGED not in kinds:
-            if expanded is None:
-                expanded = _expand(batch)
-            events = expanded if kinds is None else [e for e in expanded if e[0] in kinds]
-        elif kinds >= _ALL_KINDS:
-            events = batch
-        else:
-            events = [e for e in batch if e[0] in kinds]
+        try:
+            bulk = _spell[kinds]
+        except KeyError:
+            bulk = _spell[kinds] = _spelled_for(kinds)
+        except TypeError:  # (kinds given as a set)
+            bulk = _spelled_for(kinds)
+        events = batch
+        if bulk:
+            events = spelled.get(bulk)  # type: ignore[assignment]
+            if events is None:
+                events = spelled[bulk] = _expand(batch, bulk)
+        if kinds is not None and not kinds >= _ALL_KINDS:
+            events = [e for e in events if e[0] in kinds]
         if not events:
             continue
         try:
@@ -318,16 +336,28 @@ def _hand(batch: list[RunEvent]) -> None:
                            len(events))
 
 
-def _expand(batch: list[RunEvent]) -> list[RunEvent]:
-    """`batch` with each STATES_CHANGED event replaced by its STATE_CHANGED events, in order."""
-    if not any(e[0] == STATES_CHANGED for e in batch):
+def _spelled_for(kinds: frozenset[str] | None) -> frozenset[str]:
+    """The bulk kinds a sink wanting `kinds` gets spelled out: those it does not name, of which it wants a part."""
+    if kinds is None:
+        return frozenset(_BULK)
+    return frozenset(b for b, parts in _BULK.items() if b not in kinds and parts & kinds)
+
+
+def _expand(batch: list[RunEvent], bulk: frozenset[str]) -> list[RunEvent]:
+    """`batch` with each event of a kind in `bulk` replaced by the events it stands for, in order: a
+    STATES_CHANGED event by one STATE_CHANGED event per state, a FINISHED event by STATE_CHANGED and RUN_FINISHED."""
+    if not any(e[0] in bulk for e in batch):
         return batch
     out: list[RunEvent] = []
     for e in batch:
-        if e[0] == STATES_CHANGED:
+        kind = e[0]
+        if kind not in bulk:
+            out.append(e)
+        elif kind == STATES_CHANGED:
             out.extend((STATE_CHANGED, run, s) for run, states in e[2] for s in states)
         else:
-            out.append(e)
+            out.append((STATE_CHANGED, e[1], e[2]))
+            out.append((RUN_FINISHED, e[1], e[2]))
     return out
 
 
@@ -372,5 +402,5 @@ def _dispatch_loop() -> None:
 _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too
 _runs._sink_hub = _sys.modules[__name__]  # the run store registers its sink here
 
-__all__ = ["set_state", "set_states", "set_states_many", "task_runs_created", "flow_run_created", "run_finished", "log_record",
+__all__ = ["set_state", "set_states", "set_states_many", "finish", "task_runs_created", "flow_run_created", "run_finished", "log_record",
            "artifact", "wants", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

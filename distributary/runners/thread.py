@@ -56,8 +56,7 @@ class LocalFuture(SettableFuture):
         except BaseException as exc:  # the engine only lets interrupts and its own bugs through
             state = S.Crashed(message=f"Task run {call.task_run.name!r} crashed: {exc!r}", data=exc)
             if not call.task_run.abandoned:
-                transitions.set_state(call.task_run, state)
-                transitions.run_finished(call.task_run)
+                transitions.finish(call.task_run, state)
                 self.set_final(state)
             if not isinstance(exc, Exception):
                 raise
@@ -73,8 +72,7 @@ class LocalFuture(SettableFuture):
             return False
         run = self.task_run
         state = S.Cancelled(message=f"Task run {run.name!r} was cancelled before it started: {reason}.")
-        transitions.set_state(run, state)
-        transitions.run_finished(run)
+        transitions.finish(run, state)
         self.set_final(state)
         return True
 
@@ -134,6 +132,9 @@ class _Batch:
             last = self._left == 0
         if last:
             self._done.set()
+            # the map's last events go to the sinks now, while its caller collects the results, not at the flow's
+            # end (below the task threads' delivery threshold they would wait for it)
+            transitions.deliver()
 
     def wait(self, timeout: float | None) -> None:
         self._done.wait(timeout)

@@ -25,6 +25,7 @@ from .. import settings
 from ..runs import (
     ARTIFACT,
     EVENT_KINDS,
+    FINISHED,
     FLOW_RUN_CREATED,
     LOG,
     RUN_FINISHED,
@@ -56,7 +57,7 @@ _log = logging.getLogger("distributary.runstore")
 class RunStoreSink:
     """A `RunEventSink` writing to a `RunStorage` (by default the configured run store)."""
 
-    kinds: frozenset[str] | None = EVENT_KINDS | {STATES_CHANGED}  # every kind; a cluster batch's states in bulk
+    kinds: frozenset[str] | None = EVENT_KINDS | {STATES_CHANGED, FINISHED}  # every kind; the bulk ones as they are
 
     def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None,
                  kinds: frozenset[str] | None = None):
@@ -509,7 +510,7 @@ class RunStoreSink:
         rest: list[RunEvent] = []
         for event in events:
             kind, run, payload = event
-            if kind in (STATE_CHANGED, RUN_FINISHED):
+            if kind in (STATE_CHANGED, FINISHED, RUN_FINISHED):
                 if run.__class__ is FlowRun:
                     rest.append(event)
                 else:
@@ -566,7 +567,7 @@ class RunStoreSink:
                         task_runs.pop(r, None)
                         created.pop(r, None)
                 chunks.append((when, flat, count))
-            elif kind == STATE_CHANGED:
+            elif kind in (STATE_CHANGED, FINISHED):
                 if run.__class__ is FlowRun:
                     states.append(state_row(str(run.id), payload))
                     flow_runs[run.id] = (run, payload)

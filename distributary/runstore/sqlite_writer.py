@@ -48,6 +48,17 @@ class SqliteWriter:
         cur.execute("COMMIT")
         cur.close()
 
+    def defer_checkpoints(self, pages: int) -> None:
+        """Commits checkpoint the WAL only past `pages` pages; `checkpoint()` does it when convenient."""
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database, as far as no reader needs it (never waits for one)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # busy: the next commit past the limit, or the next idle moment, does it
+            pass
+
     def close(self) -> None:
         self._conn.close()
 

@@ -37,6 +37,8 @@ from .batch import Batch
 
 START_TIMEOUT = 30.0  # seconds the child may take to start (an import under a loaded machine)
 MERGE_MAX = 64        # frames the child writes in one transaction at most
+CHECKPOINT_PAGES = 25_000  # WAL pages (about 100 MB) past which a commit of the child checkpoints (SQLite: 1,000)
+IDLE_CHECKPOINT = 0.2  # seconds without a frame after which the child checkpoints what it wrote
 
 
 class WriterProcessError(DistributaryError, RuntimeError):
@@ -297,6 +299,10 @@ def main(path: str) -> int:
     except (NotAtHead, sqlite3.Error) as exc:
         _send(out, ("failed", str(exc)))
         return 1
+    # A large .map()'s rows are checkpointed from the WAL into the database once the frames stop coming, not at
+    # each 1,000 pages: a third of the write's time, the hot pages (the indexes' last ones) copied again and again
+    writer.defer_checkpoints(CHECKPOINT_PAGES)
+    unchecked = False  # rows written since the last checkpoint
     # the only objects alive are the batches in hand: collecting while they are made would trace them again and again
     gc.disable()
     frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -305,7 +311,13 @@ def main(path: str) -> int:
     failed = False  # since a write failed, until the parent says resume: frames are skipped, not written
     ended = False
     while not ended:
-        held = [frames.get()]
+        try:
+            first = frames.get(timeout=IDLE_CHECKPOINT) if unchecked else frames.get()
+        except queue.Empty:
+            writer.checkpoint()
+            unchecked = False
+            continue
+        held = [first]
         while len(held) < MERGE_MAX:  # all that came meanwhile, in one transaction
             try:
                 held.append(frames.get_nowait())
@@ -321,6 +333,7 @@ def main(path: str) -> int:
                 todo, failed = [], False
             else:
                 todo.append((frame[1], frame[2]))
+        unchecked = unchecked or bool(todo)
         failed = _write(writer, todo, failed, out)
         del held, todo
         gc.collect()

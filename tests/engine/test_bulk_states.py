@@ -6,7 +6,7 @@ import uuid
 
 from distributary import states as S
 from distributary.engine import transitions
-from distributary.runs import STATE_CHANGED, STATES_CHANGED, TaskRun
+from distributary.runs import FINISHED, RUN_FINISHED, STATE_CHANGED, STATES_CHANGED, TaskRun
 from tests.recording_sink import RecordingSink
 
 
@@ -61,3 +61,51 @@ def test_an_abandoned_run_refuses_its_bulk_states_and_is_left_out_of_the_event()
     assert other.state.is_completed()
     (bulk_event,) = bulk.of(STATES_CHANGED)
     assert [r.name for r, _ in bulk_event[2]] == ["t-1"]
+
+
+class FinishedSink(RecordingSink):
+    kinds = frozenset({FINISHED})
+
+
+class EndsOnly(RecordingSink):
+    kinds = frozenset({RUN_FINISHED})
+
+
+def test_a_run_finishing_is_one_event_to_sinks_naming_it_and_two_to_the_others():
+    plain, named, ends = RecordingSink(), FinishedSink(), EndsOnly()
+    for sink in (plain, named, ends):
+        transitions.add_sink(sink)
+    try:
+        run, other = _run(0), _run(1)
+        transitions.set_state(run, S.Running())
+        transitions.finish(run, S.Completed())
+        transitions.finish(other, S.Failed(message="boom"))
+        transitions.deliver()
+    finally:
+        for sink in (plain, named, ends):
+            transitions.remove_sink(sink)
+    assert [s.name for s in run.state_history] == ["Pending", "Running", "Completed"]
+    assert run.state.is_completed() and other.state.is_failed()
+    # A sink that does not name FINISHED sees the final state change, then the end, as before.
+    assert [(e[0], e[1].name, e[2].name) for e in plain.events] == [
+        (STATE_CHANGED, "t-0", "Running"), (STATE_CHANGED, "t-0", "Completed"), (RUN_FINISHED, "t-0", "Completed"),
+        (STATE_CHANGED, "t-1", "Failed"), (RUN_FINISHED, "t-1", "Failed")]
+    assert [(e[1].name, e[2].name) for e in ends.events] == [("t-0", "Completed"), ("t-1", "Failed")]
+    assert all(e[0] == RUN_FINISHED for e in ends.events)
+    # One that names it gets one event per run, carrying the final state.
+    assert [(e[0], e[1].name, e[2].name) for e in named.events] == [
+        (FINISHED, "t-0", "Completed"), (FINISHED, "t-1", "Failed")]
+
+
+def test_an_abandoned_run_refuses_to_finish_again():
+    plain = RecordingSink()
+    transitions.add_sink(plain)
+    try:
+        run = _run(0)
+        transitions.abandon(run, S.Cancelled(message="abandoned"))
+        transitions.finish(run, S.Completed())  # its thread's late outcome
+        transitions.deliver()
+    finally:
+        transitions.remove_sink(plain)
+    assert [s.name for s in run.state_history] == ["Pending", "Cancelled"]
+    assert [(e[0], e[2].name) for e in plain.events] == [(STATE_CHANGED, "Cancelled"), (RUN_FINISHED, "Cancelled")]

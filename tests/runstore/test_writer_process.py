@@ -289,3 +289,33 @@ def test_a_large_delivery_goes_in_frames_and_what_a_dead_process_did_not_take_is
     assert _histories(sqlite_url, fr) == {("COMPLETED", "PENDING", "RUNNING", "COMPLETED"): 3_000,
                                           ("RUNNING", "PENDING", "RUNNING"): 2_000}
     sink.close()
+
+
+def test_the_writer_process_checkpoints_its_rows_into_the_database_once_the_frames_stop(sqlite_url):
+    """The child leaves a large map's rows in the WAL while frames keep coming (a commit does not copy them into
+    the database file each 1,000 pages) and copies them in once the frames stop: the file holds them then."""
+    import time
+
+    from distributary.runstore.batch import Batch
+    from distributary.runstore.compact import compact_task_runs
+    from distributary.runstore.writer_process import IDLE_CHECKPOINT, WriterProcess
+
+    SqlRunStorage(url=sqlite_url).engine.dispose()
+    path = sqlite_url[len("sqlite:///"):]
+    before = os.path.getsize(path)
+    _, trs, _ = flow_with_tasks(3000)
+    proc = WriterProcess(path)
+    try:
+        batch = Batch()
+        batch.compact.append((time.time(), compact_task_runs((tr, tr.state) for tr in trs), len(trs)))
+        proc.write(batch)
+        deadline = time.monotonic() + 10 + IDLE_CHECKPOINT
+        while os.path.getsize(path) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        grown = os.path.getsize(path)
+    finally:
+        proc.close()
+    assert grown > before + 3000 * 100  # the rows' pages are in the file itself
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM task_run").fetchone() == (3000,)
+    conn.close()

@@ -24,7 +24,7 @@ from ...engine.spec import TaskSpec
 from ...engine.tag_limits import has_limits
 from ...errors import SerializationError
 from ...logging import engine_logger, reset_log_prints, set_log_prints
-from ...runs import STATE_CHANGED, TaskRun
+from ...runs import FINISHED, STATE_CHANGED, TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
 
@@ -508,7 +508,7 @@ class _LiveStates:
     """The worker process's run-event sink: state changes of the task runs running here (through the
     transition seam) go to the telemetry sender as live states."""
 
-    kinds = frozenset({STATE_CHANGED})
+    kinds = frozenset({STATE_CHANGED, FINISHED})  # (a run's final state comes as FINISHED)
 
     def handle(self, events: Sequence[tuple]) -> None:
         for _, run, state in events:
