@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from ..states import State
+from ..states import UNSET, State, StateType
 
 if TYPE_CHECKING:
     from ..runs import TaskRun
@@ -72,7 +72,8 @@ _settle_lock = threading.Lock()
 
 class SettableFuture(TaskRunFuture[R]):
     """A future whose runner sets its final state once; waiting and done-callbacks are written here for every
-    runner. Until it is done, `state` is the task run's live state."""
+    runner. Until it is done, `state` is the task run's live state; once done, `state` is the final state and
+    `result()` is its `result()` (subclasses keep that: `FutureList.result` relies on it)."""
 
     __slots__ = ("_final", "_event", "_callbacks")
 
@@ -160,16 +161,30 @@ class FutureList(list[Any]):
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        by_class: dict[type[TaskRunFuture[Any]], list[TaskRunFuture[Any]]] = {}
-        for fut in self:
-            by_class.setdefault(type(fut), []).append(fut)
+        classes = {type(fut) for fut in self}
+        by_class: dict[type[TaskRunFuture[Any]], list[Any]]
+        if len(classes) == 1:  # the usual case: one runner's futures
+            by_class = {classes.pop(): self}
+        else:
+            by_class = {cls: [] for cls in classes}
+            for fut in self:
+                by_class[type(fut)].append(fut)
         for cls, futs in by_class.items():  # e.g. one request per cluster instead of one per element
             # every future class defines fetch_many (TaskRunFuture's does nothing)
             cls.fetch_many(futs, timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-        out = []
+        out: list[Any] = []
+        append = out.append
+        COMPLETED = StateType.COMPLETED  # noqa: N806 (a local, for the loop)
         for fut in self:
+            final = fut._final if isinstance(fut, SettableFuture) else None
+            if final is not None:  # done: what its `result()` returns, without the waiting and checks
+                if final.type is COMPLETED and final.data is not UNSET:  # (`State.result` of a held value)
+                    append(final.data)
+                else:
+                    append(final.result(raise_on_failure=raise_on_failure))
+                continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(fut.result(timeout=remaining, raise_on_failure=raise_on_failure))
+            append(fut.result(timeout=remaining, raise_on_failure=raise_on_failure))
         return out
 
 

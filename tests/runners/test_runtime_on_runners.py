@@ -22,12 +22,14 @@ def who_am_i(x: int) -> dict:
 def test_runtime_inside_tasks_on_every_runner(runner):
     @flow(task_runner=runner)
     def runtime_flow(n: int = 2) -> dict:
-        out = who_am_i.map([n, n])[1].result()
+        futs = who_am_i.map([n, n])
+        out = futs[1].result()
         out["own_flow_run_id"] = flow_run.id
+        out["driver_task_run_id"] = str(futs[1].task_run.id)
         return out
 
     out = runtime_flow(n=3)
-    assert uuid.UUID(out["task_run_id"])
+    assert uuid.UUID(out["task_run_id"]) and out["task_run_id"] == out["driver_task_run_id"]
     assert out["task_name"] == "who_am_i" and out["task_run_name"] == "who_am_i-1"
     assert out["params"] == {"x": 3} and out["tags"] == ["etl"] and out["run_count"] == 1
     assert out["flow_run_id"] == out["own_flow_run_id"]

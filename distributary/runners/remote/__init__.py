@@ -27,9 +27,12 @@ The tight loop and the compact form
     A batch of a plain task (no result options, hooks, retries, timeout, not async) whose call needs no upstream
     values runs each task run with `worker.run_plain`: one call of the function in the run's context, Running then
     Completed (or Failed with the exception, logged as the engine logs it), without the engine's step machinery.
-    A run that completed with a sendable value ships nothing but its start and end time (two arrays per batch,
-    `BatchSummary.starts/ends`, with None in `runs`); its states are built on the driver when the summary is
-    applied, and the batch's states enter the transition seam as ONE bulk event (`transitions.set_states_many`).
+    The run's record is made only if the task asks for it (`get_run_logger()`, `distributary.runtime`, an
+    artifact) or the run fails; its live Running state is one slot per batch in the telemetry sender
+    (`running`/`idle`). A run that completed with a sendable value ships nothing but its start and end time (two
+    arrays per batch, `BatchSummary.starts/ends`, with None in `runs`) and its value travels packed
+    (`BatchResult.packed`: no State per run on the worker); its states are built on the driver when the summary
+    is applied, and the batch's states enter the transition seam as ONE bulk event (`transitions.set_states_many`).
     Any other run (other tasks, an exception, a returned State) ships its full entry as before.
 Data path
     The task is pickled once per runner and handed to the backend once (`_backend_put_task`); each worker

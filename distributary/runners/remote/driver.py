@@ -77,14 +77,18 @@ class RemoteFuture(SettableFuture):
     def fetch_many(cls, futures: Sequence[TaskRunFuture], timeout: float | None = None) -> None:
         """Wait for `futures` and fetch the values they still lack, each batch once, in one request per runner."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for f in futures:
-            f.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for f in futures:  # all of them RemoteFutures
+            if f._final is None:  # type: ignore[attr-defined]
+                f.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         by_runner: dict[int, tuple[RemoteTaskRunner, dict[int, Batch]]] = {}
+        last = None
         for f in futures:
-            st = f.state if f.done() else None
-            if isinstance(st, RemoteState) and st.batch is not None and st.data is S.UNSET:
-                b = st.batch
-                by_runner.setdefault(id(b.runner), (b.runner, {}))[1][id(b)] = b
+            st = f._final  # type: ignore[attr-defined]
+            b = st.batch if type(st) is RemoteState else None
+            if b is None or b is last or st.data is not S.UNSET:  # a batch's runs come together: seen it
+                continue
+            last = b
+            by_runner.setdefault(id(b.runner), (b.runner, {}))[1][id(b)] = b
         for runner, batches in by_runner.values():
             runner.fetch_values(list(batches.values()))
 
@@ -522,7 +526,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 return Settled(v.task_run.name, st.copy())
 
             params = {k: map_nested(v, leaf) for k, v in params.items()}
-        return (run.id_int, run.name, run.dynamic_key, run.run_count, params, linked)
+        return (run.id_int, run._name, run.dynamic_key, run.run_count, params, linked)  # (None: the default name)
 
     def _drop_unpicklable(self, batch: Batch, specs: list[CallSpec]) -> list[CallSpec]:
         """Fail the runs whose arguments cannot be pickled (naming the argument and its type); keep the rest."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ... import states as S
 from ...engine import transitions
 from ...logging import ROOT, emit_remote, engine_logger, record_to_dict, setup_logging
 from ...states import State
@@ -48,6 +49,7 @@ class TelemetrySender:
         self._logs: dict[str, list[dict[str, Any]]] = {}
         self._artifacts: dict[str, list[dict[str, Any]]] = {}
         self._states: dict[str, dict[int, State]] = {}
+        self._current: dict[str, tuple[int, float]] = {}  # per channel, the tight loop's run: (id, start)
         self._thread: threading.Thread | None = None
 
     def set_transport(self, transport: Callable[[str, bytes], None]) -> None:
@@ -71,6 +73,16 @@ class TelemetrySender:
         with self._lock:
             self._states.setdefault(channel, {})[run_id] = state
 
+    def running(self, channel: str, run_id: int, start: float) -> None:
+        """The tight loop's run `run_id` of this channel's batch started at `start`; until `idle`, `flush` ships
+        it as a live Running state. One slot per channel and no lock: the batch's own thread is its only writer,
+        and a slot is set and read whole."""
+        self._current[channel] = (run_id, start)
+
+    def idle(self, channel: str) -> None:
+        """The run `running` named has ended."""
+        self._current.pop(channel, None)
+
     def forget(self, channel: str, run_id: int) -> None:
         with self._lock:
             pending = self._states.get(channel)
@@ -84,7 +96,7 @@ class TelemetrySender:
             return
         with self._lock:
             channels = [channel] if channel is not None else list(set(self._logs) | set(self._states)
-                                                                     | set(self._artifacts))
+                                                                     | set(self._artifacts) | set(self._current))
             out = []
             for ch in channels:
                 records: list[tuple[str, Any]] = [(LOG, r) for r in self._logs.pop(ch, ())]
@@ -93,6 +105,9 @@ class TelemetrySender:
                 if states:
                     records.extend((STATE, (rid, s.without_data())) for rid, s in states.items() if not s.is_final())
                     states.clear()
+                current = self._current.get(ch)
+                if current is not None:
+                    records.append((STATE, (current[0], S.Running(timestamp=current[1]))))
                 if records:
                     out.append((ch, records))
         for ch, records in out:

@@ -28,7 +28,8 @@ from ...runs import FINISHED, STATE_CHANGED, TaskRun
 from ...states import State
 from .telemetry import TelemetrySender, _channel, install_log_forwarding, telemetry_sender
 
-# One call of a batch, as shipped: (run id as int, run name, dynamic key, run count so far, parameters, linked).
+# One call of a batch, as shipped: (run id as int, run name or None for the default one, dynamic key, run count so
+# far, parameters, linked).
 # `linked` says the parameters hold Upstream/Settled placeholders to replace before the run.
 CallSpec = tuple
 
@@ -164,6 +165,16 @@ class BatchResult:
         self._states: list[State] | None = states
         self._packed: tuple[list[Any], array, dict[int, State]] | None = None
         self._taken = False
+
+    @classmethod
+    def packed(cls, batch_id: str, values: list[Any], times: array, others: dict[int, State],
+               summary: BatchSummary | None) -> BatchResult:
+        """A result made in its travelling form: run i's final state is `others[i]` if there is one, else
+        Completed with `values[i]` at `times[i]` (what the tight loop produces, no State per run)."""
+        self = cls.__new__(cls)
+        self.batch_id, self.summary, self.lost = batch_id, summary, None
+        self._states, self._packed, self._taken = None, (values, times, others), False
+        return self
 
     @property
     def states(self) -> list[State]:
@@ -311,23 +322,27 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
     if sender is not None:
         install_log_forwarding()
         watch_live_states()
-    states: list[State] = []
-    entries: list[tuple | None] = []
     n = len(specs)
+    values: list[Any] = [None] * n  # the result travels packed (see BatchResult): values, times, other states
+    others: dict[int, State] = {}
+    entries: list[tuple | None] = [None] * n
     starts, ends = array("d", bytes(8 * n)), array("d", bytes(8 * n))
     try:
         with settings.overlay(header.settings_env):  # settings travel as data: the process env is left alone
             plain = _plain_task(task, header)  # inside the overlay: tag limits are read from the run's store
             lp_token = set_log_prints(bool(header.log_prints)) if plain else None
+            live = sender if sender is not None and header.channel is not None else None
             try:
                 for i, spec in enumerate(specs):
                     if plain and not spec[5] and not needs_resolution(spec[4]):
-                        state, entry, starts[i] = run_plain(task, header, spec, worker, sender)
-                        ends[i] = state.ts
+                        out, entry, starts[i], ends[i] = run_plain(task, header, spec, worker, live)
+                        if entry is None:
+                            values[i] = out
+                            continue
                     else:
-                        state, entry = run_one(task, header, spec, upstreams, worker, sender)
-                    states.append(state)
-                    entries.append(entry)
+                        out, entry = run_one(task, header, spec, upstreams, worker, sender)
+                    others[i] = out
+                    entries[i] = entry
             finally:
                 if lp_token is not None:
                     reset_log_prints(lp_token)
@@ -336,7 +351,8 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
             _channel.reset(token)
         if sender is not None:
             sender.flush(header.channel)  # this batch's log records leave before its outcome does
-    return BatchResult(batch_id, states, BatchSummary(batch_id, worker, entries, starts=starts, ends=ends))
+    summary = BatchSummary(batch_id, worker, entries, starts=starts, ends=ends)
+    return BatchResult.packed(batch_id, values, ends, others, summary)
 
 
 def _plain_task(task: TaskSpec, header: BatchHeader) -> bool:
@@ -350,26 +366,19 @@ def _plain_task(task: TaskSpec, header: BatchHeader) -> bool:
 
 
 def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str | None,
-              sender: TelemetrySender | None) -> tuple[State, tuple | None, float]:
+              live: TelemetrySender | None) -> tuple[Any, tuple | None, float, float]:
     """One run of a plain task (`_plain_task`) without the engine's step machinery, with the same outcome:
-    Running, then Completed with the value, or Failed with the exception (logged at ERROR as the engine does);
-    the run's context is set, so `get_run_logger()` and `distributary.runtime` work in the task. Returns the
-    final state, None for a run that completed with a sendable value (the compact form) or else its full entry,
-    and its start time."""
-    run_id, name, dynamic_key, run_count, params, _ = spec
-    run = _LiveTaskRun(uuid.UUID(int=run_id), name, task.name, task.task_key, header.flow_run_id, params,
-                       header.tags, _PENDING, dynamic_key)
-    run.run_count = run_count + 1
-    run.worker = worker
-    live = sender is not None and header.channel is not None
-    start = run.start_ts = time.time()
-    running = S.Running(timestamp=start)
-    run.state = running
-    if live:
-        run._live = (sender, header.channel)  # type: ignore[assignment]
-        sender.state(header.channel, run_id, running)  # type: ignore[union-attr, arg-type]
-    ctx_token = task_run_ctx.set(TaskRunContext(task.owner, run, params, header.flow_parameters,
-                                                bool(header.log_prints), None))
+    Running, then Completed with the value, or Failed with the exception (logged at ERROR as the engine does).
+    The run's context is set, so `get_run_logger()` and `distributary.runtime` work in the task; its task-run
+    record is made only if something asks for it. Returns (the value, None, start, end) for a run that completed
+    with a sendable value (the compact form), else (its final state, its full entry, start, end). `live` is the
+    telemetry sender of a batch with a channel: the run is its live Running state while it lasts."""
+    run_id, params = spec[0], spec[4]
+    start = time.time()
+    if live is not None:
+        live.running(header.channel, run_id, start)  # type: ignore[arg-type]
+    ctx = _PlainRunContext(task, header, spec, worker, start, live)
+    ctx_token = task_run_ctx.set(ctx)
     try:
         value = task.invoke(**params)
         final = None
@@ -377,38 +386,72 @@ def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str |
             if _is_generator(value):
                 value = _consume_generator(value)
             final = core.state_from_return(value)
+            if final is None and _unsendable(value) is not None:
+                final = S.Completed(data=value)  # `_sendable` below fails the run, as the engine's path would
     except Exception as exc:
-        final = core.failed_state_for(exc, name)
+        final = core.failed_state_for(exc, ctx.task_run.name)
     except BaseException as exc:  # as run_one: the engine lets interrupts through, a batch's outcome never does
-        final = S.Crashed(message=f"Task run {name!r} was interrupted on the worker by {type(exc).__name__}: "
-                                  f"{exc}", data=exc)
+        final = S.Crashed(message=f"Task run {ctx.task_run.name!r} was interrupted on the worker by "
+                                  f"{type(exc).__name__}: {exc}", data=exc)
     finally:
         task_run_ctx.reset(ctx_token)
-        if live:
-            sender.forget(header.channel, run_id)  # type: ignore[union-attr, arg-type]
-    if final is None:  # the common case: a value, checked to be sendable unless of a builtin type
-        done = State(S.StateType.COMPLETED, "Completed", None, value)
-        if type(value) in _PLAIN:
-            return done, None, start
-        run.state_history = [running, done]
-        final = _sendable(done, run, task)
-        if final is done:
-            return done, None, start
-        run.end_ts = time.time()
-    else:
-        run.end_ts = time.time()
-        run.state_history = [running, final]
-        run.state = final
-        if final.is_failed() or final.is_crashed():
-            engine_logger("task_runs").error("Task run %r finished in state %r", name, final,
-                                             extra={"run_name": name})
-        final = _sendable(final, run, task)
+        if live is not None:
+            live.idle(header.channel)  # type: ignore[arg-type]
+    end = time.time()
+    if final is None:  # the common case: a value that can be sent
+        return value, None, start, end
+    run = ctx.task_run
+    run.end_ts = end
+    run.state_history = [run.state, final]
+    run.state = final
+    if final.is_failed() or final.is_crashed():
+        engine_logger("task_runs").error("Task run %r finished in state %r", run.name, final,
+                                         extra={"run_name": run.name})
+    final = _sendable(final, run, task)
     has_value = final.is_completed() and final.data is not S.UNSET
     history = [s.without_data() for s in run.state_history]
-    return final, (start, run.end_ts, run.run_count, None, history, has_value), start
+    return final, (start, end, run.run_count, None, history, has_value), start, end
 
 
-_PENDING = S.Pending(timestamp=0.0)  # the placeholder initial state of a plain run (never shipped)
+class _PlainRunContext(TaskRunContext):
+    """The context of one run of the tight loop. Its task-run record (`task_run`) is made when first asked for
+    (`get_run_logger()`, `distributary.runtime`, an artifact, a failure): most runs of a large map never need
+    one."""
+
+    __slots__ = ("_task_spec", "_header", "_spec", "_worker", "_start", "_live", "_run")
+
+    def __init__(self, task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str | None, start: float,
+                 live: TelemetrySender | None):
+        self.task = task.owner
+        self.parameters = spec[4]
+        self.flow_parameters = header.flow_parameters
+        self.log_prints = bool(header.log_prints)
+        self.result_options = None
+        self._task_spec, self._header, self._spec, self._worker, self._start, self._live = \
+            task, header, spec, worker, start, live
+        self._run: _LiveTaskRun | None = None
+
+    @property  # type: ignore[override]
+    def task_run(self) -> TaskRun:
+        run = self._run
+        if run is None:
+            run = self._run = self._make_run()
+        return run
+
+    @task_run.setter
+    def task_run(self, run: TaskRun) -> None:
+        self._run = run  # type: ignore[assignment]
+
+    def _make_run(self) -> _LiveTaskRun:
+        task, header = self._task_spec, self._header
+        run_id, name, dynamic_key, run_count, params, _ = self._spec
+        run = _LiveTaskRun(run_id, name, task.name, task.task_key, header.flow_run_id, params, header.tags,
+                           S.Running(timestamp=self._start), dynamic_key)
+        run.run_count = run_count + 1
+        run.worker = self._worker
+        run.start_ts = self._start
+        run._live = (self._live, header.channel) if self._live is not None else None  # type: ignore[assignment]
+        return run
 
 
 def _is_generator(value: Any) -> bool:
@@ -440,7 +483,7 @@ def run_one(task: TaskSpec, header: BatchHeader, spec: CallSpec, upstreams: Sequ
     try:
         state = run_call(call)
     except BaseException as exc:  # the engine lets interrupts through; a batch's outcome never raises
-        state = S.Crashed(message=f"Task run {name!r} was interrupted on the worker by {type(exc).__name__}: "
+        state = S.Crashed(message=f"Task run {run.name!r} was interrupted on the worker by {type(exc).__name__}: "
                                   f"{exc}", data=exc)
         run.end_ts = time.time()
         run.set_state(state)
@@ -482,26 +525,35 @@ def _discard(_: Any) -> None:
 
 def _sendable(state: State, run: TaskRun, task: TaskSpec) -> State:
     """Fail the run now if its value or exception could never leave this worker (better than a transfer error
-    later, far from the task). Out-of-band pickling (protocol 5) keeps this cheap for arrays."""
+    later, far from the task)."""
     data = state.data
     if data is S.UNSET or type(data) in _PLAIN:
         return state
+    exc = _unsendable(data)
+    if exc is None:
+        return state
+    kind = "result" if state.is_completed() else "exception"
+    err = SerializationError(
+        f"Task run {run.name!r} of task {task.name!r} returned a {kind} of type {type(data).__name__} that "
+        f"cannot be sent from the worker ({exc!r}). Return a picklable value, or persist it "
+        f"(persist_result=True) and return a reference.")
+    failed = S.Failed(message=str(err), data=err)
+    run.state = failed
+    run.state_history[-1] = failed
+    return failed
+
+
+def _unsendable(data: Any) -> Exception | None:
+    """Why `data` cannot be pickled (None if it can). Out-of-band pickling (protocol 5) keeps this cheap for
+    arrays."""
     try:
         try:
             pickle.dumps(data, protocol=5, buffer_callback=_discard)
         except Exception:
             cloudpickle.dumps(data, protocol=5, buffer_callback=_discard)
-        return state
+        return None
     except Exception as exc:
-        kind = "result" if state.is_completed() else "exception"
-        err = SerializationError(
-            f"Task run {run.name!r} of task {task.name!r} returned a {kind} of type {type(data).__name__} that "
-            f"cannot be sent from the worker ({exc!r}). Return a picklable value, or persist it "
-            f"(persist_result=True) and return a reference.")
-        failed = S.Failed(message=str(err), data=err)
-        run.state = failed
-        run.state_history[-1] = failed
-        return failed
+        return exc
 
 
 class _LiveStates:
@@ -514,7 +566,7 @@ class _LiveStates:
         for _, run, state in events:
             live = run._live if type(run) is _LiveTaskRun else None
             if live is not None:
-                live[0].state(live[1], run.id.int, state)
+                live[0].state(live[1], run.id_int, state)
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # nothing held: `handle` hands each state to the telemetry sender, which sends on its own
@@ -547,7 +599,7 @@ class _LiveTaskRun(TaskRun):
         super().set_state(state)
         live = self._live
         if live is not None:
-            live[0].state(live[1], self.id.int, state)
+            live[0].state(live[1], self.id_int, state)
 
 
 
