@@ -331,11 +331,10 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
         with settings.overlay(header.settings_env):  # settings travel as data: the process env is left alone
             plain = _plain_task(task, header)  # inside the overlay: tag limits are read from the run's store
             lp_token = set_log_prints(bool(header.log_prints)) if plain else None
-            live = sender if sender is not None and header.channel is not None else None
             try:
                 for i, spec in enumerate(specs):
                     if plain and not spec[5] and not needs_resolution(spec[4]):
-                        out, entry, starts[i], ends[i] = run_plain(task, header, spec, worker, live)
+                        out, entry, starts[i], ends[i] = run_plain(task, header, spec, worker, sender)
                         if entry is None:
                             values[i] = out
                             continue
