@@ -36,6 +36,14 @@ STATES_CHANGED = "states_changed"
 # RUN_FINISHED with that state (one event instead of two per run of a large .map()). Only a sink that names it in
 # `kinds` receives it; every other sink gets those two events, as far as it wants them.
 FINISHED = "finished"
+# The runs of a compact `.map()` (`engine.fanout.Fanout`, see there; only sinks that name these kinds receive them,
+# and a .map() is kept compact only where every sink watching task runs names them, `transitions.task_runs_watched`):
+# FANOUT_CREATED (kind, None, fan-out): its runs, created Pending; FANOUT_SETTLED (kind, None, (fan-out, lo,
+# starts, ends)): its runs lo, lo + 1, ... ran Running at starts[i] then Completed at ends[i], with no record made
+# (runs of it that have a record, or did not end that way, come as the usual events of their records).
+FANOUT_CREATED = "fanout_created"
+FANOUT_SETTLED = "fanout_settled"
+FANOUT_KINDS = frozenset({FANOUT_CREATED, FANOUT_SETTLED})
 
 RunEvent = tuple[str, Any, Any]  # (kind, run: TaskRun | FlowRun | None, payload)
 
@@ -144,13 +152,18 @@ class TaskRun:
 _BATCH_SPAN = 32  # the low bits of a batch id that number its runs (version and variant bits lie above)
 
 
+def batch_base() -> int:
+    """A new batch id (as a 128-bit int) whose low 32 bits are free to number up to 2**32 runs."""
+    return uuid.uuid4().int >> _BATCH_SPAN << _BATCH_SPAN
+
+
 def batch_run_ids(n: int) -> list[int]:
     """The ids (as 128-bit ints) of `n` new runs: one random version-4 UUID per 2**32 runs with its low 32 bits
     numbering them. Unique as uuid4 ids are in practice (90 random bits per batch), at the cost of one uuid4 per
     batch instead of one per run."""
     out: list[int] = []
     while len(out) < n:
-        base = uuid.uuid4().int >> _BATCH_SPAN << _BATCH_SPAN
+        base = batch_base()
         out.extend(range(base, base + min(n - len(out), 1 << _BATCH_SPAN)))
     return out
 
@@ -181,7 +194,7 @@ class FlowRun:
     """One run of a flow. Subflow runs point at their parent flow run."""
 
     __slots__ = ("id", "name", "flow_name", "flow_version", "parameters", "tags", "start_ts", "end_ts", "state",
-                 "state_history", "run_count", "parent_flow_run_id", "task_runs", "expected_start_ts", "abandoned",
+                 "state_history", "run_count", "parent_flow_run_id", "_task_runs", "_later", "expected_start_ts", "abandoned",
                  "__weakref__")
 
     def __init__(self, id: uuid.UUID, name: str, flow_name: str, parameters: dict[str, Any],
@@ -199,13 +212,34 @@ class FlowRun:
         self.state_history = [state]
         self.run_count = 0
         self.parent_flow_run_id = parent_flow_run_id
-        self.task_runs: list[TaskRun] = []
+        self._task_runs: list[TaskRun] = []
+        self._later: list[tuple[int, Any]] = []  # (place, compact runs of a .map()) whose records come on reading
         self.expected_start_ts: float | None = None  # a scheduled run's time (deployments)
         self.abandoned = False
 
     def set_state(self, state: State) -> None:
         """Kept for callers not yet converted: goes through `distributary.engine.transitions.set_state`."""
         _set_state(self, state)
+
+    @property
+    def task_runs(self) -> list[TaskRun]:
+        """The task runs of this flow run, in the order they were created (the records of a compact `.map()`
+        are made now, on first reading)."""
+        later = self._later
+        if later:
+            self._later = []
+            runs = self._task_runs
+            for place, fan in reversed(later):
+                runs[place:place] = fan.all_runs()
+        return self._task_runs
+
+    def add_task_runs(self, runs: Sequence[TaskRun]) -> None:
+        self._task_runs.extend(runs)
+
+    def task_runs_later(self, fan: Any) -> None:
+        """Count the runs of a compact `.map()` (`engine.fanout.Fanout`) among this run's, their records made on
+        reading `task_runs`."""
+        self._later.append((len(self._task_runs), fan))
 
     start_time = TaskRun.start_time
     end_time = TaskRun.end_time
@@ -266,6 +300,10 @@ class RecorderSink:
     `flow_run_started`, `run_finished` calls `flow_run_finished` or `task_run_finished`."""
 
     kinds: frozenset[str] | None = frozenset({FLOW_RUN_CREATED, RUN_FINISHED, FINISHED})
+
+    def watches_task_runs(self) -> bool:
+        """Only a recorder that does something with a finished task run needs to hear of each one."""
+        return type(_recorder).task_run_finished is not RunRecorder.task_run_finished
 
     def handle(self, events: Sequence[RunEvent]) -> None:
         recorder = _recorder

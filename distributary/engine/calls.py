@@ -122,7 +122,7 @@ def make_calls(task_: HasTaskSpec, param_list: Sequence[dict[str, Any]], wait_fo
             c.task_run.task_inputs = task_inputs(c.parameters, c.wait_for, results)
     runs = [c.task_run for c in calls]
     if ctx is not None and ctx.flow_run is not None:
-        ctx.flow_run.task_runs.extend(runs)
+        ctx.flow_run.add_task_runs(runs)
     transitions.ensure_recorder_sink()
     transitions.task_runs_created(runs)
     return calls
@@ -145,10 +145,10 @@ def _iterable(v: Any) -> bool:
     return True
 
 
-def expand_map_parameters(task: HasTaskSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """One parameters dict per mapped run. Iterable arguments are mapped over (they must have equal lengths);
-    everything else, and anything wrapped in `unmapped(...)`, goes whole to every run. A single future is
-    waited for and its result mapped over."""
+def map_columns(task: HasTaskSpec, parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
+    """A `.map()`'s arguments as (the ones every run gets whole, the mapped ones as equal-length lists, their
+    length). Iterable arguments are mapped over; everything else, and anything wrapped in `unmapped(...)`, goes
+    whole to every run. A single future is waited for and its result mapped over."""
     static: dict[str, Any] = {}
     mapped: dict[str, list[Any]] = {}
     for k, v in parameters.items():
@@ -170,13 +170,24 @@ def expand_map_parameters(task: HasTaskSpec, parameters: dict[str, Any]) -> list
         detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
         raise MappingLengthMismatch(f"Task {task.spec.name!r}: .map() got iterables of different lengths ({detail}). "
                                     f"Give them equal lengths, or wrap the ones to pass whole in unmapped(...).")
-    n = next(iter(lengths.values()))
+    return static, mapped, next(iter(lengths.values()))
+
+
+def rows(static: dict[str, Any], mapped: dict[str, list[Any]], lo: int = 0, hi: int | None = None
+         ) -> list[dict[str, Any]]:
+    """The parameters dicts of mapped runs `lo` to `hi` (all by default), from `map_columns`' output."""
     names = list(mapped)
     if len(names) == 1:
         (name,) = names
-        values = mapped[name]
+        values = mapped[name][lo:hi]
         if static:
-            return [{**static, name: values[i]} for i in range(n)]
+            return [{**static, name: v} for v in values]
         return [{name: v} for v in values]
-    cols = [mapped[k] for k in names]
+    cols = [mapped[k][lo:hi] for k in names]
     return [{**static, **dict(zip(names, row))} for row in zip(*cols)]
+
+
+def expand_map_parameters(task: HasTaskSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """One parameters dict per mapped run (see `map_columns`)."""
+    static, mapped, _ = map_columns(task, parameters)
+    return rows(static, mapped)

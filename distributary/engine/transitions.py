@@ -25,6 +25,9 @@ from .. import runs as _runs
 from ..runs import (
     ARTIFACT,
     EVENT_KINDS,
+    FANOUT_CREATED,
+    FANOUT_KINDS,
+    FANOUT_SETTLED,
     FINISHED,
     FLOW_RUN_CREATED,
     LOG,
@@ -138,6 +141,23 @@ def task_runs_created(runs: Sequence[Any]) -> None:
             _help()
 
 
+def fanout_created(fan: Any) -> None:
+    """The runs of a compact `.map()` were created (`runs.FANOUT_CREATED`); a large one is delivered at once, as
+    in `task_runs_created` (but as `deliver` does: no task threads deliver for a compact map, so the dispatcher
+    does not stay out after it, and the runs' outcomes reach the sinks while the map runs)."""
+    if FANOUT_CREATED in _wanted:
+        _put(FANOUT_CREATED, None, fan)
+        if fan.n >= DELIVER_CREATED_AT:
+            deliver()
+
+
+def fanout_settled(fan: Any, lo: int, starts: Sequence[float], ends: Sequence[float]) -> None:
+    """Runs `lo` to `lo + len(ends)` of a compact `.map()` ran and completed, no record made of them
+    (`runs.FANOUT_SETTLED`)."""
+    if FANOUT_SETTLED in _wanted:
+        _put(FANOUT_SETTLED, None, (fan, lo, starts, ends))
+
+
 def flow_run_created(run: Any) -> None:
     if FLOW_RUN_CREATED in _wanted:
         _put(FLOW_RUN_CREATED, run, None)
@@ -190,6 +210,24 @@ def wants(kind: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # Sinks and delivery
 # ---------------------------------------------------------------------------------------------------------------
+_PER_TASK_RUN = frozenset({TASK_RUNS_CREATED, STATE_CHANGED, STATES_CHANGED, RUN_FINISHED, FINISHED})
+
+
+def task_runs_watched() -> bool:
+    """Whether a sink wants to hear of each task run as it is created and changes state and does not take a
+    compact `.map()`'s runs in bulk (`runs.FANOUT_KINDS`): then a `.map()` keeps one record per run
+    (`engine.fanout`). A sink may say it does not watch them after all (`watches_task_runs()`)."""
+    for sink in _sinks:
+        kinds = getattr(sink, "kinds", None)
+        if kinds is not None and kinds >= FANOUT_KINDS:
+            continue
+        if kinds is None or not _PER_TASK_RUN.isdisjoint(kinds):
+            watches = getattr(sink, "watches_task_runs", None)
+            if watches is None or watches():
+                return True
+    return False
+
+
 def add_sink(sink: RunEventSink) -> None:
     """Register a sink; it receives the events emitted from now on."""
     global _sinks
@@ -327,6 +365,8 @@ def _hand(batch: list[RunEvent]) -> None:
                 events = spelled[bulk] = _expand(batch, bulk)
         if kinds is not None and not kinds >= _ALL_KINDS:
             events = [e for e in events if e[0] in kinds]
+        elif kinds is None:  # only a sink that names them gets a compact .map()'s events
+            events = [e for e in events if e[0] not in FANOUT_KINDS]
         if not events:
             continue
         try:
@@ -403,4 +443,4 @@ _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass t
 _runs._sink_hub = _sys.modules[__name__]  # the run store registers its sink here
 
 __all__ = ["set_state", "set_states", "set_states_many", "finish", "task_runs_created", "flow_run_created", "run_finished", "log_record",
-           "artifact", "wants", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]
+           "artifact", "wants", "task_runs_watched", "fanout_created", "fanout_settled", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

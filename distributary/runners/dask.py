@@ -328,7 +328,7 @@ class DaskTaskRunner(RemoteTaskRunner):
                 engine_logger("runners").warning(
                     "%d task run(s) of %r (batch %s) ran twice: their worker died after running them and before "
                     "their outcome reached the driver, and Dask ran them again; the second outcome is used.",
-                    len(batch.runs), batch.spec.name, batch.id)
+                    batch.size, batch.spec.name, batch.id)
             batch.summary_ref = summary
             self._batch_finished(batch)
 

@@ -47,7 +47,7 @@ from .remote import (
     telemetry_sender,
 )
 from .remote.telemetry import _channel
-from .remote.worker import unpack_batch, watch_live_states
+from .remote.worker import calls_of, unpack_batch, watch_live_states
 
 READY_TIMEOUT = 120.0   # seconds a new worker process may take to start (imports, initializer)
 WATCHDOG_INTERVAL = 1.0
@@ -121,7 +121,8 @@ def _worker_main(conn: Connection, started: Any, driver_pid: int, name: str, ini
             continue
         _, key, digest, payload = msg
         started.value += 1
-        _, header, specs = unpack_batch(payload)
+        _, header, packed = unpack_batch(payload)
+        specs = list(calls_of(packed))
         task = load_task(digest, tasks[digest])
         token = _channel.set(header.channel)
         install_log_forwarding()
@@ -182,6 +183,7 @@ class ProcessPoolTaskRunner(RemoteTaskRunner):
     """
 
     name = "processes"
+    _compact_maps = False  # each run's outcome comes with its value: a compact .map() would gain nothing
 
     def __init__(self, max_workers: int | None = None, mp_context: str | None = None,
                  initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = (),

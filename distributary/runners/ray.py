@@ -272,6 +272,10 @@ class _TaskDef:
         self.payload, self.ref, self.digest = payload, ref, digest
 
 
+_REMOTE_FNS: dict[tuple, Any] = {}  # see RayTaskRunner.remote_function
+_REMOTE_FNS_MAX = 256
+
+
 def _batch_body(task_def: _TaskDef, hub_name: str) -> Any:
     """The function Ray runs for each batch of one task (defined per task and run, so small tasks travel in it)."""
     payload = task_def.payload
@@ -566,9 +570,17 @@ class RayTaskRunner(RemoteTaskRunner):
             return hit[1]
         self._check_feasible(task, options.options)
         # `name` is a Ray task option its type stubs leave out of `ray.remote`'s overloads
-        remote_options: dict[str, Any] = {"num_returns": 2, "max_retries": 0, "retry_exceptions": False,
-                                          "name": f"distributary:{task.name}", **options.options}
-        fn = ray.remote(**remote_options)(_batch_body(task_def, self._hub_name))
+        # One remote function per (task definition, options, hub) in this process, whatever runner asks: Ray exports
+        # a function to the workers (and each worker process loads it) once, not once per flow run.
+        shared_key = (task_def.digest, task_def.payload is None, options.key, self._hub_name)
+        fn = _REMOTE_FNS.get(shared_key)
+        if fn is None:
+            remote_options: dict[str, Any] = {"num_returns": 2, "max_retries": 0, "retry_exceptions": False,
+                                              "name": f"distributary:{task.name}", **options.options}
+            fn = ray.remote(**remote_options)(_batch_body(task_def, self._hub_name))
+            if len(_REMOTE_FNS) >= _REMOTE_FNS_MAX:
+                _REMOTE_FNS.clear()
+            _REMOTE_FNS[shared_key] = fn
         self._fns[key] = (task, fn)
         return fn
 
@@ -606,7 +618,7 @@ class RayTaskRunner(RemoteTaskRunner):
         return _TaskDef(None, ray.put(payload), digest)
 
     def _backend_submit(self, batch: Batch, task_ref: Any, payload: bytes, upstream_refs: list[Any]) -> None:
-        ctx = batch.calls[0].context if batch.calls else None
+        ctx = batch.context
         options = ctx.get(_options_var, _NO_OPTIONS) if ctx is not None else _NO_OPTIONS
         fn = self.remote_function(batch.spec, options, task_ref)
         if task_ref.ref is None:

@@ -9,6 +9,8 @@ import pickle
 from collections.abc import Iterable
 from typing import Any
 
+from ..states import StateType
+
 
 def result_ref_row(ref: Any) -> dict[str, Any] | None:
     """A result reference as stored: where the result lives, never its bytes."""
@@ -73,6 +75,30 @@ def compact_task_runs(items: Iterable[tuple[Any, Any]]) -> list[Any]:
             else:
                 ext((st.type._value_, st.name, None if msg is None else str(msg), st.ts,
                      None if ref is None else str.__str__(_ref_json(ref))))
+    return out
+
+
+def compact_fanout(fan: Any, lo: int, hi: int | None = None, starts: Any = None, ends: Any = None) -> list[Any]:
+    """The flat encoding of runs of a compact `.map()` (`engine.fanout.Fanout`, read for its fields; no record of
+    them exists): with `starts` and `ends`, runs `lo`, `lo + 1`, ... ran Running then Completed at those times;
+    without them, runs `lo` to `hi` are still Pending."""
+    out: list[Any] = []
+    ext = out.extend
+    spec, pending = fan.spec, fan.pending
+    name, key, flow_run_id, tags = spec.name, spec.task_key, fan.flow_run_id, fan.tags
+    base, key0 = fan.base + lo, fan.key0 + lo
+    ptype, pname, pts = pending.type._value_, pending.name, pending.ts
+    pmsg = None if pending.message is None else str(pending.message)
+    if ends is None:
+        for j in range((hi or lo) - lo):
+            ext((base + j, None, name, key0 + j, key, flow_run_id, tags, 0, None, None, None, None, 1, 1,
+                 ptype, pname, pmsg, pts, None))
+        return out
+    running, completed = StateType.RUNNING._value_, StateType.COMPLETED._value_
+    for j, (start, end) in enumerate(zip(starts, ends)):
+        ext((base + j, None, name, key0 + j, key, flow_run_id, tags, 1, start, end, None, None, 3, 3,
+             ptype, pname, pmsg, pts, None, running, "Running", None, start, None, completed, "Completed", None, end,
+             None))
     return out
 
 

@@ -25,6 +25,9 @@ from .. import settings
 from ..runs import (
     ARTIFACT,
     EVENT_KINDS,
+    FANOUT_CREATED,
+    FANOUT_KINDS,
+    FANOUT_SETTLED,
     FINISHED,
     FLOW_RUN_CREATED,
     LOG,
@@ -37,7 +40,7 @@ from ..runs import (
     sink_hub,
 )
 from .batch import Batch, flow_id_for
-from .compact import compact_task_runs
+from .compact import compact_fanout, compact_task_runs
 from .rows import flow_run_row, log_row, state_row
 
 MAX_HELD = 1_000_000       # rows kept in memory while the database is away; beyond: spooled to disk
@@ -57,7 +60,8 @@ _log = logging.getLogger("distributary.runstore")
 class RunStoreSink:
     """A `RunEventSink` writing to a `RunStorage` (by default the configured run store)."""
 
-    kinds: frozenset[str] | None = EVENT_KINDS | {STATES_CHANGED, FINISHED}  # every kind; the bulk ones as they are
+    # every kind; the bulk ones as they are, and a compact .map()'s runs in bulk
+    kinds: frozenset[str] | None = EVENT_KINDS | {STATES_CHANGED, FINISHED} | FANOUT_KINDS
 
     def __init__(self, storage: Any = None, url: str | None = None, spool_dir: Path | None = None,
                  kinds: frozenset[str] | None = None):
@@ -120,7 +124,7 @@ class RunStoreSink:
                 if not events:
                     return
             encoded = sum(1 for e in events if e[0] == ENCODED)
-        elif any(e[0] == TASK_RUNS_CREATED and len(e[2]) >= PROCESS_AT for e in events):
+        elif any(e[0] in (TASK_RUNS_CREATED, FANOUT_CREATED) and len(e[2]) >= PROCESS_AT for e in events):
             self._became_large()
         with self._cond:
             self._pending.extend(events)
@@ -522,8 +526,16 @@ class RunStoreSink:
                 for r, sts in payload:
                     if sts and r.__class__ is not FlowRun:
                         task_runs[r] = sts[-1]
+            elif kind == FANOUT_SETTLED:  # no records: encoded from the fan-out's columns and the batch's times
+                fan, lo, starts, ends = payload
+                for at in range(0, len(ends), ENCODE_CHUNK):
+                    flat: Any = compact_fanout(fan, lo + at, None, starts[at:at + ENCODE_CHUNK],
+                                               ends[at:at + ENCODE_CHUNK])
+                    if self._process is not None:
+                        flat = pickle.dumps(flat, protocol=pickle.HIGHEST_PROTOCOL)
+                    rest.append((ENCODED, None, ([], flat, min(ENCODE_CHUNK, len(ends) - at), time.time())))
             else:
-                if kind == TASK_RUNS_CREATED and len(payload) >= PROCESS_AT and not self._large:
+                if kind in (TASK_RUNS_CREATED, FANOUT_CREATED) and len(payload) >= PROCESS_AT and not self._large:
                     self._became_large()
                 rest.append(event)
         if task_runs:
@@ -583,6 +595,13 @@ class RunStoreSink:
                         flow_runs[r.id] = (r, sts[-1])
                     else:
                         task_runs[r] = sts[-1]
+            elif kind == FANOUT_CREATED:  # waits as one large creation does; what is still Pending when its time
+                if len(payload) >= PROCESS_AT:  # comes is encoded from the fan-out (`_hold_back`)
+                    self._large = True
+                groups.append((payload, time.monotonic()))
+            elif kind == FANOUT_SETTLED:
+                fan, lo, starts, ends = payload
+                chunks.append((time.time(), compact_fanout(fan, lo, None, starts, ends), len(ends)))
             elif kind == TASK_RUNS_CREATED:
                 self._created.append(payload)
                 if len(payload) >= PROCESS_AT:
@@ -610,7 +629,7 @@ class RunStoreSink:
             elif kind == ARTIFACT:
                 batch.add_artifact(payload)
         now = time.time()
-        self._hold_back(task_runs, created, force, groups)
+        chunks[:0] = self._hold_back(task_runs, created, force, groups)
         for run, state in flow_runs.values():
             batch.flow_runs[str(run.id)] = flow_run_row(run, state, now)
         batch.compact.extend(chunks)  # older than any state left in task_runs (those came after their chunk)
@@ -637,7 +656,7 @@ class RunStoreSink:
         self._created.clear()
 
     def _hold_back(self, task_runs: dict[Any, Any], created: dict[Any, Any], force: bool,
-                   groups: list[tuple[Sequence[Any], float]]) -> None:
+                   groups: list[tuple[Sequence[Any], float]]) -> list[tuple[float, list[Any], int]]:
         """Take the task runs whose only news is their creation out of `task_runs`, to wait (`_next_waiting`,
         since `_next_since`) until they have waited PENDING_DELAY or a flush comes; put back into it those that
         waited long enough. `_waiting` changes only once the rows of this batch are written or held, so a flush
@@ -647,13 +666,23 @@ class RunStoreSink:
 
         A run that has moved on needs no creation row: its news is on its way (in this batch, in an encoded
         chunk sent straight to the writer process, or in an event to come), and whatever carries it is written
-        after the batch this conversion makes (`_order`)."""
+        after the batch this conversion makes (`_order`).
+
+        A compact .map()'s creation waits the same way; its runs without a record that are still Pending come
+        back encoded, to be written first (the list returned)."""
         waiting = self._waiting
         clock = time.monotonic()
         left = []
+        pending: list[tuple[float, list[Any], int]] = []
         for runs, t in groups:
             if force or clock - t >= PENDING_DELAY:
-                for run in runs:
+                unsettled = getattr(runs, "unsettled", None)  # a compact .map() (`engine.fanout.Fanout`)
+                if unsettled is not None:
+                    spans, records = unsettled()
+                    pending.extend((time.time(), compact_fanout(runs, lo, hi), hi - lo) for lo, hi in spans)
+                else:
+                    records = runs
+                for run in records:
                     if len(run.state_history) <= 1 and run not in task_runs:
                         task_runs[run] = run.state_history[0] if run.state_history else run.state
             else:
@@ -664,7 +693,7 @@ class RunStoreSink:
                 if len(run.state_history) <= 1:
                     task_runs.setdefault(run, state)
             self._next_waiting, self._next_since = {}, {}
-            return
+            return pending
         keep, since = waiting.copy(), self._since.copy()
         if keep:
             for run in [r for r in keep if r not in task_runs and len(r.state_history) > 1]:
@@ -688,6 +717,7 @@ class RunStoreSink:
                 since[run] = clock
                 del task_runs[run]
         self._next_waiting, self._next_since = keep, since
+        return pending
 
 
 # -----------------------------------------------------------------------------------------------------------------

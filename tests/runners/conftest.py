@@ -28,6 +28,19 @@ def runner(request):
 
 
 @pytest.fixture
+def no_run_store(monkeypatch):
+    """The run store off for one test (no sink registered): the recorder is the only run-event sink. Ask for the
+    session's clusters before this: processes started while it is on inherit the setting (and the flow runs
+    they start later would not record themselves)."""
+    from distributary import runstore
+
+    runstore.stop_sink()
+    monkeypatch.setenv("DISTRIBUTARY_RUNSTORE_ENABLED", "false")
+    yield
+    runstore.stop_sink()
+
+
+@pytest.fixture
 def warnings_logged():
     """The WARNING+ records of the `distributary` loggers during the test (they do not propagate to root)."""
     records: list[logging.LogRecord] = []

@@ -151,3 +151,25 @@ def test_ray_worker_sigkilled_mid_map_loses_nothing_and_reruns_only_logged_work(
     runner = RayTaskRunner(address=ray_instance, batch_size=batch_size)
     out, killed = _kill_mid_map(runner, retries, marks)
     _check(out, killed, warnings_logged, marks, retries, values_die=False)
+
+
+# -- Packed without retries: every batch stays compact (runners/remote/fanout.py) until the kill ----------------------
+def test_dask_worker_sigkilled_mid_compact_map_loses_nothing(dask_cluster, tmp_path, warnings_logged):
+    """The batch that was running on the dead worker becomes ordinary and is resent one run per cluster task; the
+    run that was running ends Crashed; the batches that had settled compactly keep their outcomes."""
+    from distributary.runners.dask import DaskTaskRunner
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out, killed = _kill_mid_map(DaskTaskRunner(address=dask_cluster.address), 0, marks)
+    assert killed not in dask_cluster.worker_pids().values()
+    _check(out, killed, warnings_logged, marks, 0, values_die=True)
+
+
+def test_ray_worker_sigkilled_mid_compact_map_loses_nothing(ray_instance, tmp_path, warnings_logged):
+    from distributary.runners.ray import RayTaskRunner
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out, killed = _kill_mid_map(RayTaskRunner(address=ray_instance), 0, marks)
+    _check(out, killed, warnings_logged, marks, 0, values_die=False)

@@ -5,7 +5,7 @@ futures whose values stay on the cluster, and telemetry from workers. Backend-ne
 (API of this package: names are only ever added, never renamed.)
 
 Modules: `driver` (RemoteTaskRunner, the feeder, futures, outcomes, worker-death policy), `batching` (packing
-policy), `worker` (run_batch / run_one, the per-process task cache), `telemetry` (logs and live states, both
+policy), `fanout` (a compact `.map()` on the driver), `worker` (run_batch / run_one, the per-process task cache), `telemetry` (logs and live states, both
 ways) and `backend` (the documented interface a backend implements). A backend subclasses `RemoteTaskRunner`
 and implements the hooks of `backend.RemoteBackend`; on the worker it calls `run_batch(...)` after
 `telemetry_sender().set_transport(...)`, and feeds what arrives on the driver to `runner._receiver.handle`.
@@ -34,6 +34,15 @@ The tight loop and the compact form
     (`BatchResult.packed`: no State per run on the worker); its states are built on the driver when the summary
     is applied, and the batch's states enter the transition seam as ONE bulk event (`transitions.set_states_many`).
     Any other run (other tasks, an exception, a returned State) ships its full entry as before.
+Compact maps (`fanout`, `engine.fanout`)
+    Where nothing watches each task run one by one (`transitions.task_runs_watched`), a `.map()` with plain
+    arguments keeps no record, call or future per run on the driver: its batches (`Batch.compact`, at most
+    `COMPACT_MAX_BATCH` runs) go out as a `worker.FanoutSpec` (a slice of its argument columns; the worker makes
+    each call as it runs it), and one whose runs all went the plain way settles as its two arrays of times
+    (`_apply_compact`) and, once fetched, its list of values. Its creation and each settled batch enter the
+    transition seam as one event each (`runs.FANOUT_CREATED`, `runs.FANOUT_SETTLED`). Records, states and futures
+    are made on demand (`RemoteFanout.future`, `Batch.states`); a batch that needs its runs one by one becomes
+    ordinary first (`Batch.degrade`), and everything below applies to it unchanged.
 Data path
     The task is pickled once per runner and handed to the backend once (`_backend_put_task`); each worker
     unpickles it once (`load_task`, cached by digest). A future passed to a downstream task becomes an

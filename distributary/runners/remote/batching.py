@@ -8,6 +8,7 @@ from typing import TypeVar
 T = TypeVar("T")
 PER_THREAD = 4
 MAX_BATCH = 1000
+COMPACT_MAX_BATCH = 5000  # a compact .map()'s batches (`remote/fanout.py`): its runs cost the driver nothing each
 
 
 def choose_batch_size(n_calls: int, worker_threads: int, batch_size: int | None = None,
@@ -23,4 +24,4 @@ def plan_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-__all__ = ["PER_THREAD", "MAX_BATCH", "choose_batch_size", "plan_batches"]
+__all__ = ["PER_THREAD", "MAX_BATCH", "COMPACT_MAX_BATCH", "choose_batch_size", "plan_batches"]

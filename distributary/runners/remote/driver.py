@@ -19,19 +19,22 @@ import cloudpickle
 
 from ... import states as S
 from ...engine import TaskCall, core, transitions
-from ...engine.futures import SettableFuture, TaskRunFuture
+from ...engine.calls import make_calls, map_columns, rows
+from ...engine.fanout import allowed as fanout_allowed
+from ...engine.futures import FutureList, SettableFuture, TaskRunFuture
 from ...engine.gcpause import gc_paused
 from ...engine.resolve import find_upstreams, map_nested, needs_resolution
-from ...engine.spec import TaskSpec
+from ...engine.spec import HasTaskSpec, TaskSpec
 from ...errors import ConfigurationError, MissingResult, SerializationError, WorkerCrashedError
 from ...logging import engine_logger
 from ...runs import TaskRun
 from ...states import State, StateType
 from ..base import TaskRunner, gate
 from .backend import RemoteBackend
-from .batching import choose_batch_size
+from .batching import COMPACT_MAX_BATCH, choose_batch_size
+from .fanout import FanoutFutureList, FanRef, RemoteFanout
 from .telemetry import TelemetryReceiver
-from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, Settled, Upstream, pack_batch
+from .worker import BatchHeader, BatchResult, BatchSummary, CallSpec, FanoutSpec, Settled, Upstream, pack_batch
 
 _THREADS_TTL = 5.0
 NO_WORKERS_WARN_AFTER = 10.0  # seconds with runs waiting and no worker before a WARNING (then every minute)
@@ -98,34 +101,145 @@ class RemoteFuture(SettableFuture):
 
 
 class Batch:
-    """Task runs of one task sent together as one cluster task, and, once done, where their values are."""
+    """Task runs of one task sent together as one cluster task, and, once done, where their values are.
 
-    __slots__ = ("id", "runner", "spec", "_calls", "_template", "_params", "runs", "futures", "ref", "summary_ref",
-                 "states", "fetched", "sent_at", "queued", "after_done", "early", "__weakref__")
+    A batch of a compact `.map()` (`fan` set, made by `compact`) holds no record, call or future of its runs: it is
+    the runs `lo` to `lo + n` of its fan-out, and once settled the plain way (`settled_compact`) their start and end
+    times and, once fetched, their values. Reading `runs`, `futures` or `calls` makes it ordinary (`degrade`)."""
+
+    __slots__ = ("id", "runner", "spec", "_calls", "_template", "_params", "_runs", "_futures", "ref", "summary_ref",
+                 "_states", "fetched", "sent_at", "queued", "after_done", "early", "fan", "lo", "n", "starts", "ends",
+                 "worker", "values", "settled_compact", "__weakref__")
 
     def __init__(self, runner: RemoteTaskRunner, calls: Sequence[TaskCall],
-                 futures: Sequence[weakref.ref]):
+                 futures: Sequence[Any]):
         self.id = f"{runner._id[:8]}-{next(runner._counter)}"
         self.runner = runner
         self.spec: TaskSpec = calls[0].spec
         self._calls: list[TaskCall] | None = list(calls)
         self._template: TaskCall | None = None  # once sent (`lighten`): what its calls share, and their arguments
         self._params: list[dict[str, Any]] | None = None
-        self.runs: list[TaskRun] = [c.task_run for c in calls]
-        self.futures = list(futures)
+        self._runs: list[TaskRun] | None = [c.task_run for c in calls]
+        self._futures: list[Any] | None = list(futures)  # weak references (or FanRefs) to the runs' futures
         self.ref: Any = None          # the backend's handle to this batch's BatchResult
         self.summary_ref: Any = None  # the backend's handle to its BatchSummary, if separate
-        self.states: list[RemoteState] | None = None
+        self._states: list[RemoteState] | None = None
         self.fetched = False
         self.sent_at: float | None = None  # monotonic time it went to the cluster
         self.queued = False      # passed its gate: in the feeder's queue (sent in order) or sent
         self.after_done = False  # gate on every upstream being done (no linking to unfinished ones)
         self.early = False       # sent linked to an upstream batch that had not finished yet
+        self.fan: RemoteFanout | None = None
+        self.lo = self.n = 0
+        self.starts: Any = None
+        self.ends: Any = None
+        self.worker: str | None = None
+        self.values: list[Any] | None = None
+        self.settled_compact = False
+
+    @classmethod
+    def compact(cls, runner: RemoteTaskRunner, fan: RemoteFanout, lo: int, n: int) -> Batch:
+        """Runs `lo` to `lo + n` of a compact `.map()`."""
+        self = cls.__new__(cls)
+        self.id = f"{runner._id[:8]}-{next(runner._counter)}"
+        self.runner, self.spec = runner, fan.spec
+        self._calls = self._template = self._params = self._runs = self._futures = self._states = None
+        self.ref = self.summary_ref = self.sent_at = None
+        self.fetched = self.queued = self.after_done = self.early = self.settled_compact = False
+        self.fan, self.lo, self.n = fan, lo, n
+        self.starts = self.ends = self.worker = self.values = None
+        return self
+
+    @property
+    def compact_now(self) -> bool:
+        """Still compact: no record, call or future of its runs held (see the class docstring)."""
+        return self._runs is None
+
+    def degrade(self) -> None:
+        """Make a compact batch ordinary: a record, a call and a FanRef per run (before it settled)."""
+        fan = self.fan
+        assert fan is not None
+        with fan.lock:
+            if self._runs is not None:
+                return
+            idx = range(self.lo, self.lo + self.n)
+            self._calls = [fan.call(i) for i in idx]
+            self._runs = [c.task_run for c in self._calls]
+            self._futures = [FanRef(fan, i) for i in idx]
+            fan.cond.notify_all()
+        runner = self.runner
+        if runner._backend_links_unfinished:
+            for j, run in enumerate(self._runs):
+                runner._where[run.id_int] = (self, j)
+
+    @property
+    def context(self) -> Any:
+        """The contextvars of the `.submit()` or `.map()` that made its runs (None if it has none)."""
+        if self._runs is None:
+            return self.fan.context  # type: ignore[union-attr]
+        calls = self._calls if self._calls is not None else [self._template] if self._template is not None else None
+        return calls[0].context if calls else None
+
+    @property
+    def size(self) -> int:
+        return self.n if self._runs is None else len(self._runs)
+
+    @property
+    def runs(self) -> list[TaskRun]:
+        if self._runs is None:
+            self.degrade()
+        return self._runs  # type: ignore[return-value]
+
+    @runs.setter
+    def runs(self, runs: list[TaskRun]) -> None:
+        self._runs = runs
+
+    @property
+    def futures(self) -> list[Any]:
+        if self._runs is None:
+            self.degrade()
+        return self._futures  # type: ignore[return-value]
+
+    @futures.setter
+    def futures(self, futures: list[Any]) -> None:
+        self._futures = futures
+
+    @property
+    def states(self) -> list[RemoteState] | None:
+        """The runs' final states once settled (made on first reading for a batch settled compactly)."""
+        if self._states is None and self.settled_compact:
+            new, values, UNSET = RemoteState.__new__, self.values, S.UNSET  # noqa: N806 (a local)
+            out: list[RemoteState] = []
+            for j, end_ts in enumerate(self.ends):
+                st = new(RemoteState)
+                st.type, st.name, st.message, st.ts, st.result_ref = StateType.COMPLETED, "Completed", None, end_ts, None
+                st.data = UNSET if values is None else values[j]
+                st.batch, st.index = self, j
+                out.append(st)
+            self._states = out
+        return self._states
+
+    @states.setter
+    def states(self, states: list[RemoteState] | None) -> None:
+        self._states = states
+
+    @property
+    def settled(self) -> bool:
+        return self._states is not None or self.settled_compact
+
+    def compact_states(self, j: int) -> tuple[State, RemoteState]:
+        """(Running, final) of run `j` of a batch settled compactly."""
+        running = State.__new__(State)
+        running.type, running.name, running.message, running.ts, running.data, running.result_ref = \
+            StateType.RUNNING, "Running", None, self.starts[j], S.UNSET, None
+        return running, self.states[j]  # type: ignore[index]
 
     @property
     def calls(self) -> list[TaskCall] | None:
         """The batch's calls (None once applied). A sent batch keeps only what they share and their arguments
         (`lighten`); its calls are made again if it must be sent again (a worker died with it)."""
+        if self._runs is None:
+            self.degrade()
         if self._calls is None and self._template is not None:
             t, params = self._template, self._params or []
             return [TaskCall(t.spec, run, p, t.wait_for, t.result_options, t.flow_parameters, t.log_prints,
@@ -146,6 +260,12 @@ class Batch:
         ctx, unset = t.context, S.UNSET
         if all(c.context is ctx and c.returned is unset for c in calls):
             self._template, self._params, self._calls = t, [c.parameters for c in calls], None
+
+    def wanted(self) -> bool:
+        """Whether a future of its runs (or the future list of its compact `.map()`) still lives."""
+        if self._runs is None:
+            return self.fan.wanted()  # type: ignore[union-attr]
+        return any(r() is not None or (type(r) is FanRef and r.fan.wanted()) for r in self._futures or ())
 
     def fetch_values(self) -> None:
         self.runner.fetch_values([self])
@@ -234,6 +354,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     A backend subclasses it and implements the hooks of `RemoteBackend` (remote/backend.py).
     """
 
+    _compact_maps = True  # a backend whose outcomes arrive one by one (with their values) sets False
+
     def __init__(self, batch_size: int | None = None, max_in_flight: int | None = None):
         super().__init__()
         for name, v in (("batch_size", batch_size), ("max_in_flight", max_in_flight)):
@@ -252,6 +374,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         self._headers: dict[tuple, tuple] = {}
         self._live: dict[int, weakref.ref] = {}
         self._where: dict[int, tuple[Batch, int]] = {}  # run -> its batch and place, while not final (linking)
+        self._fanouts: dict[int, RemoteFanout] = {}  # compact .map()s by their batch id (`_where_of`, telemetry)
         self._open: set[Batch] = set()
         self._holding: list[Batch] = []  # settled batches whose values are still on the cluster
         self._holding_set: set[Batch] = set()
@@ -284,6 +407,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 self._holding_set = set()
                 self._tasks = {}
                 self._where = {}
+                self._fanouts = {}
                 self._disconnect()
 
     def cancel_all(self, reason: str) -> None:
@@ -317,6 +441,26 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
 
     def submit_call(self, call: TaskCall) -> RemoteFuture:
         return self.submit_calls([call])[0]
+
+    def map(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Any = None) -> FutureList:
+        """As every runner's `map`; where nothing watches each run (`engine.fanout.allowed`), the runs stay compact
+        from the `.map()` to their values (`remote/fanout.py`)."""
+        self.ensure_started()
+        static, mapped, n = map_columns(task, parameters)
+        if not (self._compact_maps and fanout_allowed(task, static, mapped, n, wait_for)):
+            with gc_paused():  # the per-run records are no garbage: collecting while they are made finds nothing
+                calls = make_calls(task, rows(static, mapped), wait_for)
+            return FutureList(self.submit_calls(calls))
+        size = choose_batch_size(n, self._threads(), self.batch_size, cap=COMPACT_MAX_BATCH)
+        fan = RemoteFanout(self, RemoteFuture, task, static, mapped, n, size)
+        fan.batches = [Batch.compact(self, fan, lo, min(size, n - lo)) for lo in range(0, n, size)]
+        futures = FanoutFutureList(fan)
+        fan.list_ref = weakref.ref(futures)
+        self._fanouts[fan.base] = fan
+        transitions.fanout_created(fan)
+        for batch in fan.batches:
+            self._enqueue(batch)
+        return futures
 
     def submit_calls(self, calls: Sequence[TaskCall]) -> list[RemoteFuture]:
         with gc_paused():  # 10^5 futures and weak references are no garbage while they are made
@@ -359,7 +503,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             engine_logger("runners").warning(
                 "%s has no workers: %d task run(s) have been waiting for %.0f s. Start workers for it (or check "
                 "that they can reach it); runs with timeout_seconds end TimedOut, a flow's timeout_seconds ends "
-                "the flow.", self._backend_where(), sum(len(b.runs) for b in waiting), now - since)
+                "the flow.", self._backend_where(), sum(b.size for b in waiting), now - since)
         late = [b for b in waiting if b.spec.timeout_seconds
                 and now - max(since, b.sent_at or now) >= b.spec.timeout_seconds]
         if late:
@@ -373,6 +517,9 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     def _enqueue(self, batch: Batch) -> None:
         with self._lock:
             self._open.add(batch)
+        if batch.compact_now:  # a compact .map(): no futures among its arguments
+            self._ready(batch)
+            return
         where = self._where
         if self._backend_links_unfinished:
             for i, run in enumerate(batch.runs):
@@ -401,18 +548,31 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         """The unfinished upstream futures (by id) among `params`' leaves that this runner can link to on the
         cluster: their batch passed its gate already, so the feeder (in order) sends it before this one."""
         out: set[int] = set()
-        where = self._where
 
         def see(v: Any) -> Any:
             if isinstance(v, TaskRunFuture) and not v.done():
-                w = where.get(v.task_run.id_int)
-                if w is not None and w[0].queued and w[0].runner is self and w[0].runs[w[1]] is v.task_run:
+                w = self._where_of(v.task_run)
+                if w is not None and w[0].queued and w[0].runner is self:
                     out.add(id(v))
             return v
 
         for v in params.values():
             map_nested(v, see)
         return out
+
+    def _where_of(self, run: TaskRun) -> tuple[Batch, int] | None:
+        """The batch of this runner that holds `run` (not settled yet), and the run's place in it."""
+        w = self._where.get(run.id_int)
+        if w is not None:
+            return w if w[0].runs[w[1]] is run else None
+        fan = self._fanouts.get(run.id_int >> 32 << 32)
+        if fan is None:
+            return None
+        i = run.id_int - fan.base
+        if not 0 <= i < fan.n or fan._runs.get(i) is not run:
+            return None
+        b, j = fan.batch_of(i)
+        return (b, j) if b.compact_now and not b.settled_compact else None
 
     def _task_ref(self, task: TaskSpec) -> tuple[Any, str]:
         hit = self._tasks.get(id(task))
@@ -443,6 +603,11 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         except SerializationError as exc:
             self._fail_all(batch, exc)
             return False
+        if batch.compact_now:
+            sent = self._send_compact(batch, task_ref, digest)
+            if sent is not None:
+                return sent
+            batch.degrade()  # an argument cannot be pickled: find which, the ordinary way
         refs: list[Any] = []
         slots: dict[int, int] = {}
         try:
@@ -452,7 +617,8 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
             return False
         c0, r0 = batch.calls[0], batch.runs[0]  # type: ignore[index]
         try:
-            header = self._header(digest, c0, r0)
+            header = self._header(digest, c0.result_options, c0.flow_parameters, c0.log_prints, c0.settings_env,
+                                  r0.flow_run_id, r0.tags)
         except Exception as exc:
             self._fail_all(batch, SerializationError(
                 f"Task {batch.spec.name!r} cannot be sent to a worker: its flow parameters or result options "
@@ -476,19 +642,45 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         batch.lighten()
         return True
 
-    def _header(self, digest: str, c0: TaskCall, r0: TaskRun) -> bytes:
+    def _send_compact(self, batch: Batch, task_ref: Any, digest: str) -> bool | None:
+        """Pack a compact batch from its fan-out's columns and submit it; None if its arguments cannot be pickled
+        (the caller then sends it the ordinary way, which finds the culprits)."""
+        fan = batch.fan
+        assert fan is not None
+        try:
+            header = self._header(digest, fan.result_options, fan.flow_parameters, fan.log_prints, fan.settings_env,
+                                  fan.flow_run_id, fan.tags)
+        except Exception as exc:
+            self._fail_all(batch, SerializationError(
+                f"Task {batch.spec.name!r} cannot be sent to a worker: its flow parameters or result options "
+                f"cannot be pickled ({exc!r})."))
+            return False
+        lo, hi = batch.lo, batch.lo + batch.n
+        try:
+            payload = pack_batch(batch.id, header, FanoutSpec(fan.base + lo, fan.key0 + lo, fan.static,
+                                                              {k: col[lo:hi] for k, col in fan.mapped.items()}))
+        except Exception:
+            return None
+        batch.sent_at = time.monotonic()
+        try:
+            self._backend_submit(batch, task_ref, payload, [])
+        except Exception as exc:
+            self._crash(batch, f"could not be submitted to the cluster: {exc!r}", exc)
+            return False
+        return True
+
+    def _header(self, digest: str, result_options: Any, flow_parameters: dict[str, Any], log_prints: bool,
+                settings_env: dict[str, str] | None, flow_run_id: Any, tags: frozenset[str]) -> bytes:
         """The pickled BatchHeader shared by the batches of one task in one flow run (pickled once)."""
-        key = (digest, id(c0.result_options), id(c0.flow_parameters), c0.log_prints, id(c0.settings_env),
-               r0.flow_run_id, r0.tags)
+        key = (digest, id(result_options), id(flow_parameters), log_prints, id(settings_env), flow_run_id, tags)
         hit = self._headers.get(key)
-        if hit is not None and hit[1] is c0.result_options and hit[2] is c0.flow_parameters \
-                and hit[3] is c0.settings_env:
+        if hit is not None and hit[1] is result_options and hit[2] is flow_parameters and hit[3] is settings_env:
             return hit[0]
-        data = cloudpickle.dumps(BatchHeader("", digest, c0.result_options, c0.flow_parameters, c0.log_prints,
-                                             c0.settings_env, r0.flow_run_id, r0.tags, self._id), protocol=5)
+        data = cloudpickle.dumps(BatchHeader("", digest, result_options, flow_parameters, log_prints, settings_env,
+                                             flow_run_id, tags, self._id), protocol=5)
         if len(self._headers) >= 64:
             self._headers.clear()
-        self._headers[key] = (data, c0.result_options, c0.flow_parameters, c0.settings_env)
+        self._headers[key] = (data, result_options, flow_parameters, settings_env)
         return data
 
     def _spec(self, batch: Batch, call: TaskCall, refs: list[Any], slots: dict[int, int]) -> CallSpec:
@@ -502,7 +694,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                     return v
                 linked = True
                 if not v.done():  # passed _enqueue's gate unfinished: linked to its batch on the cluster
-                    w = self._where.get(v.task_run.id_int)
+                    w = self._where_of(v.task_run)
                     b = w[0] if w is not None else None
                     if b is None or b.ref is None or b.runner is not self or b not in self._open:
                         raise _NotSent(v.task_run.name)
@@ -607,6 +799,9 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                             self._cluster_lost += len(batch.runs)
                 elif res.lost is not None:
                     self._lost(batch, res.lost, res)
+                elif batch.compact_now and not any(res.runs):  # every run went the plain way
+                    self._apply_compact(batch, res)
+                    applied.append(batch)
                 else:
                     self._apply(batch, res)
                     applied.append(batch)
@@ -680,6 +875,35 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         with self._lock:
             self._lock.notify_all()
 
+    def _apply_compact(self, batch: Batch, summary: BatchSummary) -> None:
+        """Settle a compact batch whose runs all went the plain way: keep their times; records and futures made
+        meanwhile take their states as `_apply` gives them."""
+        fan = batch.fan
+        assert fan is not None
+        with fan.lock:
+            batch.starts, batch.ends, batch.worker = summary.starts, summary.ends, summary.worker
+            batch.settled_compact = True
+            made = fan.made(batch.lo, batch.lo + batch.n)
+            futures = [(f, i) for i, _ in made if (f := fan._futures.get(i)) is not None]
+            fan.cond.notify_all()
+        transitions.fanout_settled(fan, batch.lo, batch.starts, batch.ends)
+        if made:
+            lo, states = batch.lo, batch.states
+            applied: list[tuple[TaskRun, Sequence[State]]] = []
+            for i, run in made:
+                running, final = batch.compact_states(i - lo)
+                applied.append((run, (running, final)))
+                if run.start_ts is None:
+                    run.start_ts = running.ts
+                run.end_ts, run.run_count, run.worker = final.ts, run.run_count + 1, batch.worker
+            transitions.set_states_many(applied)
+            SettableFuture.set_final_many((f, states[i - lo]) for f, i in futures)  # type: ignore[index]
+        with self._lock:
+            self._open.discard(batch)
+            self._holding.append(batch)
+            self._holding_set.add(batch)
+            self._lock.notify_all()
+
     def _defer(self, batch: Batch) -> None:
         """Send the batch's runs again (a new batch, no attempt used) once all their upstreams are done."""
         with self._lock:
@@ -749,7 +973,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
 
     def _crash(self, batch: Batch, what: str, exc: BaseException) -> int:
         """End the batch's runs Crashed (`what` completes "Task run 'x' ..."); how many."""
-        if batch.states is not None:  # already applied
+        if batch.settled:  # already applied
             return 0
         for i, run in enumerate(list(batch.runs)):
             self._final_local(batch, i, S.Crashed(message=f"Task run {run.name!r} {what}", data=exc))
@@ -792,7 +1016,11 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
         # Display only: shown on `future.state` until the run's history arrives with its batch (see the package
         # docstring); it never enters the history nor the run events.
         ref = self._live.get(run_id)
-        fut = ref() if ref is not None else None
+        if ref is None:  # a run of a compact .map(): shown only if its future was made
+            fan = self._fanouts.get(run_id >> 32 << 32)
+            fut = fan._futures.get(run_id - fan.base) if fan is not None else None
+        else:
+            fut = ref()
         if fut is not None and not state.is_final() and not fut.done():
             fut.live = state
 
@@ -803,7 +1031,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if not self._pump.alive():
                     break
                 self._lock.wait(0.5)
-            wanted = [b for b in self._holding if not b.fetched and any(r() is not None for r in b.futures)]
+            wanted = [b for b in self._holding if not b.fetched and b.wanted()]
         if wanted:
             try:
                 self.fetch_values(wanted)
@@ -852,13 +1080,18 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if isinstance(res, BaseException) or res.lost is not None:
                     failed.append((b, res))
                     continue
-                differs = _rerun_check(b, res)
+                differs = None if b.compact_now and res.same_times(b.ends) else _rerun_check(b, res)
                 if differs:
                     failed.append((b, differs))
                     continue
-                for st, remote in zip(b.states or (), res.outcomes()):
-                    if st.batch is b and st.data is S.UNSET:
-                        st.data = remote[0]
+                if b.compact_now:
+                    b.values = res.values()
+                    for st, v in zip(b._states or (), b.values):
+                        st.data = v
+                else:
+                    for st, remote in zip(b.states or (), res.outcomes()):
+                        if st.batch is b and st.data is S.UNSET:
+                            st.data = remote[0]
                 b.fetched = True
         if failed:
             b, res = failed[0]
@@ -869,7 +1102,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 why = res
             else:
                 why = f"the worker holding them died ({res.lost})"
-            raise MissingResult(f"The values of {len(b.runs)} task run(s) of {b.spec.name!r} (batch {b.id}) "
+            raise MissingResult(f"The values of {b.size} task run(s) of {b.spec.name!r} (batch {b.id}) "
                                 f"could not be fetched from the cluster: {why}") from cause
 
 

@@ -9,8 +9,8 @@ import threading
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -195,6 +195,19 @@ class BatchResult:
             out[i] = (st.data, st.ts, st.type, st.name)
         return out
 
+    def values(self) -> list[Any]:
+        """Each run's value (its final state's data), in call order."""
+        packed = self._packed
+        if packed is not None and not packed[2]:
+            return packed[0]
+        return [o[0] for o in self.outcomes()]
+
+    def same_times(self, ends: Any) -> bool:
+        """Whether every run ended at `ends[i]` (not a re-execution, see `driver._rerun_check`): a quick check
+        that holds for results of the plain loop."""
+        packed = self._packed
+        return packed is not None and not packed[2] and packed[1] == ends
+
     def __getstate__(self) -> tuple:
         packed = self._packed
         if packed is None:
@@ -284,14 +297,48 @@ def load_task(digest: str, payload: bytes) -> TaskSpec:
 _HEADERS: dict[bytes, BatchHeader] = {}
 
 
-def pack_batch(batch_id: str, header: bytes, specs: list[CallSpec]) -> bytes:
+class FanoutSpec(NamedTuple):
+    """The calls of a batch of a compact `.map()` (`engine.fanout`), as columns: run i has id `base + i`, run number
+    `key0 + i` and the parameters `static` plus the i-th element of each list in `mapped`."""
+    base: int
+    key0: int
+    static: dict[str, Any]
+    mapped: dict[str, list[Any]]
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(next(iter(self.mapped.values())))
+
+    def specs(self) -> Iterator[CallSpec]:
+        """The calls one by one: made as they run, each gone once it has run. (A list of them all, made first,
+        would be thousands of objects that live through young collections, and in a worker holding many objects
+        the full collections they then cause cost more than running the batch.)"""
+        base, key0, static, mapped = self
+        if len(mapped) == 1:
+            ((name, col),) = mapped.items()
+            if not static:
+                return ((base + i, None, key0 + i, 0, {name: v}, False) for i, v in enumerate(col))
+            return ((base + i, None, key0 + i, 0, {**static, name: v}, False) for i, v in enumerate(col))
+        names = list(mapped)
+        return ((base + i, None, key0 + i, 0, {**static, **dict(zip(names, row))}, False)
+                for i, row in enumerate(zip(*mapped.values())))
+
+
+def calls_of(specs: list[CallSpec] | FanoutSpec) -> Iterable[CallSpec]:
+    """The calls of an unpacked batch, one by one."""
+    if isinstance(specs, FanoutSpec):
+        return specs.specs()
+    return specs
+
+
+def pack_batch(batch_id: str, header: bytes, specs: list[CallSpec] | FanoutSpec) -> bytes:
     """A batch as shipped: its id, its pickled header (the same bytes for every batch of one task in one flow
     run, so workers unpickle it once) and its calls. Raises if a call's arguments cannot be pickled."""
     return cloudpickle.dumps((batch_id, header, specs), protocol=5)
 
 
-def unpack_batch(payload: bytes) -> tuple[str, BatchHeader, list[CallSpec]]:
-    """(batch id, header, calls) of a batch made by `pack_batch`; headers are cached per process."""
+def unpack_batch(payload: bytes) -> tuple[str, BatchHeader, list[CallSpec] | FanoutSpec]:
+    """(batch id, header, calls) of a batch made by `pack_batch`; headers are cached per process. The calls of a
+    compact `.map()`'s batch come as their FanoutSpec (`specs()` makes them)."""
     batch_id, data, specs = pickle.loads(payload)
     header = _HEADERS.get(data)
     if header is None:
@@ -323,6 +370,7 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
         install_log_forwarding()
         watch_live_states()
     n = len(specs)
+    calls = calls_of(specs)
     values: list[Any] = [None] * n  # the result travels packed (see BatchResult): values, times, other states
     others: dict[int, State] = {}
     entries: list[tuple | None] = [None] * n
@@ -332,16 +380,12 @@ def run_batch(task_payload: bytes, batch_payload: bytes, upstreams: Sequence[Bat
             plain = _plain_task(task, header)  # inside the overlay: tag limits are read from the run's store
             lp_token = set_log_prints(bool(header.log_prints)) if plain else None
             try:
-                for i, spec in enumerate(specs):
-                    if plain and not spec[5] and not needs_resolution(spec[4]):
-                        out, entry, starts[i], ends[i] = run_plain(task, header, spec, worker, sender)
-                        if entry is None:
-                            values[i] = out
-                            continue
-                    else:
-                        out, entry = run_one(task, header, spec, upstreams, worker, sender)
-                    others[i] = out
-                    entries[i] = entry
+                if plain:
+                    run_plain_many(task, header, calls, upstreams, worker, sender, values, others, entries, starts,
+                                   ends)
+                else:
+                    for i, spec in enumerate(calls):
+                        others[i], entries[i] = run_one(task, header, spec, upstreams, worker, sender)
             finally:
                 if lp_token is not None:
                     reset_log_prints(lp_token)
@@ -372,33 +416,86 @@ def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str |
     record is made only if something asks for it. Returns (the value, None, start, end) for a run that completed
     with a sendable value (the compact form), else (its final state, its full entry, start, end). `live` is the
     telemetry sender of a batch with a channel: the run is its live Running state while it lasts."""
-    run_id, params = spec[0], spec[4]
-    start = time.time()
-    if live is not None:
-        live.running(header.channel, run_id, start)  # type: ignore[arg-type]
-    ctx = _PlainRunContext(task, header, spec, worker, start, live)
-    ctx_token = task_run_ctx.set(ctx)
-    try:
-        value = task.invoke(**params)
-        final = None
-        if type(value) not in _PLAIN:
+    values: list[Any] = [None]
+    others: dict[int, State] = {}
+    entries: list[tuple | None] = [None]
+    starts, ends = array("d", [0.0]), array("d", [0.0])
+    run_plain_many(task, header, [spec], (), worker, live, values, others, entries, starts, ends)
+    if entries[0] is None:
+        return values[0], None, starts[0], ends[0]
+    return others[0], entries[0], starts[0], ends[0]
+
+
+def run_plain_many(task: TaskSpec, header: BatchHeader, specs: Iterable[CallSpec], upstreams: Sequence[BatchResult],
+                   worker: str | None, live: TelemetrySender | None, values: list[Any], others: dict[int, State],
+                   entries: list[tuple | None], starts: array, ends: array) -> None:
+    """`run_plain` for every call of a batch of a plain task, in one loop: run i's value goes to `values[i]` and
+    its times to `starts[i]`, `ends[i]`; a run that did not complete with a sendable value puts its final state in
+    `others[i]` and its full entry in `entries[i]`. A call with arguments to resolve goes through `run_one`."""
+    invoke, now, set_ctx, reset_ctx, plain = task.invoke, time.time, task_run_ctx.set, task_run_ctx.reset, _PLAIN
+    channel = header.channel
+    shared = (task, header, worker, live)
+    new_ctx, ctx_class = object.__new__, _PlainRunContext
+    for i, spec in enumerate(specs):
+        if spec[5] or needs_resolution(spec[4]):
+            others[i], entries[i] = run_one(task, header, spec, upstreams, worker, live)
+            continue
+        start = now()
+        if live is not None:
+            live.running(channel, spec[0], start)  # type: ignore[arg-type]
+        ctx = new_ctx(ctx_class)  # (what __init__ does, without its call: this loop's largest cost)
+        ctx._batch = shared
+        ctx._spec = spec
+        ctx._start = start
+        token = set_ctx(ctx)
+        error: BaseException | None = None
+        try:
+            value = invoke(**spec[4])
+        except BaseException as exc:  # noqa: BLE001 (the run's outcome, see _plain_outcome)
+            value, error = None, exc
+        reset_ctx(token)
+        if live is not None:
+            live.idle(channel)  # type: ignore[arg-type]
+        if error is None and type(value) in plain:  # the common case: a value that can be sent
+            values[i] = value
+            starts[i] = start
+            ends[i] = now()
+            continue
+        out, entry, end = _plain_outcome(task, ctx, value, error, start)
+        starts[i], ends[i] = start, end
+        if entry is None:
+            values[i] = out
+        else:
+            others[i], entries[i] = out, entry
+
+
+def _plain_outcome(task: TaskSpec, ctx: _PlainRunContext, value: Any, error: BaseException | None,
+                   start: float) -> tuple[Any, tuple | None, float]:
+    """How a plain run ended that raised `error` or returned a value of a type that is not a plain one (a
+    generator is consumed and a returned state taken as the run's, in the run's context): (its value, None, end)
+    if it completed with a value that can be sent, else (its final state, its full entry, end)."""
+    final: State | None = None
+    if error is None:
+        token = task_run_ctx.set(ctx)
+        try:
             if _is_generator(value):
                 value = _consume_generator(value)
             final = core.state_from_return(value)
             if final is None and _unsendable(value) is not None:
                 final = S.Completed(data=value)  # `_sendable` below fails the run, as the engine's path would
-    except Exception as exc:
-        final = core.failed_state_for(exc, ctx.task_run.name)
-    except BaseException as exc:  # as run_one: the engine lets interrupts through, a batch's outcome never does
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+        finally:
+            task_run_ctx.reset(token)
+        if final is None and error is None:
+            return value, None, time.time()
+    if isinstance(error, Exception):
+        final = core.failed_state_for(error, ctx.task_run.name)
+    elif error is not None:  # as run_one: the engine lets interrupts through, a batch's outcome never does
         final = S.Crashed(message=f"Task run {ctx.task_run.name!r} was interrupted on the worker by "
-                                  f"{type(exc).__name__}: {exc}", data=exc)
-    finally:
-        task_run_ctx.reset(ctx_token)
-        if live is not None:
-            live.idle(header.channel)  # type: ignore[arg-type]
+                                  f"{type(error).__name__}: {error}", data=error)
+    assert final is not None
     end = time.time()
-    if final is None:  # the common case: a value that can be sent
-        return value, None, start, end
     run = ctx.task_run
     run.end_ts = end
     run.state_history = [run.state, final]
@@ -409,7 +506,7 @@ def run_plain(task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str |
     final = _sendable(final, run, task)
     has_value = final.is_completed() and final.data is not S.UNSET
     history = [s.without_data() for s in run.state_history]
-    return final, (start, end, run.run_count, None, history, has_value), start, end
+    return final, (start, end, run.run_count, None, history, has_value), end
 
 
 class _PlainRunContext(TaskRunContext):
@@ -417,39 +514,62 @@ class _PlainRunContext(TaskRunContext):
     (`get_run_logger()`, `distributary.runtime`, an artifact, a failure): most runs of a large map never need
     one."""
 
-    __slots__ = ("_task_spec", "_header", "_spec", "_worker", "_start", "_live", "_run")
+    # `_batch` is (task spec, header, worker, telemetry sender), the same for every run of the batch; the
+    # context's other fields are read from it and from the call (`_spec`) when asked for (most runs never ask).
+    # The record, once made, is `_run` (unset until then).
+    __slots__ = ("_batch", "_spec", "_start", "_run")
+    _batch: tuple[TaskSpec, BatchHeader, str | None, TelemetrySender | None]
+    _spec: CallSpec
+    _start: float
+    _run: TaskRun
 
     def __init__(self, task: TaskSpec, header: BatchHeader, spec: CallSpec, worker: str | None, start: float,
                  live: TelemetrySender | None):
-        self.task = task.owner
-        self.parameters = spec[4]
-        self.flow_parameters = header.flow_parameters
-        self.log_prints = bool(header.log_prints)
-        self.result_options = None
-        self._task_spec, self._header, self._spec, self._worker, self._start, self._live = \
-            task, header, spec, worker, start, live
-        self._run: _LiveTaskRun | None = None
+        self._batch = (task, header, worker, live)
+        self._spec = spec
+        self._start = start
+
+    @property
+    def task(self) -> Any:  # type: ignore[override]
+        return self._batch[0].owner
+
+    @property
+    def parameters(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._spec[4]
+
+    @property
+    def flow_parameters(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._batch[1].flow_parameters
+
+    @property
+    def log_prints(self) -> bool:  # type: ignore[override]
+        return bool(self._batch[1].log_prints)
+
+    @property
+    def result_options(self) -> Any:  # type: ignore[override]
+        return None
 
     @property  # type: ignore[override]
     def task_run(self) -> TaskRun:
-        run = self._run
-        if run is None:
+        try:
+            return self._run
+        except AttributeError:
             run = self._run = self._make_run()
-        return run
+            return run
 
     @task_run.setter
     def task_run(self, run: TaskRun) -> None:
         self._run = run  # type: ignore[assignment]
 
     def _make_run(self) -> _LiveTaskRun:
-        task, header = self._task_spec, self._header
+        task, header, worker, live = self._batch
         run_id, name, dynamic_key, run_count, params, _ = self._spec
         run = _LiveTaskRun(run_id, name, task.name, task.task_key, header.flow_run_id, params, header.tags,
                            S.Running(timestamp=self._start), dynamic_key)
         run.run_count = run_count + 1
-        run.worker = self._worker
+        run.worker = worker
         run.start_ts = self._start
-        run._live = (self._live, header.channel) if self._live is not None else None  # type: ignore[assignment]
+        run._live = (live, header.channel) if live is not None else None  # type: ignore[assignment]
         return run
 
 
@@ -603,4 +723,4 @@ class _LiveTaskRun(TaskRun):
 
 
 __all__ = ["CallSpec", "BatchHeader", "Upstream", "Settled", "SettledFuture", "BatchSummary", "BatchResult",
-           "load_task", "run_batch", "run_one", "run_plain", "link_upstreams", "pack_batch", "unpack_batch", "watch_live_states"]
+           "load_task", "run_batch", "run_one", "run_plain", "run_plain_many", "link_upstreams", "pack_batch", "unpack_batch", "calls_of", "watch_live_states"]
