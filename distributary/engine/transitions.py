@@ -132,6 +132,16 @@ def set_states_many(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
         _put(STATES_CHANGED, None, items)
 
 
+def set_states_told(items: Sequence[tuple[Any, Sequence[State]]]) -> None:
+    """`set_states_many` for records made of a compact `.map()`'s runs whose states the batch's `fanout_settled`
+    event tells the sinks already: the records take them (an abandoned run refuses them), with no event of their
+    own (every sink that watches task runs takes the bulk events, or the map would not be compact)."""
+    for run, states in items:
+        if states and not run.abandoned:
+            run.state = states[-1]
+            run.state_history.extend(states)
+
+
 def task_runs_created(runs: Sequence[Any]) -> None:
     """New task runs (all of one `.submit()` or `.map()`): one event for the lot. A large one is delivered at once,
     in this thread, before its runs start (the sinks prepare for it: the run store starts its writer process)."""
@@ -442,5 +452,5 @@ def _dispatch_loop() -> None:
 _runs._set_state = set_state  # `TaskRun.set_state` / `FlowRun.set_state` pass the seam too
 _runs._sink_hub = _sys.modules[__name__]  # the run store registers its sink here
 
-__all__ = ["set_state", "set_states", "set_states_many", "finish", "task_runs_created", "flow_run_created", "run_finished", "log_record",
+__all__ = ["set_state", "set_states", "set_states_many", "set_states_told", "finish", "task_runs_created", "flow_run_created", "run_finished", "log_record",
            "artifact", "wants", "task_runs_watched", "fanout_created", "fanout_settled", "ensure_recorder_sink", "add_sink", "remove_sink", "sinks", "deliver", "flush"]

@@ -896,7 +896,7 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
                 if run.start_ts is None:
                     run.start_ts = running.ts
                 run.end_ts, run.run_count, run.worker = final.ts, run.run_count + 1, batch.worker
-            transitions.set_states_many(applied)
+            transitions.set_states_told(applied)  # (the fanout_settled event above told the sinks)
             SettableFuture.set_final_many((f, states[i - lo]) for f, i in futures)  # type: ignore[index]
         with self._lock:
             self._open.discard(batch)
