@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from ..engine.calls import TaskCall, expand_map_parameters, make_call, make_calls
+from ..engine.calls import TaskCall, make_call, make_calls, map_columns, rows
 from ..engine.futures import FutureList, TaskRunFuture
 from ..engine.gcpause import gc_paused
 from ..engine.spec import HasTaskSpec
@@ -87,8 +87,14 @@ class TaskRunner(ABC):
 
     def map(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> FutureList:
         self.ensure_started()
+        static, mapped, n = map_columns(task, parameters)
+        return self._map(task, static, mapped, n, wait_for)
+
+    def _map(self, task: HasTaskSpec, static: dict[str, Any], mapped: dict[str, list[Any]], n: int,
+             wait_for: Any) -> FutureList:
+        """The runs of a `.map()` whose arguments `engine.calls.map_columns` split: one record and call each."""
         with gc_paused():  # the per-run records are no garbage: collecting while they are made finds nothing
-            calls = make_calls(task, expand_map_parameters(task, parameters), wait_for)
+            calls = make_calls(task, rows(static, mapped), wait_for)
         return FutureList(self.submit_calls(calls))
 
     def __repr__(self) -> str:

@@ -19,7 +19,6 @@ import cloudpickle
 
 from ... import states as S
 from ...engine import TaskCall, core, transitions
-from ...engine.calls import make_calls, map_columns, rows
 from ...engine.fanout import allowed as fanout_allowed
 from ...engine.futures import FutureList, SettableFuture, TaskRunFuture
 from ...engine.gcpause import gc_paused
@@ -442,15 +441,12 @@ class RemoteTaskRunner(RemoteBackend["Batch"], TaskRunner):
     def submit_call(self, call: TaskCall) -> RemoteFuture:
         return self.submit_calls([call])[0]
 
-    def map(self, task: HasTaskSpec, parameters: dict[str, Any], wait_for: Any = None) -> FutureList:
-        """As every runner's `map`; where nothing watches each run (`engine.fanout.allowed`), the runs stay compact
-        from the `.map()` to their values (`remote/fanout.py`)."""
-        self.ensure_started()
-        static, mapped, n = map_columns(task, parameters)
+    def _map(self, task: HasTaskSpec, static: dict[str, Any], mapped: dict[str, list[Any]], n: int,
+             wait_for: Any) -> FutureList:
+        """As every runner's; where nothing watches each run (`engine.fanout.allowed`), the runs stay compact from
+        the `.map()` to their values (`remote/fanout.py`)."""
         if not (self._compact_maps and fanout_allowed(task, static, mapped, n, wait_for)):
-            with gc_paused():  # the per-run records are no garbage: collecting while they are made finds nothing
-                calls = make_calls(task, rows(static, mapped), wait_for)
-            return FutureList(self.submit_calls(calls))
+            return super()._map(task, static, mapped, n, wait_for)
         size = choose_batch_size(n, self._threads(), self.batch_size, cap=COMPACT_MAX_BATCH)
         fan = RemoteFanout(self, RemoteFuture, task, static, mapped, n, size)
         fan.batches = [Batch.compact(self, fan, lo, min(size, n - lo)) for lo in range(0, n, size)]
